@@ -1,0 +1,37 @@
+# xlgen image: the CLI, and (ENTRYPOINT xlgen serve) the REST service.
+#
+# CPU (default):
+#   docker build -t xlgen .
+# CUDA: a CUDA runtime base and the matching torch wheel index:
+#   docker build -t xlgen:cuda \
+#     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+#
+# Run:  docker run --rm -v $PWD/runs:/app/runs xlgen train --output-dir runs/goemotions
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
+
+# CUDA bases come without Python; the python image has it already.
+RUN if ! command -v python3 >/dev/null; then \
+        apt-get update && apt-get install -y --no-install-recommends python3 python3-venv && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && python3 -m venv /opt/venv \
+    && pip install --upgrade pip \
+    && pip install --index-url "${TORCH_INDEX_URL}" "torch==2.13.0"
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY xlgen ./xlgen
+COPY training ./training
+COPY clustering ./clustering
+COPY service ./service
+RUN pip install .
+COPY data ./data
+
+RUN useradd --create-home xlgen && mkdir -p /app/runs && chown xlgen /app/runs
+USER xlgen
+ENTRYPOINT ["xlgen"]
+CMD ["--help"]

@@ -1,0 +1,183 @@
+"""The ``xlgen`` command line: one subcommand per entry point.
+
+    xlgen train      train a model (also ``python -m training.train``, ``accelerate launch``)
+    xlgen evaluate   metrics of a model on a labelled split, as JSON
+    xlgen predict    labels with scores for texts or a JSON Lines file
+
+Run ``xlgen <command> --help`` for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from xlgen.config import add_arguments, from_arguments
+from xlgen.data import DataError, Document, find_split, read_documents
+from xlgen.decoding import DecodingConfig
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from xlgen.model import XLGenModel
+
+    return XLGenModel.load(args.model, device=_device(args.device))
+
+
+def _decoding(args: argparse.Namespace, model) -> DecodingConfig:  # type: ignore[no-untyped-def]
+    """The model's decoding defaults, overridden by the options given on the command line."""
+    from dataclasses import asdict, fields
+
+    given = {f.name: getattr(args, f.name) for f in fields(DecodingConfig) if getattr(args, f.name) is not None}
+    return DecodingConfig(**{**asdict(model.decoding), **given})
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory (the model/ folder of a training run)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: auto)")
+    p.add_argument("--threshold", type=float, default=None, help="score threshold (default: the model's tuned one)")
+    group = p.add_argument_group("decoding (default: the model's saved settings)")
+    for name, kw in [
+        ("strategy", {"choices": ("greedy", "beam", "sample")}),
+        ("num_beams", {"type": int}),
+        ("num_samples", {"type": int}),
+        ("temperature", {"type": float}),
+        ("top_k", {"type": int}),
+        ("top_p", {"type": float}),
+        ("batch_size", {"type": int}),
+        ("max_new_tokens", {"type": int}),
+        ("min_labels", {"type": int}),
+    ]:
+        help_text = next(f.metadata["help"] for f in __import__("dataclasses").fields(DecodingConfig) if f.name == name)
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_text, **kw)  # type: ignore[arg-type]
+    group.add_argument("--keep-new-labels", dest="keep_new_labels", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep generated labels outside the label space, flagged as new")
+    group.add_argument("--seed", type=int, default=None, help="seed for sampling")
+
+
+# ------------------------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.config import TrainConfig
+    from training.train import run
+
+    metrics = run(from_arguments(TrainConfig, args)).metrics
+    keys = [k for k in ("dev_micro_f1", "dev_macro_f1", "test_micro_f1", "test_macro_f1", "test_p_at_1") if k in metrics]
+    print(json.dumps({k: round(metrics[k], 4) for k in keys}))
+    print(f"model saved to {Path(args.output_dir) / 'model'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+
+
+def _eval_docs(path: str, split: str) -> list[Document]:
+    p = Path(path)
+    return read_documents(find_split(p, split) if p.is_dir() else p)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from xlgen.evaluation import Evaluator
+
+    docs = _eval_docs(args.data, args.split)
+    model = _load_model(args)
+    metrics = Evaluator(docs, _decoding(args, model)).run(model, threshold=args.threshold, tune=args.tune_threshold).metrics
+    metrics["macro_f1_note"] = "macro-F1 averages over the labels that occur in this split"  # type: ignore[assignment]
+    text = json.dumps(metrics, indent=1)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- predict
+
+
+def _predict_inputs(args: argparse.Namespace) -> list[Document]:
+    if args.input:
+        return read_documents(args.input, require_labels=False)
+    if args.texts:
+        return [Document(id=str(i), text=t) for i, t in enumerate(args.texts)]
+    lines = [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not lines:
+        raise DataError("no input: give texts, --input FILE, or lines on standard input")
+    return [Document(id=str(i), text=t) for i, t in enumerate(lines)]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    docs = _predict_inputs(args)
+    model = _load_model(args)
+    preds = model.predict([d.text for d in docs], _decoding(args, model), args.threshold)
+    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for d, p in zip(docs, preds, strict=True):
+            labels = [{"label": x, "score": round(s, 4), "new": n} for x, s, n in zip(p.labels, p.scores, p.new, strict=True)]
+            out.write(json.dumps({"id": d.id, "text": d.text, "labels": labels}, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xlgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+    def train_options(p: argparse.ArgumentParser) -> None:
+        from training.config import TrainConfig
+
+        add_arguments(p, TrainConfig)
+
+    def evaluate_options(p: argparse.ArgumentParser) -> None:
+        _add_model_options(p)
+        p.add_argument("--data", required=True, help="a labelled file, or a dataset folder (then --split picks the file)")
+        p.add_argument("--split", default="test", help="split to read from a dataset folder (default: test)")
+        p.add_argument("--tune-threshold", action="store_true", help="tune the threshold on this data and report at it")
+        p.add_argument("--output", help="also write the metrics JSON to this file")
+
+    def predict_options(p: argparse.ArgumentParser) -> None:
+        _add_model_options(p)
+        p.add_argument("texts", nargs="*", help="texts to tag (else --input, else one text per line on standard input)")
+        p.add_argument("--input", help="JSON Lines file of documents ({'id', 'text'}; labels optional)")
+        p.add_argument("--output", help="write JSON Lines here instead of standard output")
+
+    commands["train"] = ("train a model, evaluate it on dev and test, save it", train_options, cmd_train)
+    commands["evaluate"] = ("metrics of a model on a labelled split, as JSON", evaluate_options, cmd_evaluate)
+    commands["predict"] = ("labels with scores for texts", predict_options, cmd_predict)
+    for name, (help_text, add, fn) in commands.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (DataError, FileNotFoundError, ValueError) as e:
+        print(f"xlgen {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"xlgen {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

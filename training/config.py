@@ -1,0 +1,71 @@
+"""The training configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from xlgen.config import opt
+from xlgen.labels import ORDERS
+from xlgen.modeling import PRESETS
+
+DEFAULT_DATA = "data/goemotions"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved beside its checkpoints so a resumed run can check
+    that it continues the same run."""
+
+    data: str = opt(DEFAULT_DATA, "dataset folder holding train/dev/test splits (JSON Lines or XMC raw-text layout)")
+    output_dir: str = opt("runs/goemotions", "run folder: the final model goes to OUTPUT_DIR/model")
+    train_file: str | None = opt(None, "train split file (overrides DATA)")
+    dev_file: str | None = opt(None, "dev split file (overrides DATA)")
+    test_file: str | None = opt(None, "test split file (overrides DATA); evaluated after training if present")
+    preset: str = opt("cpu", "model shape built from scratch with a new SentencePiece tokenizer", choices=tuple(PRESETS))
+    base_model: str | None = opt(None, "pretrained T5 (hub name such as t5-base, or a local directory) instead of a preset")
+    lora: bool = opt(False, "train a LoRA adapter (peft) instead of all weights; needs --base-model")
+    lora_r: int = opt(16, "LoRA rank")
+    vocab_size: int | None = opt(None, "SentencePiece vocabulary size (default: the preset's)")
+    max_input_length: int = opt(128, "input tokens per document, task prefix and eos included")
+    max_target_length: int = opt(64, "target tokens per document")
+    label_order: str = opt("frequency", "order of labels in the target", choices=ORDERS)
+    deficit_rate: float = opt(0.0, "positive-unlabeled simulation: fraction of each train document's labels dropped")
+    train_limit: int | None = opt(None, "use only the first N train documents")
+    dev_limit: int | None = opt(2000, "dev documents for the periodic evaluation (threshold tuning uses all)")
+    epochs: float = opt(4.0, "passes over the train data")
+    max_steps: int | None = opt(None, "stop after this many optimizer steps (overrides EPOCHS)")
+    batch_size: int = opt(64, "documents per step and process")
+    grad_accum: int = opt(1, "gradient accumulation steps")
+    lr: float = opt(2e-3, "peak learning rate (AdamW); pretrained models want about 3e-4")
+    weight_decay: float = opt(0.01, "AdamW weight decay")
+    warmup_ratio: float = opt(0.05, "share of the steps spent warming the learning rate up")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    label_smoothing: float = opt(0.0, "label smoothing of the generation loss")
+    eval_every: int = opt(0, "evaluate on dev every N steps; 0 evaluates once per epoch")
+    patience: int = opt(3, "stop after this many evaluations without a better dev micro-F1")
+    mixed_precision: str = opt("auto", "bf16 on a GPU that supports it when auto", choices=("auto", "no", "bf16", "fp16"))
+    threads: int | None = opt(None, "CPU threads for torch (default: all cores)")
+    seed: int = opt(0, "seed of everything")
+    resume: bool = opt(True, "continue from OUTPUT_DIR/checkpoint when a run was interrupted")
+    overwrite: bool = opt(False, "train again even if OUTPUT_DIR already holds a finished model")
+    progress: bool = opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        if self.lora and not self.base_model:
+            raise ValueError("--lora needs --base-model: a LoRA adapter over random weights learns nothing useful")
+        if not 0.0 <= self.deficit_rate < 1.0:
+            raise ValueError("--deficit-rate must lie in [0, 1)")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.epochs <= 0:
+            raise ValueError("--batch-size, --grad-accum and --epochs must be positive")
+        if self.lr <= 0:
+            raise ValueError("--lr must be positive")
+
+    def fingerprint(self) -> str:
+        """Hash of the fields that change what is trained (not where or how verbosely)."""
+        d = dataclasses.asdict(self)
+        for k in ("output_dir", "resume", "overwrite", "progress", "threads"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

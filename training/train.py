@@ -1,0 +1,404 @@
+"""Training a label generator: ``setup -> build -> fit -> finish``, an explicit accelerate loop.
+
+The same file runs on one CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` on several
+processes (distributed data parallel): ``python -m training.train --help``.
+
+Run folder layout (``output_dir``):
+
+* ``model/``: the final model directory (best dev checkpoint, threshold tuned on dev).
+* ``train_log.jsonl``: one JSON object per evaluation and at the end.
+* ``metrics.json``: final dev and test metrics.
+* ``checkpoint/`` and ``best/``: resume state and best-so-far model while training; removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from training.config import TrainConfig
+from xlgen.config import add_arguments as config_arguments
+from xlgen.config import from_arguments
+from xlgen.data import DataError, Document, data_hash, find_split, read_documents
+from xlgen.decoding import DecodingConfig, pad_batch
+from xlgen.evaluation import Evaluator
+from xlgen.labels import LabelSpace, simulate_pu
+from xlgen.model import ModelSettings, XLGenModel
+from xlgen.modeling import PRESETS, LoraSettings, apply_lora, build_from_preset, load_pretrained
+from xlgen.tokenizer import (
+    DEFAULT_CLUSTER_TOKENS,
+    PretrainedTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    encode_target,
+    load_tokenizer,
+)
+
+log = logging.getLogger("xlgen.train")
+
+
+class TrainingError(ValueError):
+    """A run cannot start or continue; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def load_splits(cfg: TrainConfig) -> tuple[list[Document], list[Document], list[Document] | None]:
+    """Train, dev and (if present) test documents; the PU simulation applies to train only."""
+    train_path = Path(cfg.train_file) if cfg.train_file else find_split(cfg.data, "train")
+    dev_path = Path(cfg.dev_file) if cfg.dev_file else find_split(cfg.data, "dev")
+    test_path: Path | None = Path(cfg.test_file) if cfg.test_file else None
+    if test_path is None:
+        try:
+            test_path = find_split(cfg.data, "test")
+        except DataError:
+            test_path = None
+    train = read_documents(train_path)[: cfg.train_limit]
+    train = simulate_pu(train, cfg.deficit_rate, cfg.seed)
+    dev = read_documents(dev_path)
+    test = read_documents(test_path) if test_path else None
+    return train, dev, test
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+def build_tokenizer(cfg: TrainConfig, train: Sequence[Document]) -> Tokenizer:
+    if cfg.base_model:
+        return PretrainedTokenizer.from_pretrained(cfg.base_model, DEFAULT_CLUSTER_TOKENS)
+    return SentencePieceTokenizer.train(
+        [d.text for d in train],
+        [x for d in train for x in d.labels],
+        vocab_size=cfg.vocab_size or PRESETS[cfg.preset].vocab_size,
+        seed=cfg.seed,
+    )
+
+
+def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train: Sequence[Document]) -> XLGenModel:
+    """The untrained model: a preset from scratch or a pretrained checkpoint (optionally LoRA)."""
+    if cfg.base_model:
+        t5 = load_pretrained(cfg.base_model, len(tok))
+    else:
+        t5 = build_from_preset(cfg.preset, len(tok), tok.pad_id, tok.eos_id)
+    model = apply_lora(t5, LoraSettings(r=cfg.lora_r, alpha=2 * cfg.lora_r)) if cfg.lora else t5
+    settings = ModelSettings(
+        source=cfg.base_model or f"preset:{cfg.preset}",
+        max_input_length=cfg.max_input_length,
+        max_target_length=cfg.max_target_length,
+        label_order=cfg.label_order,
+        lora=cfg.lora,
+    )
+    return XLGenModel(model, tok, label_space, settings, data_hash=data_hash(train))
+
+
+class BucketBatchSampler:
+    """Shuffled batches of documents of similar length (less padding), reshuffled each epoch.
+
+    Documents are shuffled, cut into pools of 50 batches, sorted by length inside each pool, batched,
+    and the batches shuffled again. Set ``epoch`` before iterating.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        idx = list(range(len(self.lengths)))
+        rng.shuffle(idx)
+        pool = self.batch_size * 50
+        batches = []
+        for start in range(0, len(idx), pool):
+            chunk = sorted(idx[start : start + pool], key=lambda i: self.lengths[i])
+            batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+class Collator:
+    """Document indices -> padded tensors; targets are ordered per the config (``random`` draws a
+    new order per document and epoch)."""
+
+    def __init__(self, xm: XLGenModel, train: Sequence[Document], sampler: BucketBatchSampler, seed: int):
+        self.xm, self.train, self.sampler, self.seed = xm, train, sampler, seed
+        self.inputs = xm.encode_inputs([d.text for d in train])
+
+    def __call__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        s = self.xm.settings
+        targets = []
+        for i in idx:
+            rng = random.Random(hash((self.seed, self.sampler.epoch, i)))
+            labels = self.xm.label_space.order(self.train[i].labels, s.label_order, rng)
+            targets.append(encode_target(self.xm.tokenizer, labels, s.max_target_length))
+        input_ids, mask = pad_batch([self.inputs[i] for i in idx], self.xm.tokenizer.pad_id, "cpu")
+        labels_t, _ = pad_batch(targets, -100, "cpu")
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels_t}
+
+
+def generation_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
+    """Token cross-entropy over real target tokens only (padding is -100)."""
+    logits = model(**batch).logits  # (batch, tgt_len, vocab)
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, label_smoothing=label_smoothing
+    )
+
+
+# ---------------------------------------------------------------------------------------------- fit
+
+
+def _mixed_precision(cfg: TrainConfig) -> str:
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequence[Document], accelerator: Accelerator) -> None:
+    """Trains ``xm.model`` in place, keeping the best dev checkpoint in ``output_dir/best``.
+
+    Resumes from ``output_dir/checkpoint`` when it holds a run of the same configuration.
+    """
+    out = Path(cfg.output_dir)
+    ckpt = out / "checkpoint"
+    sampler = BucketBatchSampler([len(x) for x in xm.encode_inputs([d.text for d in train])], cfg.batch_size, cfg.seed)
+    loader = torch.utils.data.DataLoader(range(len(train)), batch_sampler=sampler, collate_fn=Collator(xm, train, sampler, cfg.seed))
+    steps_per_epoch = math.ceil(len(sampler) / accelerator.num_processes / cfg.grad_accum)
+    total_steps = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
+    params = [p for p in xm.model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+    warmup = max(1, int(cfg.warmup_ratio * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
+    )
+    model, optimizer, dl, scheduler = accelerator.prepare(xm.model, optimizer, loader, scheduler)
+
+    state = {"global_step": 0, "epoch": 0, "batches_done": 0, "best": -1.0, "best_step": 0, "bad_evals": 0}
+    if cfg.resume and (ckpt / "trainer_state.json").is_file():
+        saved = json.loads((ckpt / "trainer_state.json").read_text())
+        if saved["fingerprint"] != cfg.fingerprint():
+            raise TrainingError(f"{ckpt} belongs to a run with another configuration; use another --output-dir or --overwrite")
+        accelerator.load_state(str(ckpt / "state"))
+        state = saved["state"]
+        accelerator.print(f"resuming at step {state['global_step']} (epoch {state['epoch']})")
+    evaluator = Evaluator(list(dev)[: cfg.dev_limit], DecodingConfig(strategy="greedy", batch_size=128), prefix="dev_")
+    eval_every = cfg.eval_every or steps_per_epoch
+    bar = tqdm(total=total_steps, initial=state["global_step"], desc="train", disable=not (cfg.progress and accelerator.is_main_process))
+    started = time.time()
+    while state["global_step"] < total_steps:
+        sampler.epoch = state["epoch"]
+        model.train()
+        batches = accelerator.skip_first_batches(dl, state["batches_done"]) if state["batches_done"] else dl
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = generation_loss(model, batch, cfg.label_smoothing)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state["batches_done"] += 1
+            if not accelerator.sync_gradients:
+                continue
+            state["global_step"] += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=state["epoch"])
+            done = state["global_step"] >= total_steps
+            if state["global_step"] % eval_every == 0 or done:
+                stop = _evaluate_and_checkpoint(cfg, xm, evaluator, accelerator, state, loss.item(), time.time() - started)
+                model.train()
+                if stop or done:
+                    state["global_step"] = total_steps if stop else state["global_step"]
+                    break
+        else:
+            state["epoch"] += 1
+            state["batches_done"] = 0
+    bar.close()
+    accelerator.wait_for_everyone()
+
+
+def _evaluate_and_checkpoint(
+    cfg: TrainConfig, xm: XLGenModel, evaluator: Evaluator, accelerator: Accelerator, state: dict, loss: float, elapsed: float
+) -> bool:
+    """Evaluates on dev (main process), saves the best model and the resume state; True to stop early."""
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        view = xm  # shares its parameters with the prepared (possibly DDP-wrapped) module
+        metrics = evaluator(view)
+        score = metrics["dev_" + Evaluator.primary_metric]
+        improved = score > state["best"]
+        if improved:
+            state.update(best=score, best_step=state["global_step"], bad_evals=0)
+            view.save(out / "best")
+        else:
+            state["bad_evals"] += 1
+        _append_log(
+            out / "train_log.jsonl",
+            {"step": state["global_step"], "epoch": state["epoch"], "loss": loss, "elapsed_s": round(elapsed, 1), **metrics},
+        )
+        tqdm.write(f"step {state['global_step']}: dev micro-F1 {score:.4f} (best {state['best']:.4f} at {state['best_step']})")
+        if state["bad_evals"] >= cfg.patience:
+            tqdm.write(f"early stop: {cfg.patience} evaluations without improvement")
+            accelerator.set_trigger()
+    stop = accelerator.check_trigger()
+    # every rank must agree on the trainer state (best, counters) before it is written
+    synced = [state]
+    if accelerator.num_processes > 1:
+        torch.distributed.broadcast_object_list(synced, src=0)
+    state.update(synced[0])
+    accelerator.save_state(str(out / "checkpoint" / "state"))
+    if accelerator.is_main_process:
+        tmp = out / "checkpoint" / "trainer_state.json.tmp"
+        tmp.write_text(json.dumps({"fingerprint": cfg.fingerprint(), "state": state}))
+        os.replace(tmp, out / "checkpoint" / "trainer_state.json")
+    accelerator.wait_for_everyone()
+    return stop
+
+
+# ---------------------------------------------------------------------------------------------- finish
+
+
+def finish(cfg: TrainConfig, dev: Sequence[Document], test: Sequence[Document] | None, xm: XLGenModel) -> dict[str, float]:
+    """Loads the best checkpoint, tunes the threshold on all of dev with the default decoding,
+    evaluates on test, and saves ``output_dir/model``."""
+    out = Path(cfg.output_dir)
+    best = XLGenModel.load(out / "best", device=xm.device)
+    dev_eval = Evaluator(dev, prefix="dev_").run(best, tune=True)
+    best.threshold = dev_eval.metrics["dev_threshold"]
+    metrics = dict(dev_eval.metrics)
+    if test:
+        metrics.update(Evaluator(test, prefix="test_")(best))
+    best.metrics = metrics
+    best.save(out / "model")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    Attributes:
+        metrics: Final dev and test metrics (empty on processes other than the main one).
+        model_dir: The saved model directory.
+        weights_digest: SHA-256 of this process's weights at the end of the loop; equal on every
+            rank of a distributed run.
+    """
+
+    metrics: dict[str, float]
+    model_dir: Path
+    weights_digest: str
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def run(cfg: TrainConfig) -> TrainResult:
+    """Trains, evaluates and saves ``output_dir/model``."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(cfg), gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available()
+    )
+    out = Path(cfg.output_dir)
+    if (out / "model" / "xlgen.json").is_file() and not (out / "checkpoint").exists() and not cfg.overwrite:
+        raise TrainingError(f"{out / 'model'} already holds a finished model; pass --overwrite to train again")
+    if cfg.overwrite and accelerator.is_main_process:
+        for sub in ("checkpoint", "best", "model"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        (out / "train_log.jsonl").unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    set_seed(cfg.seed)
+    train, dev, test = load_splits(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    label_space = LabelSpace.from_documents(train)
+    ckpt = out / "checkpoint"
+    if cfg.resume and (ckpt / "tokenizer").is_dir():
+        tok = load_tokenizer(ckpt / "tokenizer")
+    else:
+        tok = build_tokenizer(cfg, train) if accelerator.is_main_process else None
+        if accelerator.is_main_process:
+            tok.save(ckpt / "tokenizer")  # type: ignore[union-attr]
+            (ckpt / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+        accelerator.wait_for_everyone()
+        tok = load_tokenizer(ckpt / "tokenizer")
+    set_seed(cfg.seed)  # same initial weights on every rank, whatever the tokenizer training consumed
+    xm = build_model(cfg, tok, label_space, train)
+    xm.device = str(accelerator.device)
+    xm.model.to(accelerator.device)
+    accelerator.print(
+        f"train {len(train)} docs, dev {len(dev)}, test {len(test) if test else 0}; {len(label_space)} labels; "
+        f"vocab {len(tok)}; {sum(p.numel() for p in xm.model.parameters()) / 1e6:.1f}M parameters on {accelerator.device}"
+    )
+    fit(cfg, xm, train, dev, accelerator)
+    digest = weights_digest(xm.model)
+    metrics: dict[str, float] = {}
+    if accelerator.is_main_process:
+        metrics = finish(cfg, dev, test, xm)
+        _append_log(out / "train_log.jsonl", {"final": True, **metrics})
+        shutil.rmtree(out / "best", ignore_errors=True)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return TrainResult(metrics, out / "model", digest)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``xlgen train`` (one per :class:`TrainConfig` field)."""
+    config_arguments(parser, TrainConfig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.train``: the same options as ``xlgen train``; runs unchanged under
+    ``accelerate launch`` or ``torchrun``."""
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = from_arguments(TrainConfig, args)
+        metrics = run(cfg).metrics
+    except (DataError, TrainingError, ValueError) as e:
+        parser.exit(2, f"error: {e}\n")
+    if metrics:
+        print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
