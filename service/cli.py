@@ -133,7 +133,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- main
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand gets its options (others import nothing)."""
     parser = argparse.ArgumentParser(prog="xlgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
@@ -156,18 +157,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input", help="JSON Lines file of documents ({'id', 'text'}; labels optional)")
         p.add_argument("--output", help="write JSON Lines here instead of standard output")
 
+    def lazy(module: str, adder: str, runner: str):  # type: ignore[no-untyped-def]
+        """Options and handler from another module, imported only when that command runs."""
+        import importlib
+
+        return (lambda p: getattr(importlib.import_module(module), adder)(p),
+                lambda a: getattr(importlib.import_module(module), runner)(a))
+
     commands["train"] = ("train a model, evaluate it on dev and test, save it", train_options, cmd_train)
     commands["evaluate"] = ("metrics of a model on a labelled split, as JSON", evaluate_options, cmd_evaluate)
     commands["predict"] = ("labels with scores for texts", predict_options, cmd_predict)
+    commands["select"] = ("rank pool documents for annotation by an acquisition strategy",
+                          *lazy("training.al_cli", "add_select_arguments", "cmd_select"))
+    commands["simulate-al"] = ("active-learning simulation: strategies against random on a labelled dataset",
+                               *lazy("training.al_cli", "add_simulate_arguments", "cmd_simulate"))
+    commands["serve"] = ("run the REST service", *lazy("service.serve", "add_serve_arguments", "cmd_serve"))
     for name, (help_text, add, fn) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        add(p)
+        if only is None or only == name:
+            add(p)
         p.set_defaults(func=fn)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=argv[0] if argv and not argv[0].startswith("-") else "")
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -13,7 +13,7 @@ def test_every_option_has_help(command, capsys):
         main([command, "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    parser = build_parser()
+    parser = build_parser(only=command)
     sub = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[command]
     for action in sub._actions:
         if action.option_strings and action.dest != "help":
