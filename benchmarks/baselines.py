@@ -33,7 +33,7 @@ def tfidf_logreg(train: Sequence[Document], dev: Sequence[Document], test: Seque
     x_train = vec.fit_transform([d.text for d in train])
     mlb = MultiLabelBinarizer()
     y = mlb.fit_transform([d.labels for d in train])
-    clf = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, solver="liblinear"), n_jobs=2)
+    clf = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, solver="liblinear"))
     clf.fit(x_train, y)
     fit_s = time.time() - started
     classes = list(mlb.classes_)

@@ -11,7 +11,6 @@ import torch
 from xlgen.data import read_documents, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "data" / "goemotions"
 SHARED = ROOT.parent / "shared" / "data"
 
 torch.set_num_threads(2)
@@ -27,10 +26,11 @@ def shared_dataset(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """train 400 / dev 60 / test 60 GoEmotions documents as a dataset folder."""
+    """train 400 / dev 60 / test 60 documents of ../shared/data/goemotions as a dataset folder."""
     out = tmp_path_factory.mktemp("tiny_data")
+    source = shared_dataset("goemotions")
     for split, n in (("train", 400), ("dev", 60), ("test", 60)):
-        write_jsonl(read_documents(BUNDLED / f"{split}.jsonl.gz")[:n], out / f"{split}.jsonl")
+        write_jsonl(read_documents(source / f"{split}.jsonl.gz")[:n], out / f"{split}.jsonl")
     return out
 
 

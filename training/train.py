@@ -38,6 +38,7 @@ from xlgen.config import from_arguments
 from xlgen.data import DataError, Document, data_hash, find_split, read_documents
 from xlgen.decoding import DecodingConfig, pad_batch
 from xlgen.evaluation import Evaluator
+from xlgen.initialization import init_embeddings
 from xlgen.labels import LabelSpace, simulate_pu
 from xlgen.model import ModelSettings, XLGenModel
 from xlgen.modeling import PRESETS, LoraSettings, apply_lora, build_from_preset, load_pretrained
@@ -97,6 +98,8 @@ def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train
         t5 = load_pretrained(cfg.base_model, len(tok))
     else:
         t5 = build_from_preset(cfg.preset, len(tok), tok.pad_id, tok.eos_id)
+        if cfg.embedding_init == "corpus":
+            init_embeddings(t5, train, tok, label_space.labels, cfg.seed)
     model = apply_lora(t5, LoraSettings(r=cfg.lora_r, alpha=2 * cfg.lora_r)) if cfg.lora else t5
     settings = ModelSettings(
         source=cfg.base_model or f"preset:{cfg.preset}",
@@ -165,6 +168,25 @@ def generation_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], labe
 # ---------------------------------------------------------------------------------------------- fit
 
 
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW (or Adafactor) with three groups: embeddings (own learning rate when built from a
+    preset), other matrices (weight decay), vectors (no weight decay)."""
+    emb = model.get_input_embeddings().weight  # type: ignore[operator]
+    params = [p for p in model.parameters() if p.requires_grad]
+    emb_scale = cfg.embedding_lr_scale if not cfg.base_model else 1.0
+    groups = [
+        {"params": [p for p in params if p is emb], "weight_decay": 0.0, "lr": cfg.lr * emb_scale},
+        {"params": [p for p in params if p is not emb and p.ndim >= 2], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": cfg.lr},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=cfg.lr, scale_parameter=True, relative_step=False, warmup_init=False)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
 def _mixed_precision(cfg: TrainConfig) -> str:
     if cfg.mixed_precision != "auto":
         return cfg.mixed_precision
@@ -184,22 +206,19 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
     sampler = BucketBatchSampler([len(x) for x in xm.encode_inputs([d.text for d in train])], cfg.batch_size, cfg.seed)
-    loader = torch.utils.data.DataLoader(range(len(train)), batch_sampler=sampler, collate_fn=Collator(xm, train, sampler, cfg.seed))
+    loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
+        range(len(train)), batch_sampler=sampler, collate_fn=Collator(xm, train, sampler, cfg.seed)  # type: ignore[arg-type]
+    )
     steps_per_epoch = math.ceil(len(sampler) / accelerator.num_processes / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
-    params = [p for p in xm.model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
+    optimizer = build_optimizer(cfg, xm.model)
     warmup = max(1, int(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
     model, optimizer, dl, scheduler = accelerator.prepare(xm.model, optimizer, loader, scheduler)
 
-    state = {"global_step": 0, "epoch": 0, "batches_done": 0, "best": -1.0, "best_step": 0, "bad_evals": 0}
+    state: dict = {"global_step": 0, "epoch": 0, "batches_done": 0, "best": -1.0, "best_step": 0, "bad_evals": 0}
     if cfg.resume and (ckpt / "trainer_state.json").is_file():
         saved = json.loads((ckpt / "trainer_state.json").read_text())
         if saved["fingerprint"] != cfg.fingerprint():
@@ -290,11 +309,11 @@ def finish(cfg: TrainConfig, dev: Sequence[Document], test: Sequence[Document] |
     evaluates on test, and saves ``output_dir/model``."""
     out = Path(cfg.output_dir)
     best = XLGenModel.load(out / "best", device=xm.device)
-    dev_eval = Evaluator(dev, prefix="dev_").run(best, tune=True)
+    dev_eval = Evaluator(dev, prefix="dev_", progress=cfg.progress).run(best, tune=True)
     best.threshold = dev_eval.metrics["dev_threshold"]
     metrics = dict(dev_eval.metrics)
     if test:
-        metrics.update(Evaluator(test, prefix="test_")(best))
+        metrics.update(Evaluator(test, prefix="test_", progress=cfg.progress)(best))
     best.metrics = metrics
     best.save(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
@@ -351,9 +370,8 @@ def run(cfg: TrainConfig) -> TrainResult:
     if cfg.resume and (ckpt / "tokenizer").is_dir():
         tok = load_tokenizer(ckpt / "tokenizer")
     else:
-        tok = build_tokenizer(cfg, train) if accelerator.is_main_process else None
         if accelerator.is_main_process:
-            tok.save(ckpt / "tokenizer")  # type: ignore[union-attr]
+            build_tokenizer(cfg, train).save(ckpt / "tokenizer")
             (ckpt / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
         accelerator.wait_for_everyone()
         tok = load_tokenizer(ckpt / "tokenizer")

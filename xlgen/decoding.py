@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutput
 
 from xlgen.config import opt
@@ -171,12 +173,13 @@ def sequence_logprobs(
 
 @torch.inference_mode()
 def generate_candidates(
-    model: torch.nn.Module,
+    model: Any,
     tok: Tokenizer,
     inputs: Sequence[Sequence[int]],
     cfg: DecodingConfig,
     device: torch.device | str = "cpu",
     encoder_cache: dict[int, torch.Tensor] | None = None,
+    progress: bool = False,
 ) -> list[list[Candidate]]:
     """Generates ``cfg.num_return`` candidates per input, best first.
 
@@ -191,6 +194,7 @@ def generate_candidates(
         device: Where the model lives.
         encoder_cache: If given, encoder states per input index are read from and stored in it, so
             that several decoding settings over the same inputs encode each input once.
+        progress: Show a progress bar over documents.
     """
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
     results: list[list[Candidate]] = [[] for _ in inputs]
@@ -198,6 +202,7 @@ def generate_candidates(
     n_ret = cfg.num_return
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(cfg.seed)
+    bar = tqdm(total=len(inputs), desc=f"decode ({cfg.strategy})", unit="doc", disable=not progress, leave=False)
     try:
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
@@ -218,13 +223,15 @@ def generate_candidates(
                 ]
                 cands.sort(key=lambda c: -c.logprob)
                 results[doc_i] = cands
+            bar.update(len(idx))
     finally:
+        bar.close()
         torch.random.set_rng_state(generator_state)
     return results
 
 
 def _encode(
-    model: torch.nn.Module,
+    model: Any,
     ids: torch.Tensor,
     mask: torch.Tensor,
     idx: Sequence[int],

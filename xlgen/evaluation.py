@@ -26,16 +26,18 @@ class Evaluator:
         docs: Labelled documents.
         decoding: Decoding settings; ``None`` uses the model's defaults.
         prefix: Prefix of every metric name (``dev_``, ``test_``).
+        progress: Show a progress bar while decoding.
     """
 
     primary_metric = "micro_f1"
 
-    def __init__(self, docs: Sequence[Document], decoding: DecodingConfig | None = None, prefix: str = ""):
+    def __init__(self, docs: Sequence[Document], decoding: DecodingConfig | None = None, prefix: str = "", progress: bool = False):
         if not docs:
             raise ValueError("nothing to evaluate on")
         self.docs = list(docs)
         self.decoding = decoding
         self.prefix = prefix
+        self.progress = progress
 
     def run(self, model: XLGenModel, threshold: float | None = None, tune: bool = False) -> Evaluation:
         """Predicts and scores.
@@ -47,7 +49,7 @@ class Evaluator:
                 value (``threshold`` in the result).
         """
         cfg = self.decoding or model.decoding
-        preds = model.predict([d.text for d in self.docs], cfg, threshold=0.0)
+        preds = model.predict([d.text for d in self.docs], cfg, threshold=0.0, progress=self.progress)
         gold = [d.labels for d in self.docs]
         scores = [p.all_scores for p in preds]
         thr = model.threshold if threshold is None else threshold

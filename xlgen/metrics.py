@@ -82,7 +82,7 @@ def tune_threshold(
     """
     n_gold = sum(len(set(g)) for g in gold)
     forced_tp = forced_n = 0
-    rows = []  # (score, is_hit) of labels subject to the threshold
+    rows: list[tuple[float, bool]] = []  # (score, is_hit) of labels subject to the threshold
     for g, s in zip(gold, scores, strict=True):
         gs = set(g)
         r = ranked(s)

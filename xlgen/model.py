@@ -73,7 +73,7 @@ class XLGenModel:
         device: Where the model runs.
     """
 
-    model: torch.nn.Module
+    model: Any
     tokenizer: Tokenizer
     label_space: LabelSpace
     settings: ModelSettings = field(default_factory=ModelSettings)
@@ -108,6 +108,7 @@ class XLGenModel:
         texts: Sequence[str],
         decoding: DecodingConfig | None = None,
         threshold: float | None = None,
+        progress: bool = False,
     ) -> list[Prediction]:
         """Labels with scores for each text.
 
@@ -115,11 +116,12 @@ class XLGenModel:
             texts: Documents.
             decoding: Overrides the model's default decoding.
             threshold: Overrides the tuned threshold.
+            progress: Show a progress bar.
         """
         cfg = decoding or self.decoding
         thr = self.threshold if threshold is None else threshold
         self.model.eval()
-        cands = generate_candidates(self.generator, self.tokenizer, self.encode_inputs(texts), cfg, self.device)
+        cands = generate_candidates(self.generator, self.tokenizer, self.encode_inputs(texts), cfg, self.device, progress=progress)
         return [self.to_prediction(c, cfg, thr) for c in cands]
 
     @property

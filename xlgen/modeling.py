@@ -49,7 +49,7 @@ def build_from_preset(name: str, vocab_size: int, pad_id: int, eos_id: int) -> T
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[name]
-    config = T5Config(
+    config = T5Config(  # type: ignore[call-arg]
         vocab_size=vocab_size,
         d_model=p.d_model,
         d_ff=p.d_ff,
@@ -113,6 +113,8 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings) -> torch.nn.Modul
 
 def base_model(model: torch.nn.Module) -> T5ForConditionalGeneration:
     """The plain T5 under a peft or DDP wrapper (for ``generate`` and the encoder)."""
-    while hasattr(model, "module"):
-        model = model.module
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module  # type: ignore[assignment]
+    if hasattr(model, "get_base_model"):  # peft
+        model = model.get_base_model()  # type: ignore[operator]
     return model  # type: ignore[return-value]

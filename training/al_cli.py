@@ -1,0 +1,86 @@
+"""Command-line glue of ``xlgen select`` and ``xlgen simulate-al``.
+
+    xlgen select --model runs/goemotions/model --pool pool.jsonl --strategy vote --batch-size 200 --output next.jsonl
+    xlgen simulate-al --data ../shared/data/goemotions --output-dir runs/al/goemotions --strategies random margin vote beal
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from training.active_learning import SimulationConfig, format_table, simulate
+from xlgen.acquisition import STRATEGIES
+from xlgen.config import add_arguments, from_arguments
+from xlgen.data import read_documents
+from xlgen.ensemble import COMBINE, EnsembleConfig
+
+# ------------------------------------------------------------------------------------------ select
+
+
+def add_select_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``xlgen select``."""
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--pool", required=True, help="JSON Lines file of unlabelled documents ({'id', 'text'})")
+    p.add_argument("--output", help="ranked JSON Lines here (default: standard output)")
+    p.add_argument("--strategy", default="vote", choices=tuple(STRATEGIES), help="acquisition function")
+    p.add_argument("--batch-size", type=int, default=None, help="documents to return (default: the whole pool, ranked)")
+    p.add_argument("--diversity", action="store_true", help="K-means over the best candidates' encoder embeddings")
+    p.add_argument("--pool-sample", type=int, default=None, help="score only a random sample of this many documents")
+    p.add_argument("--drop-top", type=float, default=0.0, help="drop this share of the most uncertain as likely noise")
+    p.add_argument("--combine", default="vote", choices=COMBINE, help="how the ensemble members' label sets combine")
+    p.add_argument("--mc-dropout", type=int, default=0, help="extra MC-dropout members of the ensemble")
+    p.add_argument("--seed", type=int, default=0, help="seed of random scores, sub-sampling and K-means")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    """Writes one line per selected document: ``{"id", "rank", "score", "labels": [{"label", "score"}]}``."""
+    import torch
+
+    from xlgen.model import XLGenModel
+    from xlgen.selection import SelectionConfig, select_batch
+
+    pool = read_documents(args.pool, require_labels=False)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    model = XLGenModel.load(args.model, device=device)
+    ensemble = EnsembleConfig(combine=args.combine, mc_dropout=args.mc_dropout)
+    cfg = SelectionConfig(strategy=args.strategy, batch_size=args.batch_size or len(pool), diversity=args.diversity,
+                          pool_sample=args.pool_sample, drop_top=args.drop_top, seed=args.seed, ensemble=ensemble)
+    sel = select_batch(model, pool, cfg)
+    suggestions = sel.suggestions
+    missing = [k for k, s in enumerate(suggestions) if not s]
+    if missing:  # strategies that decode nothing: suggest the model's own prediction
+        preds = model.predict([pool[sel.indices[k]].text for k in missing])
+        for k, p in zip(missing, preds, strict=True):
+            suggestions[k] = list(zip(p.labels, p.scores, strict=True))
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for rank, (i, score, labels) in enumerate(zip(sel.indices, sel.scores, suggestions, strict=True), 1):
+            row = {"id": pool[i].id, "rank": rank, "score": round(score, 6),
+                   "labels": [{"label": x, "score": round(s, 4)} for x, s in labels]}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    print(f"{len(sel.indices)} of {len(pool)} documents ranked by {args.strategy} "
+          f"({1000 * sel.seconds / max(sel.n_scored, 1):.1f} s per 1,000 scored)", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- simulate
+
+
+def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``xlgen simulate-al`` (one per :class:`SimulationConfig` field)."""
+    add_arguments(p, SimulationConfig)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Runs the simulation and prints the summary table."""
+    cfg = from_arguments(SimulationConfig, args, seeds=tuple(int(s) for s in args.seeds))
+    result = simulate(cfg)
+    print(format_table(result, cfg.data.rstrip("/").rsplit("/", 1)[-1]))
+    print(f"curves: {cfg.output_dir}/active_learning.json, plot: {cfg.output_dir}/active_learning.png")
+    return 0

@@ -1,0 +1,230 @@
+"""Acquisition functions: how uncertain the model is about each pool document.
+
+Every function is a small class with one verb, ``score(outputs) -> np.ndarray  # (n_docs,)``,
+where a higher score means "annotate this first". They are chosen by name from :data:`STRATEGIES`
+(``get_strategy("vote")``); ranking, top-b and diversity live once, in :mod:`xlgen.selection`.
+
+Each class says what it ``needs`` of the model, so that the caller decodes only as much as that:
+``none`` (text only), ``beams`` (the reference beam search) or ``ensemble`` (every member).
+
+Log-probabilities are length-normalised here (sum over tokens / number of tokens), never taken
+from the generation library's beam scores, which apply a length penalty.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from xlgen.decoding import Candidate
+
+NEEDS = ("none", "beams", "ensemble")
+
+
+@dataclass
+class PoolOutputs:
+    """What the acquisition functions read about ``n_docs`` pool documents.
+
+    Attributes:
+        texts: The documents.
+        n_pieces: Sub-word pieces per document (the model's tokenizer), ``(n_docs,)``.
+        beams: ``[doc]`` -> the reference member's beams (with exact, unnormalised log-probs).
+        members: ``[member][doc]`` -> the labels that member predicts, with their scores.
+        embeddings: Encoder embeddings ``(n_docs, d_model)``, for diversity.
+    """
+
+    texts: list[str]
+    n_pieces: np.ndarray | None = None
+    beams: list[list[Candidate]] | None = None
+    members: list[list[dict[str, float]]] | None = None
+    embeddings: np.ndarray | None = None
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.texts)
+
+    def require(self, what: str) -> None:
+        missing = {"n_pieces": self.n_pieces is None, "beams": self.beams is None, "members": self.members is None}
+        if missing.get(what, False):
+            raise ValueError(f"this acquisition function needs {what!r}, which the outputs lack")
+
+
+class Strategy:
+    """An acquisition function: ``score(outputs)`` -> one score per document, higher first.
+
+    Attributes:
+        name: Registry name.
+        needs: ``none``, ``beams`` or ``ensemble``.
+    """
+
+    name = ""
+    needs = "ensemble"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RandomScore(Strategy):
+    """Random sampling: ``s(x) ~ U(0, 1)``, seeded, so a pool is ranked in a random order."""
+
+    name, needs = "random", "none"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        return np.random.default_rng(self.seed).random(outputs.n_docs)  # (n_docs,)
+
+
+class SubwordRatio(Strategy):
+    """Sub-word pieces per word: ``s(x) = n_pieces(x) / n_words(x)``.
+
+    Documents the tokenizer splits finely hold rare words, which the model knows least; needs no
+    model (only its tokenizer).
+    """
+
+    name, needs = "subword", "none"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("n_pieces")
+        words = np.array([max(len(t.split()), 1) for t in outputs.texts], dtype=float)
+        return np.asarray(outputs.n_pieces, dtype=float) / words  # (n_docs,)
+
+
+def _sorted_norm_logprobs(beams: Sequence[Candidate]) -> np.ndarray:
+    """Length-normalised log-probabilities ``log p(y) / |y|`` of the beams, best first."""
+    return np.sort(np.array([c.logprob / max(c.n_tokens, 1) for c in beams], dtype=float))[::-1]
+
+
+class BeamMargin(Strategy):
+    """Margin between the two best beams: ``s(x) = -(l_1 - l_2)``, with ``l_i = log p(y_i | x) / |y_i|``.
+
+    A small gap between the best and the second-best length-normalised sequence means the model
+    hesitates; a document with a single beam gets ``-inf`` (no evidence of doubt).
+    """
+
+    name, needs = "margin", "beams"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("beams")
+        out = np.full(outputs.n_docs, -np.inf)
+        for i, beams in enumerate(outputs.beams or []):
+            lp = _sorted_norm_logprobs(beams)
+            if len(lp) >= 2:
+                out[i] = -(lp[0] - lp[1])
+        return out  # (n_docs,)
+
+
+class NBestEntropy(Strategy):
+    """Entropy of the N-best list: ``s(x) = -sum_i p_i log p_i`` with ``p_i = softmax(l)_i`` over the
+    beams' length-normalised log-probabilities ``l_i = log p(y_i | x) / |y_i|``."""
+
+    name, needs = "entropy", "beams"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("beams")
+        out = np.zeros(outputs.n_docs)
+        for i, beams in enumerate(outputs.beams or []):
+            lp = _sorted_norm_logprobs(beams)
+            if len(lp) == 0:
+                continue
+            p = np.exp(lp - lp.max())
+            p /= p.sum()
+            out[i] = float(-(p * np.log(np.clip(p, 1e-12, None))).sum())
+        return out  # (n_docs,)
+
+
+def vote_fractions(members: Sequence[Sequence[dict[str, float]]], doc: int) -> np.ndarray:
+    """Vote fraction ``v_l`` of every label any member predicts for document ``doc``: ``(n_labels,)``."""
+    counts: dict[str, int] = {}
+    for m in members:
+        for label in m[doc]:
+            counts[label] = counts.get(label, 0) + 1
+    return np.array(list(counts.values()), dtype=float) / max(len(members), 1)
+
+
+class VoteDisagreement(Strategy):
+    """Label-vote disagreement: ``s(x) = mean_l H(v_l)``, ``H(v) = -v log v - (1 - v) log(1 - v)``,
+    over the labels ``l`` any member predicts, ``v_l`` being the share of members predicting ``l``.
+
+    Zero when every member predicts the same set; highest when each label splits the members evenly.
+    """
+
+    name, needs = "vote", "ensemble"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("members")
+        out = np.zeros(outputs.n_docs)
+        for i in range(outputs.n_docs):
+            v = np.clip(vote_fractions(outputs.members or [], i), 1e-12, 1 - 1e-12)
+            if v.size:
+                out[i] = float((-v * np.log(v) - (1 - v) * np.log(1 - v)).mean())
+        return out  # (n_docs,)
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    """``|a & b| / |a | b|``; two empty sets agree fully (1)."""
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+class LabelSetVariance(Strategy):
+    """Label-set variance across members: ``s(x) = 1 - mean_{m < m'} J(Y_m, Y_m')``, ``J`` the Jaccard
+    similarity of two members' label sets (the label-set analogue of BLEU variance)."""
+
+    name, needs = "variance", "ensemble"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("members")
+        members = outputs.members or []
+        out = np.zeros(outputs.n_docs)
+        for i in range(outputs.n_docs):
+            sets = [set(m[i]) for m in members]
+            pairs = list(itertools.combinations(sets, 2))
+            if pairs:
+                out[i] = 1.0 - float(np.mean([jaccard(a, b) for a, b in pairs]))
+        return out  # (n_docs,)
+
+
+class ExpectedConfidence(Strategy):
+    """BEAL expected confidence adapted to generation, lowest first:
+    ``s(x) = -(1/M) sum_m sum_r R(y_{m,r}) / log2(r + 1)``, ``R(y) = 2^y - 1``,
+    where member ``m``'s predicted labels are ranked ``r = 1, 2, ...`` by their score ``y`` in [0, 1].
+
+    A document whose members predict few, confidently scored labels is confident; the negation puts
+    the least confident first.
+    """
+
+    name, needs = "beal", "ensemble"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("members")
+        members = outputs.members or []
+        out = np.zeros(outputs.n_docs)
+        for i in range(outputs.n_docs):
+            per_member = []
+            for m in members:
+                y = np.sort(np.clip(np.array(list(m[i].values()), dtype=float), 0.0, 1.0))[::-1]
+                ranks = np.arange(1, len(y) + 1)
+                per_member.append(float(((2.0**y - 1.0) / np.log2(ranks + 1)).sum()))
+            out[i] = -float(np.mean(per_member)) if per_member else 0.0
+        return out  # (n_docs,)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls
+    for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, VoteDisagreement, LabelSetVariance, ExpectedConfidence)
+}
+
+
+def get_strategy(name: str, seed: int = 0) -> Strategy:
+    """The acquisition function registered as ``name`` (``random`` takes ``seed``).
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown acquisition strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return RandomScore(seed) if name == "random" else STRATEGIES[name]()

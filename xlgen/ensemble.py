@@ -1,0 +1,178 @@
+"""Ensemble decoding: several decoding settings (members) over one encoder pass per document.
+
+The default members are beam search (5 beams), top-k/top-p sampling and temperature-0.8 sampling;
+optional MC-dropout members repeat the first member ``mc_dropout`` times with dropout switched on
+in the decoder. Every member reads the encoder states from one shared cache, so each document is
+encoded once however many members there are (MC dropout therefore perturbs the decoder only).
+
+Each member predicts a label set (its label scores cut at the model's threshold); the members are
+combined by ``union``, ``intersection`` or ``vote`` (labels predicted by at least ``min_votes`` of
+the members), and every label keeps its vote fraction, the share of members that predicted it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from xlgen.decoding import Candidate, DecodingConfig, generate_candidates
+from xlgen.model import XLGenModel
+
+COMBINE = ("union", "intersection", "vote")
+
+
+def default_members() -> tuple[DecodingConfig, ...]:
+    """Beam-5, top-k/top-p sampling, and temperature-0.8 sampling."""
+    return (
+        DecodingConfig(strategy="beam", num_beams=5),
+        DecodingConfig(strategy="sample", num_samples=5, top_k=20, top_p=0.9, seed=1),
+        DecodingConfig(strategy="sample", num_samples=5, temperature=0.8, seed=2),
+    )
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """The ensemble's members and how they are combined.
+
+    Attributes:
+        members: Decoding settings, one per member; the first is the reference member (its beams
+            feed the beam-based acquisition functions).
+        combine: ``union``, ``intersection`` or ``vote``.
+        min_votes: For ``vote``: the share of members that must predict a label.
+        mc_dropout: Extra members: this many stochastic passes of the first member with dropout on.
+        max_new_tokens: Overrides every member's ``max_new_tokens`` when set.
+        batch_size: Documents per forward pass, for every member.
+    """
+
+    members: tuple[DecodingConfig, ...] = field(default_factory=default_members)
+    combine: str = "vote"
+    min_votes: float = 0.5
+    mc_dropout: int = 0
+    max_new_tokens: int | None = None
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        if self.combine not in COMBINE:
+            raise ValueError(f"unknown combination {self.combine!r}; choose one of {', '.join(COMBINE)}")
+        if not 0 < self.min_votes <= 1:
+            raise ValueError("min_votes must lie in (0, 1]")
+        if self.mc_dropout < 0 or self.batch_size < 1:
+            raise ValueError("mc_dropout must not be negative and batch_size must be positive")
+
+    def member_configs(self) -> list[DecodingConfig]:
+        """Every member's decoding settings, MC-dropout passes last (each with its own seed)."""
+        base = [replace(m, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens or m.max_new_tokens) for m in self.members]
+        mc = [replace(base[0], seed=base[0].seed + 1000 + t) for t in range(self.mc_dropout)]
+        return base + mc
+
+
+@dataclass
+class EnsembleOutput:
+    """What an ensemble produced for ``n_docs`` documents and ``n_members`` members.
+
+    Attributes:
+        candidates: ``[member][doc]`` -> that member's candidates, best first.
+        member_labels: ``[member][doc]`` -> the labels that member predicts, with their scores.
+        votes: ``[doc]`` -> every label any member predicted, with its vote fraction.
+        labels: ``[doc]`` -> the combined labels with their vote fractions, most voted first.
+        embeddings: Mean-pooled encoder states, ``(n_docs, d_model)``.
+    """
+
+    candidates: list[list[list[Candidate]]]
+    member_labels: list[list[dict[str, float]]]
+    votes: list[dict[str, float]]
+    labels: list[list[tuple[str, float]]]
+    embeddings: np.ndarray
+
+    @property
+    def n_members(self) -> int:
+        return len(self.candidates)
+
+
+def combine_votes(member_sets: Sequence[Iterable[str]], how: str, min_votes: float = 0.5) -> list[tuple[str, float]]:
+    """Combines the label sets of the members of one document.
+
+    Args:
+        member_sets: One label collection per member.
+        how: ``union`` (any member), ``intersection`` (every member) or ``vote`` (at least
+            ``min_votes`` of the members).
+        min_votes: Share of members needed by ``vote``.
+
+    Returns:
+        ``(label, vote fraction)`` pairs, most voted first.
+    """
+    if how not in COMBINE:
+        raise ValueError(f"unknown combination {how!r}")
+    n = len(member_sets)
+    counts: dict[str, int] = {}
+    for labels in member_sets:
+        for x in dict.fromkeys(labels):
+            counts[x] = counts.get(x, 0) + 1
+    need = {"union": 1, "intersection": n, "vote": min_votes * n}[how]
+    kept = [(x, c / n) for x, c in counts.items() if c >= need - 1e-9]
+    return sorted(kept, key=lambda kv: -kv[1])
+
+
+def encoder_embeddings(cache: dict[int, torch.Tensor], n_docs: int) -> np.ndarray:
+    """Mean of each document's cached encoder states over its real tokens: ``(n_docs, d_model)``."""
+    return torch.stack([cache[i].float().mean(dim=0) for i in range(n_docs)]).numpy()  # (n_docs, d_model)
+
+
+@torch.inference_mode()
+def encode_pool(model: XLGenModel, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """Mean-pooled encoder states only (no decoding): ``(n_docs, d_model)``."""
+    from xlgen.decoding import pad_batch
+
+    model.model.eval()
+    inputs = model.encode_inputs(texts)
+    encoder = model.t5.get_encoder()
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        ids, mask = pad_batch(inputs[start : start + batch_size], model.tokenizer.pad_id, model.device)
+        states = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (batch, src_len, d)
+        m = mask.unsqueeze(-1).float()
+        out.append(((states * m).sum(1) / m.sum(1)).float().cpu())  # (batch, d)
+    return torch.cat(out).numpy()  # (n_docs, d)
+
+
+def decode_ensemble(
+    model: XLGenModel, texts: Sequence[str], cfg: EnsembleConfig | None = None, threshold: float | None = None
+) -> EnsembleOutput:
+    """Runs every member over ``texts``, encoding each document once.
+
+    Args:
+        model: The model.
+        texts: Documents.
+        cfg: The ensemble (default: :class:`EnsembleConfig`'s defaults).
+        threshold: Score threshold of each member's label set (default: the model's tuned one).
+    """
+    cfg = cfg or EnsembleConfig()
+    thr = model.threshold if threshold is None else threshold
+    inputs = model.encode_inputs(texts)
+    cache: dict[int, torch.Tensor] = {}
+    members = cfg.member_configs()
+    candidates: list[list[list[Candidate]]] = []
+    member_labels: list[list[dict[str, float]]] = []
+    try:
+        for k, mcfg in enumerate(members):
+            # deterministic members first, in eval mode, so that the cached encoder states are too
+            model.model.train(k >= len(cfg.members))
+            cands = generate_candidates(model.generator, model.tokenizer, inputs, mcfg, model.device, encoder_cache=cache)
+            candidates.append(cands)
+            preds = [model.to_prediction(c, mcfg, thr) for c in cands]
+            member_labels.append([dict(zip(p.labels, p.scores, strict=True)) for p in preds])
+    finally:
+        model.model.eval()
+    votes, combined = [], []
+    for d in range(len(texts)):
+        sets = [member_labels[m][d] for m in range(len(members))]
+        votes.append(dict(combine_votes(sets, "union")))
+        combined.append(combine_votes(sets, cfg.combine, cfg.min_votes))
+    emb = encoder_embeddings(cache, len(texts)) if texts else np.zeros((0, model.t5.config.d_model), dtype=np.float32)
+    return EnsembleOutput(candidates, member_labels, votes, combined, emb)
+

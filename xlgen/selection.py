@@ -1,0 +1,250 @@
+"""Batch selection: which pool documents to annotate next.
+
+``select_batch(model, pool, SelectionConfig(strategy="vote", batch_size=100))`` decodes what the
+strategy needs, scores the pool (:mod:`xlgen.acquisition`) and picks the batch:
+
+1. optionally score only a random ``pool_sample`` of a large pool;
+2. optionally drop the top ``drop_top`` share of the scores (the most uncertain are often noise);
+3. top-b, or with ``diversity`` cluster the encoder embeddings of the ``candidate_factor * b``
+   best candidates into ``b`` clusters (K-means) and take the highest-scored of each.
+
+Decoding outputs and scores are cached per model version (a digest of the weights and threshold),
+so strategies that share a model, or repeated calls, decode the pool once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from xlgen.acquisition import NEEDS, PoolOutputs, get_strategy
+from xlgen.data import Document
+from xlgen.decoding import generate_candidates
+from xlgen.ensemble import EnsembleConfig, decode_ensemble, encode_pool
+from xlgen.model import XLGenModel
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How to pick the next batch.
+
+    Attributes:
+        strategy: Acquisition function name (see :data:`xlgen.acquisition.STRATEGIES`).
+        batch_size: Documents to select.
+        diversity: Cluster the best candidates' encoder embeddings and take the most uncertain per
+            cluster, instead of plain top-b.
+        candidate_factor: With ``diversity``, cluster the ``candidate_factor * batch_size`` best.
+        pool_sample: Score only a random sample of this many pool documents (``None``: all).
+        drop_top: Share of the highest scores dropped as likely noise, in [0, 1).
+        seed: Seed of random scores, sub-sampling and K-means.
+        ensemble: The ensemble decoding the ``ensemble`` strategies read; its first member is the
+            reference beam search of the ``beams`` strategies.
+    """
+
+    strategy: str = "vote"
+    batch_size: int = 100
+    diversity: bool = False
+    candidate_factor: int = 5
+    pool_sample: int | None = None
+    drop_top: float = 0.0
+    seed: int = 0
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+    def __post_init__(self) -> None:
+        get_strategy(self.strategy)  # raises for an unknown name
+        if self.batch_size < 1 or self.candidate_factor < 1:
+            raise ValueError("batch_size and candidate_factor must be positive")
+        if self.pool_sample is not None and self.pool_sample < 1:
+            raise ValueError("pool_sample must be positive")
+        if not 0.0 <= self.drop_top < 1.0:
+            raise ValueError("drop_top must lie in [0, 1)")
+
+
+@dataclass
+class Selection:
+    """The chosen documents, best first.
+
+    Attributes:
+        indices: Positions in the pool.
+        ids: Their document ids.
+        scores: Their acquisition scores.
+        suggestions: Per chosen document, the model's labels with scores (vote fractions for an
+            ensemble), for annotators; empty where the strategy decoded nothing.
+        seconds: What computing the scores cost (decoding + scoring), even when they came from the cache.
+        n_scored: Documents scored.
+        cached: Whether the decoding outputs came from the cache.
+    """
+
+    indices: list[int]
+    ids: list[str]
+    scores: list[float]
+    suggestions: list[list[tuple[str, float]]]
+    seconds: float
+    n_scored: int
+    cached: bool = False
+
+
+def model_version(model: XLGenModel) -> str:
+    """A digest of the weights and threshold: equal versions score alike."""
+    h = hashlib.sha256(repr(model.threshold).encode())
+    for name, tensor in sorted(model.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class _Decoded:
+    outputs: PoolOutputs
+    suggestions: list[list[tuple[str, float]]]
+    seconds: float
+
+
+class ScoreCache:
+    """Decoding outputs and scores per (model version, documents, settings); keep one per process or
+    per simulation and pass it to every :func:`select_batch` call."""
+
+    def __init__(self) -> None:
+        self.decoded: dict[tuple, _Decoded] = {}
+        self.scores: dict[tuple, tuple[np.ndarray, float]] = {}
+        self.hits = 0
+
+    def clear(self) -> None:
+        self.decoded.clear()
+        self.scores.clear()
+
+
+def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: EnsembleConfig, embeddings: bool) -> _Decoded:
+    """Decodes as much as ``needs`` asks (``none``, ``beams`` or ``ensemble``)."""
+    if needs not in NEEDS:
+        raise ValueError(f"unknown need {needs!r}")
+    started = time.perf_counter()
+    texts = list(texts)
+    outputs = PoolOutputs(texts, n_pieces=np.array([len(model.tokenizer.encode(t)) for t in texts]))
+    suggestions: list[list[tuple[str, float]]] = [[] for _ in texts]
+    if needs == "ensemble":
+        out = decode_ensemble(model, texts, ensemble)
+        outputs.beams, outputs.members, outputs.embeddings = out.candidates[0], out.member_labels, out.embeddings
+        suggestions = out.labels
+    elif needs == "beams":
+        cfg = ensemble.member_configs()[0]
+        model.model.eval()
+        cache: dict[int, torch.Tensor] = {}
+        beams = generate_candidates(model.generator, model.tokenizer, model.encode_inputs(texts), cfg, model.device, cache)
+        preds = [model.to_prediction(c, cfg, model.threshold) for c in beams]
+        outputs.beams = beams
+        outputs.members = [[dict(zip(p.labels, p.scores, strict=True)) for p in preds]]
+        suggestions = [list(zip(p.labels, p.scores, strict=True)) for p in preds]
+        if texts:
+            outputs.embeddings = torch.stack([cache[i].float().mean(0) for i in range(len(texts))]).numpy()  # (n, d)
+    if embeddings and outputs.embeddings is None:
+        outputs.embeddings = encode_pool(model, texts, ensemble.batch_size)
+    return _Decoded(outputs, suggestions, time.perf_counter() - started)
+
+
+def score_pool(
+    model: XLGenModel, docs: Sequence[Document], cfg: SelectionConfig, cache: ScoreCache | None = None
+) -> tuple[np.ndarray, _Decoded, float]:
+    """Scores ``docs`` with ``cfg.strategy``, cached by model version.
+
+    Returns:
+        ``(scores (n_docs,), decoded outputs, seconds)``, the seconds being what decoding and scoring
+        cost when computed (also on a cache hit).
+    """
+    cache = cache if cache is not None else ScoreCache()
+    strategy = get_strategy(cfg.strategy, cfg.seed)
+    ids = hashlib.sha256("\x00".join(d.id for d in docs).encode()).hexdigest()
+    key = (model_version(model), ids, strategy.needs, repr(cfg.ensemble), cfg.diversity)
+    # richer outputs of the same model serve too: the ensemble's first member is the reference beam search
+    richer = [(*key[:2], n, *key[3:]) for n in NEEDS[NEEDS.index(strategy.needs) :]]
+    decoded = next((cache.decoded[k] for k in richer if k in cache.decoded), None)
+    if decoded is None:
+        decoded = decode_pool(model, [d.text for d in docs], strategy.needs, cfg.ensemble, cfg.diversity)
+        cache.decoded[key] = decoded
+    else:
+        cache.hits += 1
+    skey = (*key, cfg.strategy, cfg.seed)
+    if skey not in cache.scores:
+        started = time.perf_counter()
+        scores = strategy.score(decoded.outputs)  # (n_docs,)
+        cache.scores[skey] = (scores, time.perf_counter() - started)
+    scores, seconds = cache.scores[skey]
+    return scores, decoded, decoded.seconds + seconds
+
+
+def top_b(scores: np.ndarray, b: int) -> np.ndarray:
+    """Indices of the ``b`` highest scores, best first (ties keep pool order)."""
+    return np.argsort(-scores, kind="stable")[:b]
+
+
+def drop_noise(order: np.ndarray, share: float) -> np.ndarray:
+    """``order`` (best first) without its first ``share``."""
+    return order[int(round(share * len(order))) :]
+
+
+def diverse(scores: np.ndarray, embeddings: np.ndarray, candidates: np.ndarray, b: int, seed: int = 0) -> np.ndarray:
+    """The highest-scored candidate of each of ``b`` K-means clusters of the candidates' embeddings.
+
+    Args:
+        scores: All scores, ``(n_docs,)``.
+        embeddings: All embeddings, ``(n_docs, d)``.
+        candidates: Candidate indices, best first.
+        b: Batch size.
+        seed: K-means seed.
+
+    Returns:
+        ``b`` indices (fewer if there are fewer candidates), best first.
+    """
+    from sklearn.cluster import KMeans
+
+    if len(candidates) <= b:
+        return candidates
+    km = KMeans(n_clusters=b, n_init=1, random_state=seed).fit(embeddings[candidates])
+    chosen: list[int] = []
+    for c in range(b):
+        members = candidates[km.labels_ == c]
+        if len(members):
+            chosen.append(int(members[np.argmax(scores[members])]))
+    rest = [int(i) for i in candidates if int(i) not in set(chosen)]  # empty clusters: fill by score
+    picked = np.array(chosen + rest[: b - len(chosen)])
+    return picked[np.argsort(-scores[picked], kind="stable")]
+
+
+def select_batch(
+    model: XLGenModel, pool: Sequence[Document], cfg: SelectionConfig, cache: ScoreCache | None = None
+) -> Selection:
+    """The next ``cfg.batch_size`` documents of ``pool`` to annotate, most useful first.
+
+    Args:
+        model: The current model.
+        pool: Unlabelled documents (labels, if any, are ignored).
+        cfg: Strategy and batch settings.
+        cache: Reused across calls to skip decoding a pool twice under the same model version.
+    """
+    pool = list(pool)
+    if cfg.pool_sample is not None and cfg.pool_sample < len(pool):
+        sub = np.sort(np.random.default_rng(cfg.seed).choice(len(pool), cfg.pool_sample, replace=False))
+    else:
+        sub = np.arange(len(pool))
+    cache = cache if cache is not None else ScoreCache()
+    hits = cache.hits
+    scores, decoded, seconds = score_pool(model, [pool[i] for i in sub], cfg, cache)
+    order = drop_noise(top_b(scores, len(scores)), cfg.drop_top)
+    if cfg.diversity and decoded.outputs.embeddings is not None:
+        picked = diverse(scores, decoded.outputs.embeddings, order[: cfg.candidate_factor * cfg.batch_size], cfg.batch_size, cfg.seed)
+    else:
+        picked = order[: cfg.batch_size]
+    return Selection(
+        indices=[int(sub[i]) for i in picked],
+        ids=[pool[int(sub[i])].id for i in picked],
+        scores=[float(scores[i]) for i in picked],
+        suggestions=[decoded.suggestions[i] for i in picked],
+        seconds=seconds,
+        n_scored=len(sub),
+        cached=cache.hits > hits,
+    )
