@@ -1,0 +1,118 @@
+"""Observability: Prometheus metrics (own registry per app) and one structured log line per request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger("xlgen.service")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (so several apps can live in
+    one process, as in the tests)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("xlgen_http_requests", "HTTP requests", ["method", "route", "status"], registry=r)
+        self.latency = Histogram("xlgen_http_request_seconds", "HTTP request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("xlgen_batch_size", "texts per model call", buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("xlgen_batch_seconds", "model call duration", buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_depth_gauge = Gauge("xlgen_queue_depth", "texts waiting in the micro-batcher", registry=r)
+        self.queue_wait_seconds = Histogram("xlgen_queue_wait_seconds", "time a request waits before its batch runs",
+                                            buckets=_LATENCY_BUCKETS, registry=r)
+        self.texts = Counter("xlgen_tagged_texts", "texts tagged", registry=r)
+        self.rejected = Counter("xlgen_rejected_requests", "tag requests refused (queue full or timeout)", ["reason"], registry=r)
+        self.model_version = Gauge("xlgen_model_info", "the served model (value 1)", ["version"], registry=r)
+        self.model_swaps = Counter("xlgen_model_swaps", "models swapped in", registry=r)
+        self.annotations = Counter("xlgen_annotations", "annotations stored", registry=r)
+
+    # the micro-batcher's observer interface
+    def batch_ran(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+        self.texts.inc(size)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.queue_wait_seconds.observe(seconds)
+
+    def queue_depth(self, depth: int) -> None:
+        self.queue_depth_gauge.set(depth)
+
+    def serving(self, version: str) -> None:
+        """Marks ``version`` as the one served (and no other)."""
+        self.model_version.clear()
+        self.model_version.labels(version=version).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetricsMiddleware(ASGIMiddleware):
+    """Counts and times every HTTP request by route template and writes one JSON log line."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
+            self.metrics.latency.labels(route=route).observe(elapsed)
+            log.info("request", extra={"fields": {"method": method, "path": scope.get("path"), "route": route,
+                                                  "status": status, "ms": round(elapsed * 1000, 2)}})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log record: time, level, logger, message and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Structured (JSON Lines) logs on standard error for the ``xlgen.service`` logger, once."""
+    logger = logging.getLogger("xlgen.service")
+    logger.setLevel(level.upper())
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False

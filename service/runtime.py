@@ -1,0 +1,183 @@
+"""Everything one app instance holds (settings, storage, served model, micro-batcher, retraining
+jobs, metrics) and its start and stop; the handlers reach it through dependency injection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from litestar.exceptions import HTTPException, ServiceUnavailableException
+
+from service import acquisition_adapter
+from service.acquisition_adapter import Suggestions
+from service.batcher import MicroBatcher, QueueFull
+from service.inference import ModelHolder, ServedModel, Tagged, load_served_model, run_tag_batch
+from service.jobs import RetrainManager
+from service.metrics import Metrics
+from service.settings import Settings
+from service.storage import Storage
+from xlgen.decoding import DecodingConfig
+
+log = logging.getLogger("xlgen.service")
+
+SERVING_KEY = "serving_model"
+
+
+class Runtime:
+    """The state of one app instance.
+
+    Args:
+        settings: The settings.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.holder = ModelHolder()
+        # one thread runs the model, so torch never sees two calls at once
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="xlgen-model")
+        self.batcher = MicroBatcher(
+            lambda cfg, texts: run_tag_batch(self.holder, cfg, texts),  # type: ignore[arg-type]
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue=settings.max_queue,
+            executor=self.executor,
+            observer=self.metrics,
+        )
+        self._storage: Storage | None = None
+        self._jobs: RetrainManager | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._score_cache = acquisition_adapter.new_cache()
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            raise ServiceUnavailableException("storage is not open yet")
+        return self._storage
+
+    @property
+    def jobs(self) -> RetrainManager:
+        if self._jobs is None:
+            raise ServiceUnavailableException("the service is starting")
+        return self._jobs
+
+    # ------------------------------------------------------------------------------- lifecycle
+
+    async def startup(self) -> None:
+        """Opens storage, starts the batcher and, in the background, loads the model."""
+        s = self.settings
+        Path(s.work_dir).mkdir(parents=True, exist_ok=True)
+        self._storage = await asyncio.to_thread(Storage, s.database_url, s.table_prefix)
+        self._jobs = RetrainManager(self._storage, s.work_dir, s.train_data, s.retrain_args,
+                                    serving_f1=lambda: self.holder.current.dev_micro_f1 if self.holder.current else -1.0,
+                                    install=self.install)
+        self.batcher.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._load_initial(), name="load-model"))
+        if s.model_poll_s > 0:
+            self._tasks.append(loop.create_task(self._watch_model(), name="watch-model"))
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.batcher.stop()
+        if self._jobs is not None:
+            await self._jobs.stop()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        if self._storage is not None:
+            self._storage.close()
+
+    async def _load(self, path: str) -> ServedModel:
+        s = self.settings
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: load_served_model(path, s.device, s.threads, s.bf16))
+
+    async def _load_initial(self) -> None:
+        """Serves what the database says was swapped in last for this base model, else the base model."""
+        s = self.settings
+        try:
+            if not s.model:
+                raise ValueError("no model given: set XLGEN_MODEL (xlgen serve --model DIR)")
+            record = await asyncio.to_thread(self.storage.get_meta, SERVING_KEY)
+            base = str(Path(s.model).resolve())
+            path = base
+            if record and record.get("base") == base and (Path(record["path"]) / "xlgen.json").is_file():
+                path = record["path"]
+            served = await self._load(path)
+            self._serve(served)
+            if not record or record.get("base") != base:
+                await asyncio.to_thread(self.storage.set_meta, SERVING_KEY, {"base": base, "path": served.path, "version": served.version})
+        except Exception as e:
+            self.holder.error = f"{type(e).__name__}: {e}"
+            log.exception("model load failed", extra={"fields": {"model": s.model}})
+
+    def _serve(self, served: ServedModel) -> None:
+        self.holder.swap(served)
+        self.metrics.serving(served.version)
+        if self._score_cache is not None:
+            self._score_cache.clear()
+        log.info("serving model", extra={"fields": {"version": served.version, "path": served.path, "device": served.device,
+                                                     "dtype": served.dtype, "labels": len(served.model.label_space)}})
+
+    async def install(self, model_dir: str) -> str:
+        """Loads ``model_dir`` and swaps it in (requests in flight finish on the old model); the
+        database records it so that other workers and replicas follow. Returns its version."""
+        served = await self._load(model_dir)
+        self._serve(served)
+        self.metrics.model_swaps.inc()
+        await asyncio.to_thread(self.storage.set_meta, SERVING_KEY,
+                                {"base": str(Path(self.settings.model).resolve()), "path": served.path, "version": served.version})
+        return served.version
+
+    async def _watch_model(self) -> None:
+        """Follows swaps made by other workers or replicas (through the database)."""
+        while True:
+            await asyncio.sleep(self.settings.model_poll_s)
+            current = self.holder.current
+            if current is None:
+                continue
+            try:
+                record = await asyncio.to_thread(self.storage.get_meta, SERVING_KEY)
+                if record and record.get("version") != current.version and (Path(record["path"]) / "xlgen.json").is_file():
+                    self._serve(await self._load(record["path"]))
+            except Exception:
+                log.exception("model watch failed")
+
+    # --------------------------------------------------------------------------------- model use
+
+    def require_model(self) -> ServedModel:
+        """The served model, or 503 while it loads (or failed to)."""
+        served = self.holder.current
+        if served is None:
+            detail = f"model failed to load: {self.holder.error}" if self.holder.error else "the model is loading"
+            raise ServiceUnavailableException(detail=detail, headers={"Retry-After": "5"})
+        return served
+
+    async def tag(self, texts: Sequence[str], decoding: DecodingConfig) -> list[Tagged]:
+        """Predictions through the micro-batcher: 503 when its queue is full, 504 on timeout."""
+        try:
+            return await self.batcher.submit(decoding, list(texts), timeout=self.settings.request_timeout_s)
+        except QueueFull as e:
+            self.metrics.rejected.labels(reason="queue_full").inc()
+            raise ServiceUnavailableException(detail=f"too busy: {e}", headers={"Retry-After": "1"}) from None
+        except TimeoutError:
+            self.metrics.rejected.labels(reason="timeout").inc()
+            raise HTTPException(status_code=504, detail=f"no answer within {self.settings.request_timeout_s} s") from None
+
+    async def rank_pool(self, served: ServedModel, docs: Sequence[tuple[str, str]], strategy: str) -> tuple[np.ndarray, Suggestions]:
+        """Acquisition scores and suggestions of pool documents ``(id, text)``, computed on the model
+        thread (between micro-batches)."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, lambda: acquisition_adapter.rank(served.model, docs, strategy, seed=0, cache=self._score_cache))
+
+    async def suggest(self, served: ServedModel, texts: Sequence[str]) -> Suggestions:
+        """Labels above the model's threshold with scores, by its default decoding, on the model thread."""
+        preds = await asyncio.get_running_loop().run_in_executor(self.executor, lambda: served.model.predict(list(texts)))
+        return [list(zip(p.labels, p.scores, strict=True)) for p in preds]

@@ -1,0 +1,50 @@
+"""``xlgen serve``: the REST service under uvicorn.
+
+Options become ``XLGEN_*`` environment variables (unset options keep the environment's value, or
+the default), then uvicorn runs the ``service.app:create_app`` factory, so that every worker
+process reads the same settings::
+
+    xlgen serve --model runs/goemotions/model --port 8000
+    XLGEN_MODEL=runs/goemotions/model uvicorn --factory service.app:create_app --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import fields
+
+from service.settings import PREFIX, Settings
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``xlgen serve``: host, port, workers, and one per :class:`Settings` field."""
+    parser.add_argument("--host", default=os.environ.get("XLGEN_HOST", "127.0.0.1"), help="address to bind (XLGEN_HOST)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("XLGEN_PORT", "8000")), help="port (XLGEN_PORT)")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("XLGEN_WORKERS", "1")),
+                        help="uvicorn worker processes, each with its own model copy (XLGEN_WORKERS)")
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        env = PREFIX + f.name.upper()
+        help_text = f"{f.metadata['help']} ({env}; default {f.default!r})"
+        # SUPPRESS: an option not given leaves the attribute unset, so the environment's value holds
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=type(f.default), default=argparse.SUPPRESS, help=help_text)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Validates the settings, exports them to the environment, and runs uvicorn."""
+    import uvicorn
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
+    settings = Settings.from_env(**overrides)  # raises ValueError (exit 2) on a bad value
+    if not settings.model:
+        raise ValueError("give --model DIR (or XLGEN_MODEL)")
+    if not os.path.isfile(os.path.join(settings.model, "xlgen.json")):
+        raise FileNotFoundError(f"{settings.model}: not a model directory (no xlgen.json)")
+    os.environ.update(settings.to_env())
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0

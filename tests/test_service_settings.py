@@ -1,0 +1,33 @@
+"""Service settings from the environment and the ``xlgen serve`` options."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from service.serve import add_serve_arguments
+from service.settings import Settings
+
+
+def test_settings_from_environment_round_trip() -> None:
+    s = Settings.from_env({"XLGEN_MODEL": "m", "XLGEN_MAX_TEXTS": "5", "XLGEN_BF16": "false", "XLGEN_MAX_WAIT_MS": "2.5"})
+    assert (s.model, s.max_texts, s.bf16, s.max_wait_ms) == ("m", 5, False, 2.5)
+    assert Settings.from_env(s.to_env()) == s
+    assert Settings.from_env({}, api_key="k").api_key == "k"
+    assert Settings(work_dir="/w").database_url == "sqlite:////w/xlgen.db"
+    assert Settings(db_url="postgresql://u@h/db").database_url == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize(("env", "match"), [({"XLGEN_MAX_TEXTS": "many"}, "XLGEN_MAX_TEXTS"), ({"XLGEN_MAX_TEXTS": "0"}, "MAX_TEXTS")])
+def test_bad_settings_are_named(env: dict[str, str], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Settings.from_env(env)
+
+
+def test_serve_options_override_only_what_is_given() -> None:
+    p = argparse.ArgumentParser()
+    add_serve_arguments(p)
+    args = p.parse_args(["--model", "dir", "--port", "9000", "--no-bf16"])
+    assert (args.model, args.port, args.bf16, args.workers) == ("dir", 9000, False, 1)
+    assert not hasattr(args, "api_key")  # unset: the environment's value holds
