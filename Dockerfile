@@ -1,4 +1,4 @@
-# xlgen image: the CLI, and (ENTRYPOINT xlgen serve) the REST service.
+# xlgen image: the CLI, and (`serve`) the REST service.
 #
 # CPU (default):
 #   docker build -t xlgen .
@@ -33,5 +33,10 @@ COPY data ./data
 
 RUN useradd --create-home xlgen && mkdir -p /app/runs && chown xlgen /app/runs
 USER xlgen
+# `xlgen serve` reads these; the model directory comes from a mounted volume.
+ENV XLGEN_HOST=0.0.0.0 XLGEN_PORT=8000 XLGEN_WORK_DIR=/app/runs/service
+EXPOSE 8000
+HEALTHCHECK CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/ready').status != 200)"
 ENTRYPOINT ["xlgen"]
+# serve: docker run -p 8000:8000 -v $PWD/runs:/app/runs xlgen serve --model runs/goemotions/model --api-key $KEY --train-data data/goemotions
 CMD ["--help"]

@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--preset", default="cpu")
     p.add_argument("--epochs", type=float, default=TrainConfig.epochs)
     p.add_argument("--max-input-length", type=int, default=TrainConfig.max_input_length)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"))
     p.add_argument("--skip-model", action="store_true", help="only the baseline")
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
@@ -52,7 +53,7 @@ def main() -> None:
         if args.skip_model:
             continue
         cfg = TrainConfig(data=str(d), output_dir=f"{args.runs_dir}/{name}-{args.preset}", preset=args.preset,
-                          epochs=args.epochs, max_input_length=args.max_input_length, overwrite=True)
+                          epochs=args.epochs, max_input_length=args.max_input_length, threads=args.threads, overwrite=True)
         started = time.time()
         metrics = run(cfg).metrics
         elapsed = time.time() - started

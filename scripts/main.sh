@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Sets up .venv, trains the default model on the bundled GoEmotions data (CPU preset), evaluates it
-# on the test split, and tags a few example texts with scores.
+# on the test split, tags a few example texts with scores, then serves the model over HTTP. Extra
+# training options can be passed
+# in XLGEN_TRAIN_ARGS (e.g. XLGEN_TRAIN_ARGS="--epochs 1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 RUN=${RUN:-runs/goemotions}
 if [ ! -f "$RUN/model/xlgen.json" ]; then
-    .venv/bin/xlgen train --data data/goemotions --output-dir "$RUN"
+    # shellcheck disable=SC2086
+    .venv/bin/xlgen train --data data/goemotions --output-dir "$RUN" ${XLGEN_TRAIN_ARGS:-}
 fi
 .venv/bin/xlgen evaluate --model "$RUN/model" --data data/goemotions --split test --output "$RUN/test_metrics.json" \
     | .venv/bin/python -c "import json,sys; m=json.load(sys.stdin); print({k: round(m[k], 4) for k in ('micro_f1','macro_f1','p_at_1','threshold')})"
@@ -15,3 +18,8 @@ fi
     "I can't believe they cancelled the show, this is so annoying." \
     "Wow, I did not see that coming at all." \
     "I'm really worried about my exam tomorrow."
+# Finally serve the model (Ctrl-C stops it). XLGEN_NO_SERVE=1 skips this step.
+if [ -z "${XLGEN_NO_SERVE:-}" ]; then
+    echo "serving $RUN/model on http://127.0.0.1:${XLGEN_PORT:-8000} (try: curl -s -XPOST localhost:${XLGEN_PORT:-8000}/v1/tag -H 'content-type: application/json' -d '{\"texts\": [\"thanks so much!\"]}')"
+    exec .venv/bin/xlgen serve --model "$RUN/model" --train-data data/goemotions --work-dir "$RUN/service"
+fi

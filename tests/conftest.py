@@ -43,7 +43,7 @@ def trained_tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("tiny_run")
     cfg = TrainConfig(
         data=str(tiny_data), output_dir=str(out), preset="tiny", max_steps=40, eval_every=20,
-        batch_size=16, lr=5e-3, max_target_length=16, max_input_length=48, progress=False,
+        batch_size=16, lr=3e-2, max_target_length=16, max_input_length=48, progress=False,
     )
     run(cfg)
     return out
