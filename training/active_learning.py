@@ -258,9 +258,9 @@ def share_to_reach(share: Sequence[float], f1: Sequence[float], target: float) -
 
 
 def summarize(curves: dict[str, dict[str, list[dict]]], full_f1: float | None) -> dict[str, dict]:
-    """Per strategy: AUC (mean, std over seeds), deficiency against random, the shares needed to reach
-    95% and 100% of full-pool micro-F1 (on the seed-mean curve), and acquisition seconds per 1,000
-    scored documents."""
+    """Per strategy: micro-F1 AUC (mean, std over seeds), macro-F1 AUC, deficiency against random, the
+    shares needed to reach 95% and 100% of full-pool micro-F1 (on the seed-mean curve), and acquisition
+    seconds per 1,000 scored documents."""
     f1s = {n: {s: [p["micro_f1"] for p in pts] for s, pts in by_seed.items()} for n, by_seed in curves.items()}
     best = max(max(max(v) for v in by_seed.values()) for by_seed in f1s.values())
     reference = max(full_f1 or 0.0, best)
@@ -274,10 +274,12 @@ def summarize(curves: dict[str, dict[str, list[dict]]], full_f1: float | None) -
         scored = sum(p["n_scored"] for s in seeds for p in by_seed[s])
         acq = sum(p["acq_s"] for s in seeds for p in by_seed[s])
         valid = [d for d in defs if d is not None]
+        macro = [area_under_curve(share, [p["macro_f1"] for p in by_seed[s]]) for s in seeds if "macro_f1" in by_seed[s][0]]
         out[name] = {
             "auc_mean": float(np.mean(aucs)),
             "auc_std": float(np.std(aucs)),
             "final_f1_mean": float(mean[-1]),
+            "macro_auc_mean": float(np.mean(macro)) if macro else None,
             "deficiency": float(np.mean(valid)) if valid else None,
             "share_to_95": share_to_reach(share, mean, 0.95 * full_f1) if full_f1 else None,
             "share_to_100": share_to_reach(share, mean, full_f1) if full_f1 else None,
@@ -293,10 +295,12 @@ def format_table(result: dict, dataset: str = "") -> str:
             return "not reached" if pct else "-"
         return f"{100 * v:.0f}%" if pct else f"{v:.3f}"
 
-    rows = ["| dataset | strategy | AUC (mean ± std) | final F1 | deficiency vs random | share to 95% | share to 100% | acq. s / 1k docs |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| dataset | strategy | micro-F1 AUC (mean ± std) | final micro-F1 | macro-F1 AUC | deficiency vs random "
+            "| share to 95% | share to 100% | acq. s / 1k docs |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, s in result["summary"].items():
         rows.append(f"| {dataset} | {name} | {s['auc_mean']:.3f} ± {s['auc_std']:.3f} | {s['final_f1_mean']:.3f} | "
+                    f"{cell(s.get('macro_auc_mean'))} | "
                     f"{cell(s['deficiency'])} | {cell(s['share_to_95'], True)} | {cell(s['share_to_100'], True)} | "
                     f"{s['acq_s_per_1000']:.1f} |")
     return "\n".join(rows)

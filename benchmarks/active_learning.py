@@ -1,0 +1,86 @@
+"""Active learning: acquisition strategies against random, on a CPU budget.
+
+    python benchmarks/active_learning.py                                   # goemotions and reuters21578
+    python benchmarks/active_learning.py --datasets goemotions --seeds 0 --rounds 2
+    python benchmarks/active_learning.py --merge a.json b.json      # one table and plot from earlier runs
+
+Each dataset runs :func:`training.active_learning.simulate` (a fixed 1,000-document pool, 100
+random initial labels, 3 rounds of 100, continuing from the last model, 2 seeds), then prints one
+table and writes benchmarks/results/active_learning.json, active_learning.md and
+active_learning.png (one panel per dataset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from training.active_learning import SimulationConfig, format_table, plot, simulate, summarize  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+def dataset_dir(name: str) -> Path:
+    local = ROOT / "data" / name
+    return local if local.is_dir() else DATA / name
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["goemotions", "reuters21578"])
+    p.add_argument("--strategies", nargs="+", default=["random", "margin", "vote", "beal"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    for f in fields(SimulationConfig):
+        if f.name in ("rounds", "pool_size", "initial", "batch", "initial_steps", "round_steps", "test_size", "preset",
+                      "retrain", "full_data_steps", "pool_sample"):
+            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default,
+                           type=str if f.name in ("preset", "retrain") else int, help=f.metadata["help"])
+    p.add_argument("--runs-dir", default=str(ROOT / "runs" / "al"))
+    p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "active_learning"),
+                   help="path prefix of the .json, .md and .png results")
+    p.add_argument("--merge", nargs="+", help="skip running: combine the datasets of these earlier result files")
+    args = p.parse_args()
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(SimulationConfig) if hasattr(args, f.name)}
+    results: dict[str, dict] = {}
+    for path in args.merge or []:
+        results.update(json.loads(Path(path).read_text()))
+    for name in [] if args.merge else args.datasets:
+        cfg = replace(SimulationConfig(), **{**overrides, "data": str(dataset_dir(name)), "output_dir": f"{args.runs_dir}/{name}",
+                                            "strategies": tuple(args.strategies), "seeds": tuple(args.seeds)})
+        started = time.time()
+        results[name] = simulate(cfg)
+        results[name]["wall_s"] = time.time() - started
+        print(format_table(results[name], name), flush=True)
+        print(f"{name}: {results[name]['wall_s']:.0f} s", flush=True)
+
+    for result in results.values():  # recomputed, so merged results of older runs get every column
+        result["summary"] = summarize(result["curves"], result["full_data"].get("micro_f1"))
+    tables = [format_table(result, name) for name, result in results.items()]
+    table = "\n".join([tables[0], *[t.split("\n", 2)[2] for t in tables[1:]]])
+    print(table)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    out.with_suffix(".md").write_text(table + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    for ax, (name, result) in zip(axes[0], results.items(), strict=True):
+        plot(result, out.with_suffix(".png"), title=name, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Each acquisition function on hand-made decoding outputs whose right order is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from xlgen.acquisition import NEEDS, STRATEGIES, PoolOutputs, get_strategy
+from xlgen.decoding import Candidate
+
+
+def beams(*norm_logprobs: float, n_tokens: int = 4) -> list[Candidate]:
+    return [Candidate(("x",), lp * n_tokens, n_tokens) for lp in norm_logprobs]
+
+
+def outputs_with_beams(*docs: list[Candidate]) -> PoolOutputs:
+    return PoolOutputs([f"doc {i}" for i in range(len(docs))], beams=list(docs))
+
+
+def outputs_with_members(*members: list[dict[str, float]]) -> PoolOutputs:
+    return PoolOutputs([f"doc {i}" for i in range(len(members[0]))], members=list(members))
+
+
+def test_registry_names_and_docstrings():
+    assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "vote", "variance", "beal"}
+    for name, cls in STRATEGIES.items():
+        s = get_strategy(name)
+        assert s.name == name and s.needs in NEEDS
+        assert "s(x)" in (cls.__doc__ or ""), f"{name} documents no formula"
+    with pytest.raises(ValueError, match="unknown acquisition"):
+        get_strategy("nope")
+
+
+def test_random_is_seeded_and_shaped():
+    out = PoolOutputs(["a", "b", "c", "d"])
+    a, b = get_strategy("random", seed=3).score(out), get_strategy("random", seed=3).score(out)
+    assert a.shape == (4,) and np.array_equal(a, b)
+    assert not np.array_equal(a, get_strategy("random", seed=4).score(out))
+
+
+def test_subword_ratio():
+    out = PoolOutputs(["common words", "rare wordsmithery"], n_pieces=np.array([2, 7]))
+    assert get_strategy("subword").score(out).tolist() == [1.0, 3.5]
+    with pytest.raises(ValueError, match="n_pieces"):
+        get_strategy("subword").score(PoolOutputs(["x"]))
+
+
+def test_beam_margin_orders_by_the_normalised_gap():
+    confident, torn, single = beams(-0.1, -2.0), beams(-0.5, -0.6, -3.0), beams(-0.2)
+    s = get_strategy("margin").score(outputs_with_beams(confident, torn, single))
+    assert s[1] > s[0] > s[2] == -np.inf
+    assert s[1] == pytest.approx(-0.1)
+
+
+def test_beam_margin_normalises_length_itself():
+    # raw sums: -4.0 (8 tokens) vs -1.0 (1 token) -> normalised -0.5 vs -1.0: the long one is best
+    long_best = [Candidate(("a", "b"), -4.0, 8), Candidate(("a",), -1.0, 1)]
+    s = get_strategy("margin").score(outputs_with_beams(long_best))
+    assert s[0] == pytest.approx(-0.5)
+
+
+def test_nbest_entropy():
+    uniform, peaked = beams(-1.0, -1.0, -1.0), beams(-0.01, -5.0, -6.0)
+    s = get_strategy("entropy").score(outputs_with_beams(uniform, peaked, []))
+    assert s[0] == pytest.approx(math.log(3))
+    assert s[0] > s[1] > 0 and s[2] == 0
+
+
+def test_vote_disagreement():
+    agree = [{"a": 0.9}, {"a": 0.8}]
+    split = [{"a": 0.9}, {"b": 0.7}]
+    m1, m2 = [agree[0], split[0]], [agree[1], split[1]]
+    s = get_strategy("vote").score(outputs_with_members(m1, m2))
+    assert s[0] == pytest.approx(0.0, abs=1e-9)
+    assert s[1] == pytest.approx(math.log(2))  # each label has half the votes: maximal entropy
+
+
+def test_vote_disagreement_grows_with_disagreement():
+    three = [[{"a": 1, "b": 1}], [{"a": 1, "b": 1}], [{"a": 1}]]  # b: 2/3 of the votes
+    thirds = [[{"a": 1}], [{"b": 1}], [{"c": 1}]]  # each label 1/3
+    s_three = get_strategy("vote").score(outputs_with_members(*three))[0]
+    s_thirds = get_strategy("vote").score(outputs_with_members(*thirds))[0]
+    h = -(1 / 3) * math.log(1 / 3) - (2 / 3) * math.log(2 / 3)
+    assert s_three == pytest.approx(h / 2) and s_thirds == pytest.approx(h)
+
+
+def test_label_set_variance():
+    members = [
+        [{"a": 1, "b": 1}, {"a": 1}, {}],
+        [{"a": 1, "b": 1}, {"b": 1}, {}],
+        [{"a": 1, "b": 1}, {"a": 1, "b": 1}, {}],
+    ]
+    s = get_strategy("variance").score(outputs_with_members(*members))
+    # doc 1: J({a},{b}) = 0, J({a},{a,b}) = J({b},{a,b}) = 1/2 -> 1 - 1/3
+    assert s.tolist() == pytest.approx([0.0, 2 / 3, 0.0])
+
+
+def test_expected_confidence_puts_the_least_confident_first():
+    confident = {"a": 1.0}
+    unsure = {"a": 0.4, "b": 0.3}
+    s = get_strategy("beal").score(outputs_with_members([confident, unsure], [confident, unsure]))
+    assert s[0] == pytest.approx(-1.0)  # R(1) / log2(2)
+    expected = (2**0.4 - 1) + (2**0.3 - 1) / math.log2(3)
+    assert s[1] == pytest.approx(-expected)
+    assert s[1] > s[0]
+
+
+def test_ensemble_strategies_need_members():
+    for name in ("vote", "variance", "beal"):
+        with pytest.raises(ValueError, match="members"):
+            get_strategy(name).score(PoolOutputs(["x"]))

@@ -1,0 +1,74 @@
+"""The active-learning simulation: summary arithmetic, one round end to end, and ``xlgen select``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main as xlgen
+from training.active_learning import SimulationConfig, area_under_curve, deficiency, share_to_reach, summarize
+from xlgen.data import read_documents, write_jsonl
+
+
+def test_area_deficiency_and_share():
+    assert area_under_curve([0.1, 0.2, 0.3], [0.2, 0.4, 0.4]) == pytest.approx(0.35)
+    assert deficiency([0.5, 0.7], [0.4, 0.6], reference=0.8) == pytest.approx(0.4 / 0.6)
+    assert deficiency([0.5], [0.8], reference=0.8) is None
+    assert share_to_reach([0.1, 0.2, 0.3], [0.2, 0.5, 0.6], 0.5) == 0.2
+    assert share_to_reach([0.1, 0.2], [0.2, 0.3], 0.5) is None
+
+
+def test_summarize_against_random():
+    def curve(*f1):
+        return [{"share": 0.1 * (i + 1), "micro_f1": y, "acq_s": 1.0, "n_scored": 500} for i, y in enumerate(f1)]
+
+    curves = {"random": {"0": curve(0.2, 0.3, 0.4)}, "vote": {"0": curve(0.2, 0.4, 0.5)}}
+    s = summarize(curves, full_f1=0.5)
+    assert s["vote"]["deficiency"] < 1 and s["random"]["deficiency"] == pytest.approx(1.0)
+    assert s["vote"]["share_to_100"] == pytest.approx(0.3) and s["random"]["share_to_100"] is None
+    assert s["vote"]["share_to_95"] == pytest.approx(0.3)
+    assert s["vote"]["acq_s_per_1000"] == pytest.approx(2.0)
+    assert s["vote"]["auc_mean"] > s["random"]["auc_mean"]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown strategies"):
+        SimulationConfig(strategies=("nope",))
+    with pytest.raises(ValueError, match="pool"):
+        SimulationConfig(pool_size=100, initial=50, batch=30, rounds=2)
+    assert SimulationConfig(strategies=("vote",)).all_strategies == ("random", "vote")
+
+
+def test_one_round_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    out = tmp_path / "al"
+    rc = xlgen(["simulate-al", "--data", str(tiny_data), "--output-dir", str(out), "--strategies", "margin", "--seeds", "0",
+                "--pool-size", "120", "--initial", "30", "--batch", "20", "--rounds", "1", "--preset", "tiny",
+                "--vocab-size", "600", "--max-input-length", "32", "--max-target-length", "12", "--initial-steps", "4",
+                "--round-steps", "3", "--dev-size", "20", "--test-size", "20", "--full-data-steps", "3", "--no-progress"])
+    assert rc == 0 and "| margin |" in capsys.readouterr().out
+    saved = json.loads((out / "active_learning.json").read_text())
+    assert (out / "active_learning.png").stat().st_size > 0
+    assert not (out / "work").exists()
+    assert saved["config"]["seeds"] == [0] and set(saved["curves"]) == {"random", "margin"}
+    for name in ("random", "margin"):
+        points = saved["curves"][name]["0"]
+        assert [p["labelled"] for p in points] == [30, 50]
+        assert all(0.0 <= p["micro_f1"] <= 1.0 for p in points)
+    assert saved["curves"]["margin"]["0"][0] == saved["curves"]["random"]["0"][0]  # round 0 is shared
+    assert saved["curves"]["margin"]["0"][1]["n_scored"] == 90 and saved["curves"]["margin"]["0"][1]["acq_s"] > 0
+    assert 0.0 <= saved["full_data"]["micro_f1"] <= 1.0
+    assert set(saved["summary"]["margin"]) >= {"auc_mean", "deficiency", "share_to_95", "share_to_100", "acq_s_per_1000"}
+
+
+def test_select_command_writes_ranked_jsonl(tiny_model_dir: Path, tiny_data: Path, tmp_path: Path):
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(read_documents(tiny_data / "test.jsonl")[:10], pool)
+    out = tmp_path / "next.jsonl"
+    rc = xlgen(["select", "--model", str(tiny_model_dir), "--pool", str(pool), "--strategy", "random",
+                "--batch-size", "4", "--output", str(out), "--device", "cpu"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rc == 0 and [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert all(r["labels"] and {"label", "score"} <= set(r["labels"][0]) for r in rows)
