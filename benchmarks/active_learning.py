@@ -22,14 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.datasets import dataset_dir  # noqa: E402
 from training.active_learning import SimulationConfig, format_table, plot, simulate, summarize  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data"
-
-
-def dataset_dir(name: str) -> Path:
-    local = ROOT / "data" / name
-    return local if local.is_dir() else DATA / name
 
 
 def main() -> None:

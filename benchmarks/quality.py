@@ -18,17 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import tfidf_logreg  # noqa: E402
+from benchmarks.datasets import dataset_dir  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.train import run  # noqa: E402
 from xlgen.data import find_split, read_documents  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "macro_f1_tail_0", "macro_f1_tail_1", "macro_f1_tail_2_5")
-
-
-def dataset_dir(name: str) -> Path:
-    local = ROOT / "data" / name
-    return local if local.is_dir() else DATA / name
 
 
 def main() -> None:

@@ -43,3 +43,15 @@ def test_train_from_local_pretrained_and_roundtrip(local_base, tiny_data, tmp_pa
     if lora:
         trainable = [n for n, p in model.model.named_parameters() if "lora_" in n]
         assert trainable, "the adapter must hold LoRA weights"
+
+
+def test_continue_from_an_xlgen_model_directory(tiny_model_dir, tiny_data, tmp_path):
+    """``--base-model`` naming a model directory continues from its weights with its tokenizer."""
+    before = XLGenModel.load(tiny_model_dir)
+    cfg = TrainConfig(data=str(tiny_data), output_dir=str(tmp_path / "run"), base_model=str(tiny_model_dir),
+                      max_steps=4, eval_every=2, batch_size=16, lr=1e-3, max_target_length=16, max_input_length=48, progress=False)
+    after = XLGenModel.load(run(cfg).model_dir)
+    assert after.tokenizer.encode("thank you so much") == before.tokenizer.encode("thank you so much")
+    assert after.settings.source == str(tiny_model_dir)
+    changed = [k for k, v in after.t5.state_dict().items() if not (v == before.t5.state_dict()[k]).all()]
+    assert changed, "training must move the weights it continued from"

@@ -68,7 +68,7 @@ class SimulationConfig:
     initial_steps: int = opt(80, "optimizer steps of the first model and of every from-scratch retraining")
     round_steps: int = opt(40, "optimizer steps of each continued retraining")
     train_batch_size: int = opt(16, "documents per optimizer step")
-    lr: float = opt(2e-3, "peak learning rate")
+    lr: float = opt(1e-2, "peak learning rate (Adafactor, as in training)")
     dev_size: int = opt(100, "dev documents (threshold tuning after each retraining)")
     test_size: int = opt(300, "test documents evaluated after each round")
     pool_sample: int | None = opt(None, "score only a random sample of this many unlabelled documents per round")

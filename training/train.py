@@ -82,6 +82,10 @@ def load_splits(cfg: TrainConfig) -> tuple[list[Document], list[Document], list[
 
 
 def build_tokenizer(cfg: TrainConfig, train: Sequence[Document]) -> Tokenizer:
+    """A new SentencePiece model for a preset; the base model's tokenizer otherwise (an xlgen model
+    directory as ``--base-model`` continues with its own tokenizer)."""
+    if cfg.base_model and (Path(cfg.base_model) / "xlgen.json").is_file():
+        return load_tokenizer(Path(cfg.base_model) / "tokenizer")
     if cfg.base_model:
         return PretrainedTokenizer.from_pretrained(cfg.base_model, DEFAULT_CLUSTER_TOKENS)
     return SentencePieceTokenizer.train(
