@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +24,10 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.local import ServerError, free_port, start_local_server  # noqa: E402
+
 TEXTS = [
     "Thank you so much, this made my day!",
     "I can't believe they did that, it's outrageous.",
@@ -38,33 +40,11 @@ TEXTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(model: str, port: int, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    work = tempfile.mkdtemp(prefix="xlgen-load-")
-    environ = {**os.environ, "XLGEN_MODEL": model, "XLGEN_WORK_DIR": work, "XLGEN_MODEL_POLL_S": "0", "XLGEN_LOG_LEVEL": "WARNING",
-               **env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=environ, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child owns it
-    )
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server not ready within 180 s")
+    try:
+        return start_local_server(model, tempfile.mkdtemp(prefix="xlgen-load-"), port, log_path, **env)
+    except ServerError as e:
+        raise SystemExit(str(e)) from None
 
 
 async def load(base: str, n_requests: int, concurrency: int, texts_per_request: int, duration: float) -> dict[str, float]:

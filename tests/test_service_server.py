@@ -4,48 +4,23 @@ an acknowledged annotation survives a ``kill -9`` of the server a moment later."
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from service.local import ServerError, free_port, start_local_server
 
 
 def start_server(model_dir: Path, work_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen:
-    """``uvicorn --factory service.app:create_app`` with settings from the environment, once ready."""
-    environ = {**os.environ, "XLGEN_MODEL": str(model_dir), "XLGEN_WORK_DIR": str(work_dir), "XLGEN_THREADS": "1",
-               "XLGEN_MODEL_POLL_S": "0", "OMP_NUM_THREADS": "1", **env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
-        cwd=ROOT, env=environ, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child owns it
-    )
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    pytest.fail(f"server not ready in time: {log.read_text()[-2000:]}")
+    """The service under uvicorn with one torch thread, once ready (else the test fails with its log)."""
+    try:
+        return start_local_server(model_dir, work_dir, port, log, timeout_s=90, XLGEN_THREADS="1", OMP_NUM_THREADS="1", **env)
+    except ServerError as e:
+        pytest.fail(str(e))
 
 
 def test_batching_and_kill9_durability(tiny_model_dir: Path, tmp_path: Path) -> None:
