@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from xlgen.config import add_arguments, from_arguments
@@ -36,7 +37,7 @@ def _load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _decoding(args: argparse.Namespace, model) -> DecodingConfig:  # type: ignore[no-untyped-def]
     """The model's decoding defaults, overridden by the options given on the command line."""
-    from dataclasses import asdict, fields
+    from dataclasses import asdict
 
     given = {f.name: getattr(args, f.name) for f in fields(DecodingConfig) if getattr(args, f.name) is not None}
     return DecodingConfig(**{**asdict(model.decoding), **given})
@@ -58,7 +59,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         ("max_new_tokens", {"type": int}),
         ("min_labels", {"type": int}),
     ]:
-        help_text = next(f.metadata["help"] for f in __import__("dataclasses").fields(DecodingConfig) if f.name == name)
+        help_text = next(f.metadata["help"] for f in fields(DecodingConfig) if f.name == name)
         group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_text, **kw)  # type: ignore[arg-type]
     group.add_argument("--keep-new-labels", dest="keep_new_labels", action=argparse.BooleanOptionalAction, default=None,
                        help="keep generated labels outside the label space, flagged as new")

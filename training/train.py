@@ -145,9 +145,8 @@ class Collator:
     """Document indices -> padded tensors; targets are ordered per the config (``random`` draws a
     new order per document and epoch)."""
 
-    def __init__(self, xm: XLGenModel, train: Sequence[Document], sampler: BucketBatchSampler, seed: int):
-        self.xm, self.train, self.sampler, self.seed = xm, train, sampler, seed
-        self.inputs = xm.encode_inputs([d.text for d in train])
+    def __init__(self, xm: XLGenModel, train: Sequence[Document], inputs: Sequence[Sequence[int]], sampler: BucketBatchSampler, seed: int):
+        self.xm, self.train, self.inputs, self.sampler, self.seed = xm, train, inputs, sampler, seed
 
     def __call__(self, idx: list[int]) -> dict[str, torch.Tensor]:
         s = self.xm.settings
@@ -209,9 +208,10 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
     """
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
-    sampler = BucketBatchSampler([len(x) for x in xm.encode_inputs([d.text for d in train])], cfg.batch_size, cfg.seed)
+    inputs = xm.encode_inputs([d.text for d in train])  # tokenised once, for the bucketing and the batches
+    sampler = BucketBatchSampler([len(x) for x in inputs], cfg.batch_size, cfg.seed)
     loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
-        range(len(train)), batch_sampler=sampler, collate_fn=Collator(xm, train, sampler, cfg.seed)  # type: ignore[arg-type]
+        range(len(train)), batch_sampler=sampler, collate_fn=Collator(xm, train, inputs, sampler, cfg.seed)  # type: ignore[arg-type]
     )
     steps_per_epoch = math.ceil(len(sampler) / accelerator.num_processes / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))

@@ -8,6 +8,7 @@ decoder pass, without any length penalty, so every strategy and backend scores a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -259,7 +260,7 @@ def label_scores(candidates: Sequence[Candidate], strategy: str) -> dict[str, fl
     if not candidates:
         return scores
     for c in candidates:
-        weight = 1.0 / len(candidates) if strategy == "sample" else float(torch.tensor(c.logprob).exp())
+        weight = 1.0 / len(candidates) if strategy == "sample" else math.exp(c.logprob)
         for label in c.labels:
             scores[label] = scores.get(label, 0.0) + weight
     return dict(sorted(((k, min(v, 1.0)) for k, v in scores.items()), key=lambda kv: -kv[1]))
