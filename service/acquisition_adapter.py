@@ -34,6 +34,13 @@ def new_cache() -> ScoreCache:
     return ScoreCache()
 
 
+def unsupported(model: XLGenModel, strategy: str) -> str | None:
+    """Why ``model`` cannot run ``strategy`` (``None`` when it can)."""
+    if STRATEGIES[strategy].needs == "clusters" and model.clusters is None:
+        return f"strategy {strategy!r} needs a model with label clusters (variant bcl or mcg); the served model is {model.settings.variant}"
+    return None
+
+
 def rank(model: XLGenModel, docs: Sequence[tuple[str, str]], strategy: str, seed: int = 0,
          cache: ScoreCache | None = None) -> tuple[np.ndarray, Suggestions]:
     """Acquisition scores and suggested ``(label, score)`` lists of pool documents ``(id, text)``.

@@ -3,6 +3,7 @@
     xlgen train      train a model (also ``python -m training.train``, ``accelerate launch``)
     xlgen evaluate   metrics of a model on a labelled split, as JSON
     xlgen predict    labels with scores for texts or a JSON Lines file
+    xlgen cluster    label clusters for the bcl / mcg variants (xlgen train --variant bcl|mcg)
 
 Run ``xlgen <command> --help`` for every option.
 """
@@ -32,7 +33,7 @@ def _device(name: str) -> str:
 def _load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from xlgen.model import XLGenModel
 
-    return XLGenModel.load(args.model, device=_device(args.device))
+    return XLGenModel.load(args.model, device=_device(args.device), backend=args.backend)
 
 
 def _decoding(args: argparse.Namespace, model) -> DecodingConfig:  # type: ignore[no-untyped-def]
@@ -46,6 +47,8 @@ def _decoding(args: argparse.Namespace, model) -> DecodingConfig:  # type: ignor
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory (the model/ folder of a training run)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: auto)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "ctranslate2"),
+                   help="inference backend: auto is the fastest valid export in the model directory (xlgen export), else torch")
     p.add_argument("--threshold", type=float, default=None, help="score threshold (default: the model's tuned one)")
     group = p.add_argument_group("decoding (default: the model's saved settings)")
     for name, kw in [
@@ -93,7 +96,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     docs = _eval_docs(args.data, args.split)
     model = _load_model(args)
-    metrics = Evaluator(docs, _decoding(args, model)).run(model, threshold=args.threshold, tune=args.tune_threshold).metrics
+    evaluator = Evaluator(docs, _decoding(args, model), oracle_clusters=args.oracle_clusters)
+    metrics = evaluator.run(model, threshold=args.threshold, tune=args.tune_threshold).metrics
     metrics["macro_f1_note"] = "macro-F1 averages over the labels that occur in this split"  # type: ignore[assignment]
     text = json.dumps(metrics, indent=1)
     if args.output:
@@ -150,6 +154,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--data", required=True, help="a labelled file, or a dataset folder (then --split picks the file)")
         p.add_argument("--split", default="test", help="split to read from a dataset folder (default: test)")
         p.add_argument("--tune-threshold", action="store_true", help="tune the threshold on this data and report at it")
+        p.add_argument("--oracle-clusters", action="store_true",
+                       help="mcg models: append the gold clusters instead of predicted ones (the upper bound of cluster guidance)")
         p.add_argument("--output", help="also write the metrics JSON to this file")
 
     def predict_options(p: argparse.ArgumentParser) -> None:
@@ -168,11 +174,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     commands["train"] = ("train a model, evaluate it on dev and test, save it", train_options, cmd_train)
     commands["evaluate"] = ("metrics of a model on a labelled split, as JSON", evaluate_options, cmd_evaluate)
     commands["predict"] = ("labels with scores for texts", predict_options, cmd_predict)
+    commands["cluster"] = ("cluster a dataset's labels (K-means over label features) for the bcl / mcg variants",
+                           *lazy("clustering.cli", "add_cluster_arguments", "cmd_cluster"))
     commands["select"] = ("rank pool documents for annotation by an acquisition strategy",
                           *lazy("training.al_cli", "add_select_arguments", "cmd_select"))
     commands["simulate-al"] = ("active-learning simulation: strategies against random on a labelled dataset",
                                *lazy("training.al_cli", "add_simulate_arguments", "cmd_simulate"))
     commands["serve"] = ("run the REST service", *lazy("service.serve", "add_serve_arguments", "cmd_serve"))
+    commands["export"] = ("write an ONNX Runtime or CTranslate2 backend into a model directory",
+                          *lazy("service.export_cli", "add_export_arguments", "cmd_export"))
     for name, (help_text, add, fn) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         if only is None or only == name:

@@ -50,6 +50,7 @@ class ServedModel:
         version: :func:`model_version` of it.
         device: Where it runs.
         dtype: Its parameter dtype.
+        backend: The inference backend its decoding runs on (see :mod:`xlgen.backends`).
         loaded_at: Unix time it was loaded.
     """
 
@@ -58,6 +59,7 @@ class ServedModel:
     version: str
     device: str
     dtype: str
+    backend: str = "torch"
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -65,18 +67,32 @@ class ServedModel:
         return float(self.model.metrics.get("dev_micro_f1", -1.0))
 
 
-def load_served_model(path: str | Path, device: str = "auto", threads: int = 0, bf16: bool = True) -> ServedModel:
+def load_served_model(path: str | Path, device: str = "auto", threads: int = 0, bf16: bool = True, backend: str = "auto") -> ServedModel:
     """Loads a model directory for serving: on CUDA when ``device`` is auto and a GPU is present
-    (in bfloat16 where supported and ``bf16``), else on CPU with ``threads`` torch threads."""
+    (in bfloat16 where supported and ``bf16``), else on CPU with ``threads`` torch threads (and as
+    many backend threads); decoding runs on ``backend`` (``auto``: the fastest valid export)."""
     dev = resolve_device(device)
     if dev == "cpu" and threads:
         torch.set_num_threads(threads)
-    xm = XLGenModel.load(path, device=dev)
+    xm = XLGenModel.load(path, device=dev, backend=backend)
     dtype = torch.float32
     if dev.startswith("cuda") and bf16 and torch.cuda.is_bf16_supported():
         xm.model.to(torch.bfloat16)
         dtype = torch.bfloat16
-    return ServedModel(xm, str(Path(path).resolve()), model_version(path), dev, str(dtype).removeprefix("torch."))
+    name = xm.backend.describe() if xm.backend is not None else "torch"
+    return ServedModel(xm, str(Path(path).resolve()), model_version(path), dev, str(dtype).removeprefix("torch."), name)
+
+
+def ensure_export(path: str | Path, backend: str) -> None:
+    """Exports ``backend`` into the model directory ``path`` unless a valid export is there: a
+    retrained model swapped in keeps the backend the served one ran on."""
+    from xlgen.backends import StaleExport, export, read_export
+
+    try:
+        read_export(path, backend)
+    except (FileNotFoundError, StaleExport):
+        log.info("exporting", extra={"fields": {"model": str(path), "backend": backend}})
+        export(path, backend)
 
 
 class ModelHolder:

@@ -79,6 +79,9 @@ class RetrainManager:
         extra_args: Options added to every ``python -m training.train`` call.
         serving_f1: The served model's dev micro-F1 (read when a job finishes).
         install: ``install(model_dir)`` loads and swaps in a finished model.
+        serving_path: The served model's directory, if any: a ``bcl`` / ``mcg`` model is retrained
+            as the same variant over its own label clustering (labels new since then go to their
+            nearest cluster), unless ``extra_args`` say otherwise.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class RetrainManager:
         extra_args: str,
         serving_f1: Callable[[], float],
         install: Callable[[str], Awaitable[str]],
+        serving_path: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.storage = storage
         self.work_dir = Path(work_dir)
@@ -96,6 +100,7 @@ class RetrainManager:
         self.extra_args = shlex.split(extra_args)
         self.serving_f1 = serving_f1
         self.install = install
+        self.serving_path = serving_path
         self.owner = uuid.uuid4().hex[:12]
         self._tasks: dict[str, asyncio.Task] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
@@ -132,7 +137,21 @@ class RetrainManager:
         for key in ("max_steps", "epochs", "batch_size", "lr", "eval_every", "preset", "seed"):
             if params.get(key) is not None:
                 cmd += ["--" + key.replace("_", "-"), str(params[key])]
+        cmd += self._guidance_args()
         return [*cmd, "--output-dir", str(job_dir / "run")]  # last, so that no option can move it
+
+    def _guidance_args(self) -> list[str]:
+        """``--variant`` and ``--clusters`` of the served model, when it has label clusters."""
+        served = self.serving_path()
+        if not served or "--variant" in self.extra_args or not (Path(served) / "xlgen.json").is_file():
+            return []
+        variant = json.loads((Path(served) / "xlgen.json").read_text())["settings"].get("variant", "base")
+        if variant == "base":
+            return []
+        args = ["--variant", variant]
+        if (Path(served) / "clusters" / "clusters.json").is_file() and "--clusters" not in self.extra_args:
+            args += ["--clusters", str(Path(served) / "clusters")]
+        return args
 
     async def _run(self, job_id: str, params: dict[str, Any]) -> None:
         job_dir = self.work_dir / "jobs" / job_id

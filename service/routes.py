@@ -124,7 +124,8 @@ def model_info(served: ServedModel) -> ModelInfo:
     m = served.model
     return ModelInfo(version=served.version, path=served.path, label_count=len(m.label_space), variant=m.settings.variant,
                      threshold=m.threshold, metrics=dict(m.metrics), decoding=dataclasses.asdict(m.decoding),
-                     device=served.device, dtype=served.dtype, loaded_at=served.loaded_at)
+                     device=served.device, dtype=served.dtype, loaded_at=served.loaded_at, backend=served.backend,
+                     clusters=m.clusters.n_clusters if m.clusters is not None else None)
 
 
 @get("/v1/model", tags=["model"], summary="The served model: version, label count, variant, threshold, metrics")
@@ -184,6 +185,8 @@ async def next_batch(data: NextBatchRequest, rt: Runtime) -> NextBatchResponse:
     strategy = data.strategy or acquisition_adapter.default_name()
     if strategy not in acquisition_adapter.names():
         raise bad_request("strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(acquisition_adapter.names())}")
+    if why := acquisition_adapter.unsupported(served.model, strategy):
+        raise bad_request("strategy", why)
     s = rt.settings
     docs = await asyncio.to_thread(rt.storage.candidates, s.pool_scan)
     if not docs:

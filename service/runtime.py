@@ -16,7 +16,7 @@ from litestar.exceptions import HTTPException, ServiceUnavailableException
 from service import acquisition_adapter
 from service.acquisition_adapter import Suggestions
 from service.batcher import MicroBatcher, QueueFull
-from service.inference import ModelHolder, ServedModel, Tagged, load_served_model, run_tag_batch
+from service.inference import ModelHolder, ServedModel, Tagged, ensure_export, load_served_model, run_tag_batch
 from service.jobs import RetrainManager
 from service.metrics import Metrics
 from service.settings import Settings
@@ -75,7 +75,8 @@ class Runtime:
         self._storage = await asyncio.to_thread(Storage, s.database_url, s.table_prefix)
         self._jobs = RetrainManager(self._storage, s.work_dir, s.train_data, s.retrain_args,
                                     serving_f1=lambda: self.holder.current.dev_micro_f1 if self.holder.current else -1.0,
-                                    install=self.install)
+                                    install=self.install,
+                                    serving_path=lambda: self.holder.current.path if self.holder.current else None)
         self.batcher.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._load_initial(), name="load-model"))
@@ -97,7 +98,7 @@ class Runtime:
     async def _load(self, path: str) -> ServedModel:
         s = self.settings
         return await asyncio.get_running_loop().run_in_executor(
-            None, lambda: load_served_model(path, s.device, s.threads, s.bf16))
+            None, lambda: load_served_model(path, s.device, s.threads, s.bf16, s.backend))
 
     async def _load_initial(self) -> None:
         """Serves what the database says was swapped in last for this base model, else the base model."""
@@ -124,11 +125,16 @@ class Runtime:
         if self._score_cache is not None:
             self._score_cache.clear()
         log.info("serving model", extra={"fields": {"version": served.version, "path": served.path, "device": served.device,
-                                                     "dtype": served.dtype, "labels": len(served.model.label_space)}})
+                                                     "dtype": served.dtype, "backend": served.backend,
+                                                     "labels": len(served.model.label_space)}})
 
     async def install(self, model_dir: str) -> str:
         """Loads ``model_dir`` and swaps it in (requests in flight finish on the old model); the
         database records it so that other workers and replicas follow. Returns its version."""
+        current = self.holder.current
+        if current is not None and current.model.backend is not None and self.settings.backend != "torch":
+            for name in current.model.backend.names:
+                await asyncio.get_running_loop().run_in_executor(None, ensure_export, model_dir, name)
         served = await self._load(model_dir)
         self._serve(served)
         self.metrics.model_swaps.inc()

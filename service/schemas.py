@@ -76,6 +76,8 @@ class ModelInfo(msgspec.Struct):
     device: str
     dtype: str
     loaded_at: float
+    backend: str = "torch"
+    clusters: int | None = None
 
 
 class SwapRequest(Body):

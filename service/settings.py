@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "XLGEN_"
+BACKENDS = ("auto", "torch", "onnxruntime", "ctranslate2")  # xlgen.backends.BACKENDS, without importing torch here
 
 
 def _env_field(default: Any, help_text: str) -> Any:
@@ -28,6 +29,8 @@ class Settings:
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         threads: torch CPU threads (0 leaves torch's default).
         bf16: Run in bfloat16 on a CUDA device that supports it.
+        backend: Inference backend: ``auto`` (the fastest valid export in the model directory,
+            else torch), ``torch``, ``onnxruntime`` or ``ctranslate2`` (see ``xlgen export``).
         db_url: SQLAlchemy URL; a SQLite file under ``work_dir`` when empty.
         table_prefix: Prefix of every table name, so that several deployments (or test runs) share
             one database.
@@ -55,6 +58,7 @@ class Settings:
     device: str = _env_field("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _env_field(0, "torch CPU threads (0: torch's default)")
     bf16: bool = _env_field(True, "bfloat16 on a CUDA device that supports it")
+    backend: str = _env_field("auto", "inference backend: auto, torch, onnxruntime or ctranslate2")
     db_url: str = _env_field("", "SQLAlchemy URL (default: sqlite file in the work dir)")
     table_prefix: str = _env_field("xlgen_", "prefix of every table name")
     work_dir: str = _env_field("xlgen-service", "folder for the SQLite file and retraining jobs")
@@ -80,6 +84,8 @@ class Settings:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.max_wait_ms < 0 or self.request_timeout_s <= 0 or self.claim_ttl_s <= 0 or self.threads < 0:
             raise ValueError("max_wait_ms and threads must not be negative; timeouts and claim TTL must be positive")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"{PREFIX}BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
 
     @property
     def database_url(self) -> str:

@@ -24,7 +24,7 @@ def outputs_with_members(*members: list[dict[str, float]]) -> PoolOutputs:
 
 
 def test_registry_names_and_docstrings():
-    assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "vote", "variance", "beal"}
+    assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "cluster", "vote", "variance", "beal"}
     for name, cls in STRATEGIES.items():
         s = get_strategy(name)
         assert s.name == name and s.needs in NEEDS

@@ -72,3 +72,19 @@ def test_select_command_writes_ranked_jsonl(tiny_model_dir: Path, tiny_data: Pat
     assert rc == 0 and [r["rank"] for r in rows] == [1, 2, 3, 4]
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     assert all(r["labels"] and {"label", "score"} <= set(r["labels"][0]) for r in rows)
+
+
+def test_cluster_strategy_simulation_on_bcl(tiny_data: Path, tmp_path: Path):
+    """A bcl simulation ranks by cluster uncertainty; labels revealed after the first round's
+    clustering join their nearest cluster instead of stopping the run."""
+    from training.active_learning import simulate
+
+    with pytest.raises(ValueError, match="bcl or mcg"):
+        SimulationConfig(strategies=("cluster",))
+    cfg = SimulationConfig(data=str(tiny_data), output_dir=str(tmp_path / "al"), strategies=("cluster",), seeds=(0,),
+                           pool_size=120, initial=20, batch=20, rounds=1, preset="tiny", variant="bcl", vocab_size=600,
+                           max_input_length=32, max_target_length=12, initial_steps=4, round_steps=3, dev_size=20,
+                           test_size=20, full_data_steps=0, progress=False)
+    result = simulate(cfg)
+    points = result["curves"]["cluster"]["0"]
+    assert [p["labelled"] for p in points] == [20, 40] and points[1]["n_scored"] == 100

@@ -30,6 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from clustering import assign_new_labels
 from training.config import DEFAULT_DATA, TrainConfig
 from training.train import build_model, fit
 from xlgen.acquisition import STRATEGIES
@@ -62,6 +63,7 @@ class SimulationConfig:
     rounds: int = opt(3, "selection rounds")
     retrain: str = opt("continue", "continue from the last model, or train from scratch each round", choices=RETRAIN)
     preset: str = opt("cpu", "model shape", choices=tuple(PRESETS))
+    variant: str = opt("base", "model variant; the 'cluster' strategy needs bcl or mcg (clusters come from the initial set, labels revealed later join their nearest cluster)", choices=("base", "bcl", "mcg"))
     vocab_size: int = opt(2000, "SentencePiece vocabulary of the pool tokenizer")
     max_input_length: int = opt(64, "input tokens per document")
     max_target_length: int = opt(32, "target tokens per document")
@@ -89,6 +91,8 @@ class SimulationConfig:
             raise ValueError("initial, batch, rounds, steps, dev_size and test_size must be positive")
         if not self.seeds:
             raise ValueError("give at least one seed")
+        if "cluster" in self.strategies and self.variant == "base":
+            raise ValueError("the cluster strategy needs --variant bcl or mcg")
         if self.pool_size is not None and self.pool_size < self.initial + self.batch * self.rounds:
             raise ValueError("the pool is smaller than initial + batch * rounds")
 
@@ -125,7 +129,7 @@ def train_config(cfg: SimulationConfig, out: Path, steps: int, seed: int) -> Tra
         data=cfg.data, output_dir=str(out), preset=cfg.preset, vocab_size=cfg.vocab_size,
         max_input_length=cfg.max_input_length, max_target_length=cfg.max_target_length, max_steps=steps,
         eval_every=steps, batch_size=cfg.train_batch_size, lr=cfg.lr, dev_limit=50, seed=seed,
-        resume=False, overwrite=True, progress=False,
+        resume=False, overwrite=True, progress=False, variant=cfg.variant,
     )
 
 
@@ -143,9 +147,15 @@ def train_model(
     label_space = LabelSpace.from_documents(docs)
     set_seed(seed)
     if previous is not None:
-        xm = XLGenModel(previous.model, tok, label_space, previous.settings, previous.decoding)
+        if previous.clusters is not None:  # labels revealed since the clustering join their nearest cluster
+            assign_new_labels(previous.clusters, docs, features_dir=previous.cluster_features)
+        xm = XLGenModel(previous.model, tok, label_space, previous.settings, previous.decoding, clusters=previous.clusters,
+                        cluster_features=previous.cluster_features, cluster_head=previous.cluster_head,
+                        cluster_decoding=previous.cluster_decoding)
     else:
-        xm = build_model(tcfg, tok, label_space, docs)
+        clusters_dir = out.parent / f"clusters-{seed}"
+        shutil.rmtree(clusters_dir, ignore_errors=True)  # never a clustering of another run
+        xm = build_model(tcfg, tok, label_space, docs, work_dir=clusters_dir)
         xm.decoding = DecodingConfig(max_new_tokens=cfg.max_target_length)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

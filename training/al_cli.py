@@ -12,6 +12,7 @@ import sys
 
 from training.active_learning import SimulationConfig, format_table, simulate
 from xlgen.acquisition import STRATEGIES
+from xlgen.backends import BACKENDS
 from xlgen.config import add_arguments, from_arguments
 from xlgen.data import read_documents
 from xlgen.ensemble import COMBINE, EnsembleConfig
@@ -33,6 +34,8 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mc-dropout", type=int, default=0, help="extra MC-dropout members of the ensemble")
     p.add_argument("--seed", type=int, default=0, help="seed of random scores, sub-sampling and K-means")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="inference backend: auto is the fastest valid export in the model directory (xlgen export), else torch")
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -44,7 +47,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     pool = read_documents(args.pool, require_labels=False)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model = XLGenModel.load(args.model, device=device)
+    model = XLGenModel.load(args.model, device=device, backend=args.backend)
     ensemble = EnsembleConfig(combine=args.combine, mc_dropout=args.mc_dropout)
     cfg = SelectionConfig(strategy=args.strategy, batch_size=args.batch_size or len(pool), diversity=args.diversity,
                           pool_sample=args.pool_sample, drop_top=args.drop_top, seed=args.seed, ensemble=ensemble)

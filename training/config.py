@@ -33,6 +33,11 @@ class TrainConfig:
     max_input_length: int = opt(128, "input tokens per document, task prefix and eos included")
     max_target_length: int = opt(64, "target tokens per document")
     label_order: str = opt("frequency", "order of labels in the target", choices=ORDERS)
+    variant: str = opt("base", "base; bcl: an auxiliary multi-cluster head, loss = xent + BCL_LAMBDA * BCE; mcg: generate the cluster tokens first, then the labels with them appended to the input", choices=("base", "bcl", "mcg"))
+    clusters: str | None = opt(None, "label clustering from `xlgen cluster` for bcl/mcg (default: built from the train split, or the base model's own)")
+    n_clusters: int | None = opt(None, "clusters when built here (default: about the square root of the label count)")
+    cluster_features: str = opt("tfidf", "label features when clustering here: tfidf, or encoder (mean-pooled states of --base-model, an xlgen model directory)", choices=("tfidf", "encoder"))
+    bcl_lambda: float = opt(1.0, "weight of the cluster BCE next to the generation loss (bcl)")
     deficit_rate: float = opt(0.0, "positive-unlabeled simulation: fraction of each train document's labels dropped")
     train_limit: int | None = opt(None, "use only the first N train documents")
     dev_limit: int | None = opt(2000, "dev documents for the periodic evaluation (threshold tuning uses all)")
@@ -65,6 +70,12 @@ class TrainConfig:
             raise ValueError("--batch-size, --grad-accum and --epochs must be positive")
         if self.lr <= 0:
             raise ValueError("--lr must be positive")
+        if self.variant == "base" and self.clusters:
+            raise ValueError("--clusters needs --variant bcl or mcg")
+        if self.bcl_lambda < 0:
+            raise ValueError("--bcl-lambda must not be negative")
+        if self.cluster_features == "encoder" and not self.clusters and self.variant != "base" and not self.base_model:
+            raise ValueError("--cluster-features encoder needs --base-model (an xlgen model directory)")
 
     def fingerprint(self) -> str:
         """Hash of the fields that change what is trained (not where or how verbosely)."""

@@ -23,16 +23,18 @@ import random
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from training.config import TrainConfig
+from training.guidance import Objective, prepare_clusters
+from xlgen.cluster_head import ClusterHead
 from xlgen.config import add_arguments as config_arguments
 from xlgen.config import from_arguments
 from xlgen.data import DataError, Document, data_hash, find_split, read_documents
@@ -44,9 +46,11 @@ from xlgen.model import ModelSettings, XLGenModel
 from xlgen.modeling import PRESETS, LoraSettings, apply_lora, build_from_preset, load_pretrained
 from xlgen.tokenizer import (
     DEFAULT_CLUSTER_TOKENS,
+    TASK_CLUSTERS,
     PretrainedTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
+    encode_input,
     encode_target,
     load_tokenizer,
 )
@@ -96,8 +100,10 @@ def build_tokenizer(cfg: TrainConfig, train: Sequence[Document]) -> Tokenizer:
     )
 
 
-def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train: Sequence[Document]) -> XLGenModel:
-    """The untrained model: a preset from scratch or a pretrained checkpoint (optionally LoRA)."""
+def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train: Sequence[Document],
+                work_dir: Path | None = None) -> XLGenModel:
+    """The untrained model: a preset from scratch or a pretrained checkpoint (optionally LoRA);
+    ``bcl`` and ``mcg`` get their label clustering (kept in ``work_dir``) and ``bcl`` its head."""
     if cfg.base_model:
         t5 = load_pretrained(cfg.base_model, len(tok))
     else:
@@ -111,8 +117,25 @@ def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train
         max_target_length=cfg.max_target_length,
         label_order=cfg.label_order,
         lora=cfg.lora,
+        variant=cfg.variant,
     )
-    return XLGenModel(model, tok, label_space, settings, data_hash=data_hash(train))
+    clusters, features, head = None, None, None
+    if cfg.variant != "base":
+        clusters, features = prepare_clusters(cfg, train, Path(work_dir or Path(cfg.output_dir) / "checkpoint") / "clusters")
+    if cfg.variant == "bcl" and clusters is not None:
+        head = ClusterHead(t5.config.d_model, clusters.n_clusters)
+        base_head = Path(cfg.base_model or "") / "cluster_head.safetensors"
+        if cfg.base_model and base_head.is_file():
+            from safetensors.torch import load_file
+
+            state = load_file(str(base_head))
+            if state["proj.weight"].shape == head.proj.weight.shape:  # the same clustering: continue its head
+                head.load_state_dict(state)
+    xm = XLGenModel(model, tok, label_space, settings, data_hash=data_hash(train), clusters=clusters,
+                    cluster_features=features, cluster_head=head, decoding=DecodingConfig(max_new_tokens=cfg.max_target_length))
+    if clusters is not None:  # a cluster target is at most every cluster token with a separator each
+        xm.cluster_decoding = replace(xm.cluster_decoding, max_new_tokens=min(2 * clusters.n_clusters, 32))
+    return xm
 
 
 class BucketBatchSampler:
@@ -141,41 +164,55 @@ class BucketBatchSampler:
         return math.ceil(len(self.lengths) / self.batch_size)
 
 
+def training_inputs(xm: XLGenModel, train: Sequence[Document]) -> list[list[int]]:
+    """Encoded inputs of every training example, tokenised once: one per document, and for ``mcg``
+    a second block of ``<clusters>`` inputs (example ``len(train) + i`` is document ``i``'s cluster
+    task); ``mcg`` label inputs carry the gold clusters."""
+    texts = [d.text for d in train]
+    if xm.settings.variant != "mcg" or xm.clusters is None:
+        return xm.encode_inputs(texts)
+    gold = [xm.clusters.clusters_of(d.labels) for d in train]
+    n = xm.settings.max_input_length
+    return xm.encode_inputs(texts, gold) + [encode_input(xm.tokenizer, t, n, TASK_CLUSTERS) for t in texts]
+
+
 class Collator:
-    """Document indices -> padded tensors; targets are ordered per the config (``random`` draws a
-    new order per document and epoch)."""
+    """Example indices -> padded tensors; label targets are ordered per the config (``random`` draws
+    a new order per document and epoch); ``mcg`` cluster examples target the cluster tokens; ``bcl``
+    batches carry the documents' multi-hot clusters."""
 
     def __init__(self, xm: XLGenModel, train: Sequence[Document], inputs: Sequence[Sequence[int]], sampler: BucketBatchSampler, seed: int):
         self.xm, self.train, self.inputs, self.sampler, self.seed = xm, train, inputs, sampler, seed
 
     def __call__(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        s = self.xm.settings
+        s, clusters, n = self.xm.settings, self.xm.clusters, len(self.train)
         targets = []
-        for i in idx:
-            rng = random.Random(hash((self.seed, self.sampler.epoch, i)))
-            labels = self.xm.label_space.order(self.train[i].labels, s.label_order, rng)
+        for j in idx:
+            doc = self.train[j % n]
+            if j >= n and clusters is not None:  # mcg cluster task
+                targets.append(self.xm.cluster_target(clusters.clusters_of(doc.labels)))
+                continue
+            rng = random.Random(hash((self.seed, self.sampler.epoch, j)))
+            labels = self.xm.label_space.order(doc.labels, s.label_order, rng)
             targets.append(encode_target(self.xm.tokenizer, labels, s.max_target_length))
-        input_ids, mask = pad_batch([self.inputs[i] for i in idx], self.xm.tokenizer.pad_id, "cpu")
+        input_ids, mask = pad_batch([self.inputs[j] for j in idx], self.xm.tokenizer.pad_id, "cpu")
         labels_t, _ = pad_batch(targets, -100, "cpu")
-        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels_t}
-
-
-def generation_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], label_smoothing: float) -> torch.Tensor:
-    """Token cross-entropy over real target tokens only (padding is -100)."""
-    logits = model(**batch).logits  # (batch, tgt_len, vocab)
-    return F.cross_entropy(
-        logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, label_smoothing=label_smoothing
-    )
+        batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels_t}
+        if self.xm.cluster_head is not None and clusters is not None:
+            multi_hot = [clusters.multi_hot(self.train[j % n].labels) for j in idx]
+            batch["clusters"] = torch.as_tensor(np.stack(multi_hot))  # (batch, n_clusters)
+        return batch
 
 
 # ---------------------------------------------------------------------------------------------- fit
 
 
-def build_optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, head: torch.nn.Module | None = None) -> torch.optim.Optimizer:
     """AdamW (or Adafactor) with three groups: embeddings (own learning rate when built from a
-    preset), other matrices (weight decay), vectors (no weight decay)."""
+    preset), other matrices (weight decay), vectors (no weight decay); the ``bcl`` head's
+    parameters join the matrices and vectors."""
     emb = model.get_input_embeddings().weight  # type: ignore[operator]
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
     emb_scale = cfg.embedding_lr_scale if not cfg.base_model else 1.0
     groups = [
         {"params": [p for p in params if p is emb], "weight_decay": 0.0, "lr": cfg.lr * emb_scale},
@@ -208,19 +245,20 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
     """
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
-    inputs = xm.encode_inputs([d.text for d in train])  # tokenised once, for the bucketing and the batches
+    inputs = training_inputs(xm, train)  # tokenised once, for the bucketing and the batches
     sampler = BucketBatchSampler([len(x) for x in inputs], cfg.batch_size, cfg.seed)
     loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
-        range(len(train)), batch_sampler=sampler, collate_fn=Collator(xm, train, inputs, sampler, cfg.seed)  # type: ignore[arg-type]
+        range(len(inputs)), batch_sampler=sampler, collate_fn=Collator(xm, train, inputs, sampler, cfg.seed)  # type: ignore[arg-type]
     )
     steps_per_epoch = math.ceil(len(sampler) / accelerator.num_processes / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
-    optimizer = build_optimizer(cfg, xm.model)
+    objective = Objective(xm.model, xm.cluster_head, cfg.bcl_lambda, cfg.label_smoothing)
+    optimizer = build_optimizer(cfg, xm.model, xm.cluster_head)
     warmup = max(1, int(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     )
-    model, optimizer, dl, scheduler = accelerator.prepare(xm.model, optimizer, loader, scheduler)
+    model, optimizer, dl, scheduler = accelerator.prepare(objective, optimizer, loader, scheduler)
 
     state: dict = {"global_step": 0, "epoch": 0, "batches_done": 0, "best": -1.0, "best_step": 0, "bad_evals": 0}
     if cfg.resume and (ckpt / "trainer_state.json").is_file():
@@ -240,7 +278,7 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
         batches = accelerator.skip_first_batches(dl, state["batches_done"]) if state["batches_done"] else dl
         for batch in batches:
             with accelerator.accumulate(model):
-                loss = generation_loss(model, batch, cfg.label_smoothing)
+                loss, parts = model(**batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -252,7 +290,7 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
                 continue
             state["global_step"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=state["epoch"])
+            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=state["epoch"], **{k: f"{v:.3f}" for k, v in parts.items() if k != "xent"})
             done = state["global_step"] >= total_steps
             if state["global_step"] % eval_every == 0 or done:
                 stop = _evaluate_and_checkpoint(cfg, xm, evaluator, accelerator, state, loss.item(), time.time() - started)
@@ -313,8 +351,10 @@ def finish(cfg: TrainConfig, dev: Sequence[Document], test: Sequence[Document] |
     evaluates on test, and saves ``output_dir/model``."""
     out = Path(cfg.output_dir)
     best = XLGenModel.load(out / "best", device=xm.device)
-    dev_eval = Evaluator(dev, prefix="dev_", progress=cfg.progress).run(best, tune=True)
+    dev_eval = Evaluator(dev, prefix="dev_", progress=cfg.progress).run(best, tune=True, tune_clusters=True)
     best.threshold = dev_eval.metrics["dev_threshold"]
+    if "dev_cluster_threshold" in dev_eval.metrics:
+        best.cluster_threshold = dev_eval.metrics["dev_cluster_threshold"]
     metrics = dict(dev_eval.metrics)
     if test:
         metrics.update(Evaluator(test, prefix="test_", progress=cfg.progress)(best))
@@ -380,9 +420,10 @@ def run(cfg: TrainConfig) -> TrainResult:
         accelerator.wait_for_everyone()
         tok = load_tokenizer(ckpt / "tokenizer")
     set_seed(cfg.seed)  # same initial weights on every rank, whatever the tokenizer training consumed
-    xm = build_model(cfg, tok, label_space, train)
+    with accelerator.main_process_first():  # one process builds the clustering, the others read it
+        xm = build_model(cfg, tok, label_space, train)
     xm.device = str(accelerator.device)
-    xm.model.to(accelerator.device)
+    xm.to(str(accelerator.device))
     accelerator.print(
         f"train {len(train)} docs, dev {len(dev)}, test {len(test) if test else 0}; {len(label_space)} labels; "
         f"vocab {len(tok)}; {sum(p.numel() for p in xm.model.parameters()) / 1e6:.1f}M parameters on {accelerator.device}"

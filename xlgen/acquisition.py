@@ -5,7 +5,8 @@ where a higher score means "annotate this first". They are chosen by name from :
 (``get_strategy("vote")``); ranking, top-b and diversity live once, in :mod:`xlgen.selection`.
 
 Each class says what it ``needs`` of the model, so that the caller decodes only as much as that:
-``none`` (text only), ``beams`` (the reference beam search) or ``ensemble`` (every member).
+``none`` (text only), ``beams`` (the reference beam search), ``clusters`` (the beams and the
+cluster probabilities of a ``bcl`` or ``mcg`` model) or ``ensemble`` (every member).
 
 Log-probabilities are length-normalised here (sum over tokens / number of tokens), never taken
 from the generation library's beam scores, which apply a length penalty.
@@ -21,7 +22,7 @@ import numpy as np
 
 from xlgen.decoding import Candidate
 
-NEEDS = ("none", "beams", "ensemble")
+NEEDS = ("none", "beams", "clusters", "ensemble")
 
 
 @dataclass
@@ -34,6 +35,8 @@ class PoolOutputs:
         beams: ``[doc]`` -> the reference member's beams (with exact, unnormalised log-probs).
         members: ``[member][doc]`` -> the labels that member predicts, with their scores.
         embeddings: Encoder embeddings ``(n_docs, d_model)``, for diversity.
+        cluster_probs: Probability of each label cluster ``(n_docs, n_clusters)`` (``bcl``: its
+            head; ``mcg``: the beam mass of its first stage).
     """
 
     texts: list[str]
@@ -41,13 +44,15 @@ class PoolOutputs:
     beams: list[list[Candidate]] | None = None
     members: list[list[dict[str, float]]] | None = None
     embeddings: np.ndarray | None = None
+    cluster_probs: np.ndarray | None = None
 
     @property
     def n_docs(self) -> int:
         return len(self.texts)
 
     def require(self, what: str) -> None:
-        missing = {"n_pieces": self.n_pieces is None, "beams": self.beams is None, "members": self.members is None}
+        missing = {"n_pieces": self.n_pieces is None, "beams": self.beams is None, "members": self.members is None,
+                   "cluster_probs": self.cluster_probs is None}
         if missing.get(what, False):
             raise ValueError(f"this acquisition function needs {what!r}, which the outputs lack")
 
@@ -137,6 +142,22 @@ class NBestEntropy(Strategy):
         return out  # (n_docs,)
 
 
+class ClusterEntropy(Strategy):
+    """Cluster uncertainty of a ``bcl`` / ``mcg`` model: ``s(x) = sum_c H(p_c)``,
+    ``H(p) = -p log p - (1 - p) log(1 - p)``, over the label clusters ``c`` with probability ``p_c``.
+
+    A document whose topic regions the model cannot place (clusters near 0.5) comes first; the sum,
+    not the mean, so that a document torn between several regions outranks one torn over one.
+    """
+
+    name, needs = "cluster", "clusters"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("cluster_probs")
+        p = np.clip(np.asarray(outputs.cluster_probs, dtype=float), 1e-12, 1 - 1e-12)  # (n_docs, n_clusters)
+        return (-p * np.log(p) - (1 - p) * np.log(1 - p)).sum(axis=1)  # (n_docs,)
+
+
 def vote_fractions(members: Sequence[Sequence[dict[str, float]]], doc: int) -> np.ndarray:
     """Vote fraction ``v_l`` of every label any member predicts for document ``doc``: ``(n_labels,)``."""
     counts: dict[str, int] = {}
@@ -215,7 +236,8 @@ class ExpectedConfidence(Strategy):
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, VoteDisagreement, LabelSetVariance, ExpectedConfidence)
+    for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, ClusterEntropy, VoteDisagreement, LabelSetVariance,
+                ExpectedConfidence)
 }
 
 

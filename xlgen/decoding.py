@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutput
 
 from xlgen.config import opt
-from xlgen.tokenizer import Tokenizer, split_generated
+from xlgen.tokenizer import Tokenizer
 
 STRATEGIES = ("greedy", "beam", "sample")
 
@@ -172,7 +171,6 @@ def sequence_logprobs(
     return (token_logp * before_eos).sum(dim=1), before_eos.sum(dim=1)  # (n_seq,), (n_seq,)
 
 
-@torch.inference_mode()
 def generate_candidates(
     model: Any,
     tok: Tokenizer,
@@ -182,10 +180,11 @@ def generate_candidates(
     encoder_cache: dict[int, torch.Tensor] | None = None,
     progress: bool = False,
 ) -> list[list[Candidate]]:
-    """Generates ``cfg.num_return`` candidates per input, best first.
+    """Generates ``cfg.num_return`` candidates per input with transformers' ``generate``, best first.
 
-    Inputs are sorted by length so that each batch pads little; the encoder runs once per batch and
-    its states serve both generation and rescoring.
+    The torch backend under the one decoding loop of :func:`xlgen.backends.decode`: inputs sorted by
+    length, the encoder run once per batch (its states serve generation and rescoring), exact
+    sequence log-probabilities by one teacher-forced pass.
 
     Args:
         model: A T5 model (not wrapped).
@@ -197,57 +196,10 @@ def generate_candidates(
             that several decoding settings over the same inputs encode each input once.
         progress: Show a progress bar over documents.
     """
-    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
-    results: list[list[Candidate]] = [[] for _ in inputs]
-    gen_kw = generation_kwargs(cfg, tok.eos_id, tok.pad_id)
-    n_ret = cfg.num_return
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(cfg.seed)
-    bar = tqdm(total=len(inputs), desc=f"decode ({cfg.strategy})", unit="doc", disable=not progress, leave=False)
-    try:
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            ids, mask = pad_batch([inputs[i] for i in idx], tok.pad_id, device)
-            states = _encode(model, ids, mask, idx, encoder_cache)  # (batch, src_len, d_model)
-            out = model.generate(
-                encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask, **gen_kw
-            )
-            seqs = out if isinstance(out, torch.Tensor) else out.sequences  # (batch * n_ret, tgt_len)
-            rep_states = states.repeat_interleave(n_ret, dim=0)  # (batch * n_ret, src_len, d_model)
-            rep_mask = mask.repeat_interleave(n_ret, dim=0)
-            logprob, n_tok = sequence_logprobs(model, rep_states, rep_mask, seqs, tok.eos_id)
-            seqs_l, logprob_l, n_tok_l = seqs.tolist(), logprob.tolist(), n_tok.tolist()
-            for j, doc_i in enumerate(idx):
-                cands = [
-                    Candidate(tuple(split_generated(tok, seqs_l[k][1:])), logprob_l[k], int(n_tok_l[k]))
-                    for k in range(j * n_ret, (j + 1) * n_ret)
-                ]
-                cands.sort(key=lambda c: -c.logprob)
-                results[doc_i] = cands
-            bar.update(len(idx))
-    finally:
-        bar.close()
-        torch.random.set_rng_state(generator_state)
-    return results
+    from xlgen.backends.batching import decode  # the backends build on this module
+    from xlgen.backends.torch_backend import TorchBackend
 
-
-def _encode(
-    model: Any,
-    ids: torch.Tensor,
-    mask: torch.Tensor,
-    idx: Sequence[int],
-    cache: dict[int, torch.Tensor] | None,
-) -> torch.Tensor:
-    if cache is not None and all(i in cache for i in idx):
-        rows = [cache[i] for i in idx]
-        width = ids.shape[1]
-        return torch.stack([torch.nn.functional.pad(r, (0, 0, 0, width - r.shape[0])) for r in rows])
-    states = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state  # (batch, src_len, d)
-    if cache is not None:
-        lengths = mask.sum(dim=1).tolist()
-        for row, i in enumerate(idx):
-            cache[i] = states[row, : lengths[row]]
-    return states
+    return decode(TorchBackend(model, tok.eos_id, tok.pad_id, str(device)), tok, inputs, cfg, encoder_cache, progress)
 
 
 def label_scores(candidates: Sequence[Candidate], strategy: str) -> dict[str, float]:

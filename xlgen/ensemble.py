@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from xlgen.decoding import Candidate, DecodingConfig, generate_candidates
+from xlgen.cluster_head import masked_mean
+from xlgen.decoding import Candidate, DecodingConfig
 from xlgen.model import XLGenModel
 
 COMBINE = ("union", "intersection", "vote")
@@ -126,17 +127,9 @@ def encoder_embeddings(cache: dict[int, torch.Tensor], n_docs: int) -> np.ndarra
 @torch.inference_mode()
 def encode_pool(model: XLGenModel, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
     """Mean-pooled encoder states only (no decoding): ``(n_docs, d_model)``."""
-    from xlgen.decoding import pad_batch
-
-    model.model.eval()
-    inputs = model.encode_inputs(texts)
-    encoder = model.t5.get_encoder()
-    out = []
-    for start in range(0, len(inputs), batch_size):
-        ids, mask = pad_batch(inputs[start : start + batch_size], model.tokenizer.pad_id, model.device)
-        states = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (batch, src_len, d)
-        m = mask.unsqueeze(-1).float()
-        out.append(((states * m).sum(1) / m.sum(1)).float().cpu())  # (batch, d)
+    out = [masked_mean(states, mask).float().cpu() for states, mask in model.encoded_batches(texts, batch_size)]  # (batch, d) each
+    if not out:
+        return np.zeros((0, model.t5.config.d_model), dtype=np.float32)
     return torch.cat(out).numpy()  # (n_docs, d)
 
 
@@ -162,7 +155,7 @@ def decode_ensemble(
         for k, mcfg in enumerate(members):
             # deterministic members first, in eval mode, so that the cached encoder states are too
             model.model.train(k >= len(cfg.members))
-            cands = generate_candidates(model.generator, model.tokenizer, inputs, mcfg, model.device, encoder_cache=cache)
+            cands = model.candidates(inputs, mcfg, encoder_cache=cache)
             candidates.append(cands)
             preds = [model.to_prediction(c, mcfg, thr) for c in cands]
             member_labels.append([dict(zip(p.labels, p.scores, strict=True)) for p in preds])

@@ -3,6 +3,8 @@
 A directory holds ``xlgen.json`` (model settings, decoding defaults, tuned threshold, data hash,
 metrics), ``labels.json`` (label space with train counts), ``tokenizer/``, and the T5 weights
 (``model.safetensors`` + ``config.json``) or, for LoRA on a pretrained base, ``adapter/``.
+A ``bcl`` or ``mcg`` model also holds ``clusters/`` (the label clustering, see
+:mod:`xlgen.clusters`) and, for ``bcl``, ``cluster_head.safetensors``.
 ``XLGenModel.load(path)`` gives back exactly what ``save(path)`` wrote.
 """
 
@@ -10,22 +12,28 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import T5ForConditionalGeneration
 
-from xlgen.decoding import DecodingConfig, Prediction, cut, generate_candidates, label_scores
+from xlgen.cluster_head import ClusterHead
+from xlgen.clusters import LabelClusters
+from xlgen.decoding import Candidate, DecodingConfig, Prediction, cut, label_scores, pad_batch
 from xlgen.labels import ORDERS, LabelSpace
 from xlgen.modeling import base_model
-from xlgen.tokenizer import TASK_LABELS, Tokenizer, encode_input, load_tokenizer
+from xlgen.tokenizer import TASK_CLUSTERS, TASK_LABELS, Tokenizer, cluster_token, encode_input, load_tokenizer
 
 FORMAT_VERSION = 1
+VARIANTS = ("base", "bcl", "mcg")
+_CLUSTER_TOKEN = re.compile(r"^<c(\d+)>$")
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,9 @@ class ModelSettings:
 
     Attributes:
         source: Preset name (``preset:cpu``) or the pretrained name or path it started from.
-        variant: ``base``, ``bcl`` or ``mcg``.
+        variant: ``base``; ``bcl`` (an auxiliary multi-cluster head trained beside generation);
+            ``mcg`` (generates the document's cluster tokens first, then the labels with those
+            tokens appended to the input).
         max_input_length: Input ids per document, task prefix and eos included.
         max_target_length: Target ids per document.
         label_order: Target order used in training (see :data:`xlgen.labels.ORDERS`).
@@ -51,7 +61,7 @@ class ModelSettings:
     def __post_init__(self) -> None:
         if self.label_order not in ORDERS:
             raise ValueError(f"unknown label order {self.label_order!r}; choose one of {', '.join(ORDERS)}")
-        if self.variant not in ("base", "bcl", "mcg"):
+        if self.variant not in VARIANTS:
             raise ValueError(f"unknown variant {self.variant!r}")
         if self.max_input_length < 4 or self.max_target_length < 2:
             raise ValueError("max_input_length must be at least 4 and max_target_length at least 2")
@@ -71,6 +81,14 @@ class XLGenModel:
         data_hash: Hash of the training data.
         metrics: Metrics recorded at save time (dev and test).
         device: Where the model runs.
+        clusters: Label clustering (``bcl`` and ``mcg``).
+        cluster_features: Folder of the clustering's featuriser (places labels first seen later).
+        cluster_head: The multi-cluster head (``bcl``).
+        cluster_decoding: How ``mcg`` generates cluster tokens (its first stage).
+        cluster_threshold: Score a cluster needs to be appended to the ``mcg`` input (at least the
+            best cluster always is); tuned on dev for cluster micro-F1.
+        backend: The exported inference backends decoding goes through, fastest first (see
+            :mod:`xlgen.backends`); None decodes with the torch model, which also serves what they cannot.
     """
 
     model: Any
@@ -82,11 +100,23 @@ class XLGenModel:
     data_hash: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
+    clusters: LabelClusters | None = None
+    cluster_features: Path | None = None
+    cluster_head: ClusterHead | None = None
+    cluster_decoding: DecodingConfig = field(default_factory=lambda: DecodingConfig(strategy="beam", num_beams=5, max_new_tokens=32))
+    cluster_threshold: float = 0.5
+    backend: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Generated text goes back to a label through the tokenizer's own normalisation, so a
         # label that SentencePiece normalises (spacing, width) is still recognised.
         self._canonical = {self.tokenizer.decode(self.tokenizer.encode(x)).strip(): x for x in self.label_space.labels}
+        if self.settings.variant != "base" and self.clusters is None:
+            raise ValueError(f"a {self.settings.variant} model needs its label clusters")
+        if self.settings.variant == "bcl" and self.cluster_head is None:
+            raise ValueError("a bcl model needs its cluster head")
+        if self.clusters is not None and self.clusters.n_clusters > self.tokenizer.n_cluster_tokens:
+            raise ValueError(f"{self.clusters.n_clusters} clusters but only {self.tokenizer.n_cluster_tokens} cluster tokens")
 
     @property
     def t5(self) -> T5ForConditionalGeneration:
@@ -94,11 +124,91 @@ class XLGenModel:
 
     def to(self, device: str) -> XLGenModel:
         self.model.to(device)
+        if self.cluster_head is not None:
+            self.cluster_head.to(device)
         self.device = device
         return self
 
-    def encode_inputs(self, texts: Sequence[str]) -> list[list[int]]:
-        return [encode_input(self.tokenizer, t, self.settings.max_input_length, TASK_LABELS) for t in texts]
+    def encode_inputs(self, texts: Sequence[str], clusters: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
+        """Label-task inputs. An ``mcg`` model appends each text's cluster tokens: ``clusters`` if
+        given (gold clusters: the oracle), else its own first-stage prediction."""
+        n = self.settings.max_input_length
+        if self.settings.variant != "mcg":
+            return [encode_input(self.tokenizer, t, n, TASK_LABELS) for t in texts]
+        if clusters is None:
+            clusters = self.predict_clusters(texts)
+        if len(clusters) != len(texts):
+            raise ValueError("one cluster list per text")
+        return [encode_input(self.tokenizer, t, n, TASK_LABELS, self.cluster_suffix(c)) for t, c in zip(texts, clusters, strict=True)]
+
+    def cluster_suffix(self, clusters: Sequence[int]) -> list[int]:
+        """Cluster token ids appended to an ``mcg`` label input (and its cluster target, less eos)."""
+        return [self.tokenizer.token_id(cluster_token(c)) for c in sorted(set(clusters))]
+
+    def cluster_target(self, clusters: Sequence[int]) -> list[int]:
+        """First-stage ``mcg`` target: the cluster tokens in id (= frequency) order, joined by the
+        label separator, then eos, so that decoding splits them like labels."""
+        ids: list[int] = []
+        for t in self.cluster_suffix(clusters):
+            ids += ([self.tokenizer.sep_id] if ids else []) + [t]
+        return ids + [self.tokenizer.eos_id]
+
+    def cluster_scores(self, texts: Sequence[str]) -> list[dict[int, float]]:
+        """Each text's clusters with a probability: the ``bcl`` head's sigmoid, or for ``mcg`` the
+        probability mass of the first-stage beams that contain the cluster token.
+
+        Raises:
+            ValueError: For a ``base`` model, which knows no clusters.
+        """
+        if self.clusters is None:
+            raise ValueError("this model has no label clusters (variant base)")
+        if self.cluster_head is not None:
+            probs = self.cluster_probabilities(texts)
+            return [{c: float(p) for c, p in enumerate(row)} for row in probs]
+        self.model.eval()
+        n = self.settings.max_input_length
+        inputs = [encode_input(self.tokenizer, t, n, TASK_CLUSTERS) for t in texts]
+        out = []
+        for cands in self.candidates(inputs, self.cluster_decoding):
+            scores = label_scores(cands, self.cluster_decoding.strategy)
+            parsed = {int(m.group(1)): v for k, v in scores.items() if (m := _CLUSTER_TOKEN.match(k.strip()))}
+            out.append({c: v for c, v in parsed.items() if c < self.clusters.n_clusters})
+        return out
+
+    @torch.inference_mode()
+    def cluster_probabilities(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """``(n_texts, n_clusters)`` cluster probabilities (``bcl``: the head; ``mcg``: the
+        first-stage beam mass)."""
+        if self.clusters is None:
+            raise ValueError("this model has no label clusters (variant base)")
+        if self.cluster_head is None:
+            dense = np.zeros((len(texts), self.clusters.n_clusters), dtype=np.float32)
+            for i, scores in enumerate(self.cluster_scores(texts)):
+                for c, v in scores.items():
+                    dense[i, c] = v
+            return dense
+        self.cluster_head.eval()
+        rows = [torch.sigmoid(self.cluster_head(states, mask)).float().cpu()  # (batch, n_clusters)
+                for states, mask in self.encoded_batches(texts, batch_size)]
+        if not rows:
+            return np.zeros((0, self.clusters.n_clusters), dtype=np.float32)
+        return torch.cat(rows).numpy()  # (n_texts, n_clusters)
+
+    def encoded_batches(self, texts: Sequence[str], batch_size: int = 32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Encoder states ``(batch, len, d_model)`` with their masks ``(batch, len)``, batch by batch,
+        in text order (call under ``torch.inference_mode``)."""
+        self.model.eval()
+        inputs = self.encode_inputs(texts)
+        encoder = self.t5.get_encoder()
+        for start in range(0, len(inputs), batch_size):
+            ids, mask = pad_batch(inputs[start : start + batch_size], self.tokenizer.pad_id, self.device)
+            yield encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+
+    def predict_clusters(self, texts: Sequence[str], threshold: float | None = None) -> list[list[int]]:
+        """Clusters scored at least ``threshold`` (default: the tuned one), at least the best one."""
+        thr = self.cluster_threshold if threshold is None else threshold
+        return [sorted(int(c) for c, _ in cut({str(k): v for k, v in s.items()}, thr, 1)) if s else []
+                for s in self.cluster_scores(texts)]
 
     def canonical(self, label: str) -> str:
         return self._canonical.get(label, label)
@@ -109,6 +219,7 @@ class XLGenModel:
         decoding: DecodingConfig | None = None,
         threshold: float | None = None,
         progress: bool = False,
+        clusters: Sequence[Sequence[int]] | None = None,
     ) -> list[Prediction]:
         """Labels with scores for each text.
 
@@ -117,12 +228,31 @@ class XLGenModel:
             decoding: Overrides the model's default decoding.
             threshold: Overrides the tuned threshold.
             progress: Show a progress bar.
+            clusters: ``mcg`` only: the clusters to append instead of predicting them (the oracle).
         """
         cfg = decoding or self.decoding
         thr = self.threshold if threshold is None else threshold
         self.model.eval()
-        cands = generate_candidates(self.generator, self.tokenizer, self.encode_inputs(texts), cfg, self.device, progress=progress)
+        cands = self.candidates(self.encode_inputs(texts, clusters), cfg, progress=progress)
         return [self.to_prediction(c, cfg, thr) for c in cands]
+
+    def candidates(
+        self,
+        inputs: Sequence[Sequence[int]],
+        cfg: DecodingConfig,
+        encoder_cache: dict[int, torch.Tensor] | None = None,
+        progress: bool = False,
+    ) -> list[list[Candidate]]:
+        """``cfg.num_return`` scored candidates per encoded input, best first (see
+        :func:`xlgen.decoding.generate_candidates`): the one place every decoding goes through.
+
+        Runs on :attr:`backend` when it can serve ``cfg`` now, else on the torch model (MC dropout,
+        weights changed since the export was loaded)."""
+        from xlgen.backends import decode, pick
+        from xlgen.backends.torch_backend import TorchBackend
+
+        backend = pick(self.backend, self.model, cfg) or TorchBackend(self.generator, self.tokenizer.eos_id, self.tokenizer.pad_id, self.device)
+        return decode(backend, self.tokenizer, inputs, cfg, encoder_cache=encoder_cache, progress=progress)
 
     @property
     def generator(self) -> torch.nn.Module:
@@ -155,7 +285,7 @@ class XLGenModel:
                 self.t5.save_pretrained(str(tmp))
             self.tokenizer.save(tmp / "tokenizer")
             self.label_space.save(tmp / "labels.json")
-            meta = {
+            meta: dict[str, Any] = {
                 "format_version": FORMAT_VERSION,
                 "settings": asdict(self.settings),
                 "decoding": asdict(self.decoding),
@@ -163,6 +293,15 @@ class XLGenModel:
                 "data_hash": self.data_hash,
                 "metrics": self.metrics,
             }
+            if self.clusters is not None:
+                self.clusters.save(tmp / "clusters", self.cluster_features)
+                meta["clusters"] = {"threshold": self.cluster_threshold, "decoding": asdict(self.cluster_decoding)}
+            if self.cluster_head is not None:
+                from safetensors.torch import save_file
+
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.cluster_head.state_dict().items()},
+                          str(tmp / "cluster_head.safetensors"))
+                meta["clusters"]["head"] = {"d_model": self.cluster_head.d_model, "n_clusters": self.cluster_head.n_clusters}
             (tmp / "xlgen.json").write_text(json.dumps(meta, indent=1))
             if path.exists():
                 old = path.with_name(f".{path.name}.old")
@@ -176,11 +315,14 @@ class XLGenModel:
             shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> XLGenModel:
+    def load(cls, path: str | Path, device: str = "cpu", backend: str = "auto") -> XLGenModel:
         """Loads a model directory written by :meth:`save`.
 
+        ``backend`` picks the inference backend (:func:`xlgen.backends.load_backend`): ``auto`` is
+        the fastest valid export in ``path`` (``xlgen export``), else torch.
+
         Raises:
-            FileNotFoundError: If ``path`` is no model directory.
+            FileNotFoundError: If ``path`` is no model directory, or ``backend`` names one with no export.
         """
         path = Path(path)
         if not (path / "xlgen.json").is_file():
@@ -198,6 +340,16 @@ class XLGenModel:
         else:
             model = T5ForConditionalGeneration.from_pretrained(str(path))
         model.eval()
+        clusters, head, guide = None, None, meta.get("clusters") or {}
+        if (path / "clusters").is_dir():
+            clusters = LabelClusters.load(path / "clusters")
+        if guide.get("head"):
+            from safetensors.torch import load_file
+
+            head = ClusterHead(guide["head"]["d_model"], guide["head"]["n_clusters"])
+            head.load_state_dict(load_file(str(path / "cluster_head.safetensors")))
+            head.eval()
+        features = path / "clusters" / "features"
         out = cls(
             model=model,
             tokenizer=tok,
@@ -207,5 +359,15 @@ class XLGenModel:
             threshold=float(meta["threshold"]),
             data_hash=meta["data_hash"],
             metrics=meta.get("metrics", {}),
+            clusters=clusters,
+            cluster_features=features if features.is_dir() else None,
+            cluster_head=head,
         )
-        return out.to(device)
+        if guide:
+            out.cluster_threshold = float(guide["threshold"])
+            out.cluster_decoding = DecodingConfig(**guide["decoding"])
+        out = out.to(device)
+        from xlgen.backends import load_backend
+
+        out.backend = load_backend(path, out, backend, device)
+        return out

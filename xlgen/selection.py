@@ -24,7 +24,6 @@ import torch
 
 from xlgen.acquisition import NEEDS, PoolOutputs, get_strategy
 from xlgen.data import Document
-from xlgen.decoding import generate_candidates
 from xlgen.ensemble import EnsembleConfig, decode_ensemble, encode_pool
 from xlgen.model import XLGenModel
 
@@ -120,7 +119,7 @@ class ScoreCache:
 
 
 def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: EnsembleConfig, embeddings: bool) -> _Decoded:
-    """Decodes as much as ``needs`` asks (``none``, ``beams`` or ``ensemble``)."""
+    """Decodes as much as ``needs`` asks (``none``, ``beams``, ``clusters`` or ``ensemble``)."""
     if needs not in NEEDS:
         raise ValueError(f"unknown need {needs!r}")
     started = time.perf_counter()
@@ -131,17 +130,19 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
         out = decode_ensemble(model, texts, ensemble)
         outputs.beams, outputs.members, outputs.embeddings = out.candidates[0], out.member_labels, out.embeddings
         suggestions = out.labels
-    elif needs == "beams":
+    elif needs in ("beams", "clusters"):
         cfg = ensemble.member_configs()[0]
         model.model.eval()
         cache: dict[int, torch.Tensor] = {}
-        beams = generate_candidates(model.generator, model.tokenizer, model.encode_inputs(texts), cfg, model.device, cache)
+        beams = model.candidates(model.encode_inputs(texts), cfg, encoder_cache=cache)
         preds = [model.to_prediction(c, cfg, model.threshold) for c in beams]
         outputs.beams = beams
         outputs.members = [[dict(zip(p.labels, p.scores, strict=True)) for p in preds]]
         suggestions = [list(zip(p.labels, p.scores, strict=True)) for p in preds]
         if texts:
             outputs.embeddings = torch.stack([cache[i].float().mean(0) for i in range(len(texts))]).numpy()  # (n, d)
+        if needs == "clusters":
+            outputs.cluster_probs = model.cluster_probabilities(texts)  # (n, n_clusters)
     if embeddings and outputs.embeddings is None:
         outputs.embeddings = encode_pool(model, texts, ensemble.batch_size)
     return _Decoded(outputs, suggestions, time.perf_counter() - started)

@@ -1,0 +1,243 @@
+"""Inference speed of every backend against torch's ``generate``, in the same run, on the same weights.
+
+For each model directory (exported first where the exports are missing or stale), each backend and
+each batch size: documents per second for beam-5 tagging (``XLGenModel.predict``) and for ensemble
+acquisition scoring (``score_pool`` with the ``vote`` strategy: beam-5 plus two sampling members),
+and the ratio to torch. Then quality on the test split: micro-F1 at the model's threshold per
+backend, the share of documents whose best beam equals torch's, and the largest label-score gap::
+
+    python benchmarks/inference.py --models runs/inference-bench/cpu/model runs/inference-bench/small/model \
+        --names "cpu preset (5.9M)" "small preset (65M)" --scale 1 0.25 --quality-docs 0 300
+    # longer inputs (reuters texts, cut at the model's 128 tokens), speed only:
+    python benchmarks/inference.py --models ... --names ... --data reuters21578 --scale 0.5 0.25 \
+        --quality-docs -1 --output benchmarks/results/inference_long.json
+
+Every library runs on ``--threads`` threads (default 1). Prints Markdown tables and writes
+benchmarks/results/inference.json and inference.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.datasets import dataset_dir  # noqa: E402
+from xlgen.backends import Backend, Backends, StaleExport, export, read_export, weights_stamp  # noqa: E402
+from xlgen.backends.ct2_backend import CT2Backend  # noqa: E402
+from xlgen.backends.export import export_dir  # noqa: E402
+from xlgen.backends.onnx_backend import OnnxBackend  # noqa: E402
+from xlgen.data import Document, find_split, read_documents  # noqa: E402
+from xlgen.ensemble import EnsembleConfig  # noqa: E402
+from xlgen.metrics import micro_f1  # noqa: E402
+from xlgen.model import XLGenModel  # noqa: E402
+from xlgen.selection import SelectionConfig, score_pool  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One way to decode: a label and the backends, fastest first (empty: torch alone)."""
+
+    label: str
+    backends: tuple[Backend, ...]
+
+
+def ensure_exports(path: Path) -> None:
+    for name in ("onnxruntime", "ctranslate2"):
+        try:
+            read_export(path, name)
+        except (FileNotFoundError, StaleExport):
+            started = time.perf_counter()
+            export(path, name)
+            print(f"exported {name} in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def setups(path: Path, xm: XLGenModel, threads: int) -> tuple[list[Setup], list[Setup]]:
+    """(tagging setups, ensemble setups) over the exports of ``path``."""
+    t5, tok = xm.t5, xm.tokenizer
+    cfg = t5.config
+    ort = OnnxBackend(export_dir(path, "onnxruntime"), len(t5.get_decoder().block), cfg.num_heads, cfg.d_kv,
+                      tok.pad_id, tok.eos_id, threads=threads)
+    ct2 = {ct: CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type=ct, threads=threads,
+                          encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state)
+           for ct in ("float32", "int8")}
+    tagging = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), Setup("ctranslate2 float32", (ct2["float32"],)),
+               Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],))]
+    ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)),
+                Setup("ctranslate2 int8 + torch sampling", (ct2["int8"],)),
+                Setup("ctranslate2 int8 + onnxruntime sampling (auto)", (ct2["int8"], ort))]
+    return tagging, ensemble
+
+
+def use(xm: XLGenModel, setup: Setup) -> XLGenModel:
+    xm.backend = Backends(setup.backends, weights_stamp(xm.model)) if setup.backends else None
+    return xm
+
+
+def best_rate(fn, n_docs: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    """Documents per second of the fastest of ``repeats`` runs (the machine is shared)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return n_docs / best
+
+
+def speed(xm: XLGenModel, texts: list[str], batch: int, tag_setups: list[Setup], ens_setups: list[Setup],
+          n_tag: int, n_ens: int, repeats: int) -> list[dict]:
+    rows = []
+    beam = replace(xm.decoding, strategy="beam", num_beams=5, batch_size=batch)
+    ens = SelectionConfig(strategy="vote", batch_size=1, ensemble=EnsembleConfig(batch_size=batch))
+    for kind, group, n in (("tagging", tag_setups, n_tag), ("ensemble", ens_setups, n_ens)):
+        docs = texts[:n]
+        ref = None
+        for setup in group:
+            use(xm, setup)
+            warm = docs[: max(2, batch)]
+            if kind == "tagging":
+                xm.predict(warm, beam)
+                rate = best_rate(lambda d=docs: xm.predict(d, beam), len(docs), repeats)
+            else:
+                pool = [Document(str(i), t) for i, t in enumerate(docs)]
+                score_pool(xm, pool[: len(warm)], ens)
+                rate = best_rate(lambda p=pool: score_pool(xm, p, ens), len(docs), repeats)
+            ref = rate if ref is None else ref
+            rows.append({"kind": kind, "backend": setup.label, "batch": batch, "docs": len(docs), "docs_per_s": rate, "x_torch": rate / ref})
+            print(f"  {kind:8s} batch {batch:2d} {setup.label:48s} {rate:8.1f} docs/s  x{rate / ref:.2f}", flush=True)
+    use(xm, Setup("torch", ()))
+    return rows
+
+
+def quality(xm: XLGenModel, docs: list[Document], tag_setups: list[Setup]) -> list[dict]:
+    rows = []
+    texts, gold = [d.text for d in docs], [d.labels for d in docs]
+    cfg = replace(xm.decoding, strategy="beam", num_beams=5, batch_size=32)
+    ref = None
+    for setup in tag_setups:
+        preds = use(xm, setup).predict(texts, cfg)
+        f1 = micro_f1(gold, [p.labels for p in preds])
+        if ref is None:
+            ref = preds
+        top1 = np.mean([p.candidates[0].labels == r.candidates[0].labels for p, r in zip(preds, ref, strict=True)])
+        gap = max(abs(p.all_scores.get(x, 0.0) - r.all_scores.get(x, 0.0))
+                  for p, r in zip(preds, ref, strict=True) for x in set(p.all_scores) | set(r.all_scores))
+        rows.append({"backend": setup.label, "docs": len(docs), "micro_f1": f1, "top1_same": float(top1), "max_score_gap": gap})
+        print(f"  quality {setup.label:48s} micro-F1 {f1:.4f}  top-1 as torch {top1:.4f}  max |score gap| {gap:.2e}", flush=True)
+    use(xm, Setup("torch", ()))
+    return rows
+
+
+def markdown(results: list[dict], args: argparse.Namespace) -> str:
+    out = [f"Beam-5 tagging and ensemble acquisition scoring (vote: beam-5 + 2 sampling members), documents per second, "
+           f"{args.threads} thread(s) for every library, {args.data} test texts; x torch = speed over transformers' generate "
+           f"in the same run (best of {args.repeats}).", ""]
+    heads = [f"{kind} b={b} | x" for kind in ("tagging", "ensemble") for b in args.batch_sizes]
+    out.append("| model | input tokens | backend | " + " | ".join(heads) + " |")
+    out.append("|---|---|---|" + "---|---|" * len(heads))
+    for res in results:
+        by = {(r["kind"], r["backend"], r["batch"]): r for r in res["speed"]}
+        labels = list(dict.fromkeys(r["backend"] for r in res["speed"]))
+        for label in labels:
+            cells = []
+            for kind in ("tagging", "ensemble"):
+                for b in args.batch_sizes:
+                    r = by.get((kind, label, b))
+                    cells += [f"{r['docs_per_s']:.1f}", f"{r['x_torch']:.2f}"] if r else ["-", "-"]
+            out.append(f"| {res['model']} | {res['mean_input_tokens']:.0f} | {label} | " + " | ".join(cells) + " |")
+    if not any(res["quality"] for res in results):
+        return "\n".join(out) + "\n"
+    out += ["", f"Quality on {args.data} test (beam 5, the model's threshold): micro-F1, best beam equal to torch's, largest label-score gap.", ""]
+    out.append("| model | backend | docs | micro-F1 | delta vs torch | top-1 as torch | max score gap |")
+    out.append("|---|---|---|---|---|---|---|")
+    for res in results:
+        ref = res["quality"][0]["micro_f1"] if res["quality"] else 0.0
+        for q in res["quality"]:
+            out.append(f"| {res['model']} | {q['backend']} | {q['docs']} | {q['micro_f1']:.4f} | {q['micro_f1'] - ref:+.4f} | "
+                       f"{q['top1_same']:.3f} | {q['max_score_gap']:.1e} |")
+    return "\n".join(out) + "\n"
+
+
+def render(path: Path) -> None:
+    """Rewrites ``path``'s Markdown table from its JSON (filling in input lengths a run did not record)."""
+    saved = json.loads(path.read_text())
+    args = argparse.Namespace(**saved["args"])
+    texts = [d.text for d in read_documents(find_split(dataset_dir(args.data), "test"))[:512]]
+    for res in saved["results"]:
+        if "mean_input_tokens" not in res:
+            xm = XLGenModel.load(res["path"], backend="torch")
+            res["mean_input_tokens"] = float(np.mean([len(x) for x in xm.encode_inputs(texts)]))
+    path.write_text(json.dumps(saved, indent=1))
+    table = markdown(saved["results"], args)
+    path.with_suffix(".md").write_text(table)
+    print(table)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=[], help="model directories (exported in place when needed)")
+    p.add_argument("--names", nargs="+", help="a name per model for the table (default: the folder above model/)")
+    p.add_argument("--data", default="goemotions", help="dataset whose test texts are decoded")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--tag-docs", nargs="+", type=int, default=[64, 512], help="documents per tagging run, per batch size")
+    p.add_argument("--ensemble-docs", nargs="+", type=int, default=[32, 256], help="documents per ensemble run, per batch size")
+    p.add_argument("--scale", nargs="+", type=float, default=[1.0], help="document-count factor per model (slower models: < 1)")
+    p.add_argument("--quality-docs", nargs="+", type=int, default=[2000], help="test documents for quality, per model (0: all, -1: none)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
+    p.add_argument("--render", action="store_true", help="only rewrite the Markdown table of the --output JSON")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.render:
+        render(Path(args.output))
+        return
+    if not args.models:
+        p.error("give --models DIR [DIR ...]")
+
+    test = read_documents(find_split(dataset_dir(args.data), "test"))
+    texts = [d.text for d in test]
+    results = []
+    for k, model in enumerate(args.models):
+        path = Path(model)
+        name = args.names[k] if args.names else path.resolve().parent.name
+        scale = args.scale[min(k, len(args.scale) - 1)]
+        n_quality = args.quality_docs[min(k, len(args.quality_docs) - 1)] or len(test)
+        ensure_exports(path)
+        xm = XLGenModel.load(path, backend="torch")
+        tag_setups, ens_setups = setups(path, xm, args.threads)
+        mean_tokens = float(np.mean([len(x) for x in xm.encode_inputs(texts[:512])]))
+        print(f"{name}: {sum(p.numel() for p in xm.t5.parameters()) / 1e6:.1f}M parameters, {mean_tokens:.0f} input tokens on average",
+              flush=True)
+        rows = []
+        for b, n_tag, n_ens in zip(args.batch_sizes, args.tag_docs, args.ensemble_docs, strict=True):
+            rows += speed(xm, texts, b, tag_setups, ens_setups, max(4, int(n_tag * scale)), max(4, int(n_ens * scale)), args.repeats)
+        results.append({"model": name, "path": str(path), "params_m": sum(p.numel() for p in xm.t5.parameters()) / 1e6,
+                        "mean_input_tokens": mean_tokens,
+                        "speed": rows, "quality": quality(xm, test[:n_quality], tag_setups) if n_quality > 0 else []})
+
+    import ctranslate2
+    import onnxruntime
+
+    meta = {"args": vars(args), "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "ctranslate2": ctranslate2.__version__}
+    table = markdown(results, args)
+    print(table)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**meta, "results": results}, indent=1))
+    out.with_suffix(".md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()

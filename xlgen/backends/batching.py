@@ -1,0 +1,98 @@
+"""The decoding loop every backend runs under: length-sorted, token-capped batches, encoder states
+read from and written to a cache, candidates built alike for every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from xlgen.backends.base import Backend
+from xlgen.decoding import Candidate, DecodingConfig, pad_batch
+from xlgen.tokenizer import Tokenizer, split_generated
+
+MAX_BATCH_TOKENS = 16384
+"""Padded input tokens per batch: long inputs get smaller batches (32 x 512 tokens at most)."""
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = MAX_BATCH_TOKENS) -> Iterator[list[int]]:
+    """Input indices, shortest first, in batches of at most ``batch_size`` documents and at most
+    ``max_tokens`` padded tokens (a longer single document still gets a batch of its own)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batch: list[int] = []
+    for i in order:
+        # sorted ascending, so the newcomer is the longest: it sets the padded width
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * lengths[i] > max_tokens):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _cached_states(
+    backend: Backend, ids: torch.Tensor, mask: torch.Tensor, idx: Sequence[int], cache: dict[int, torch.Tensor] | None
+) -> torch.Tensor:
+    """Encoder states of a batch, ``(batch, src_len, d_model)``, from the cache where it has every row."""
+    if cache is not None and all(i in cache for i in idx):
+        width = ids.shape[1]
+        rows = [cache[i] for i in idx]
+        return torch.stack([torch.nn.functional.pad(r, (0, 0, 0, width - r.shape[0])) for r in rows]).to(ids.device)
+    states = backend.encode(ids, mask)  # (batch, src_len, d_model)
+    if cache is not None:
+        lengths = mask.sum(dim=1).tolist()
+        for row, i in enumerate(idx):
+            cache[i] = states[row, : lengths[row]]
+    return states
+
+
+@torch.inference_mode()
+def decode(
+    backend: Backend,
+    tok: Tokenizer,
+    inputs: Sequence[Sequence[int]],
+    cfg: DecodingConfig,
+    encoder_cache: dict[int, torch.Tensor] | None = None,
+    progress: bool = False,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
+) -> list[list[Candidate]]:
+    """``cfg.num_return`` candidates per encoded input, best first, by ``backend``.
+
+    Args:
+        backend: The backend.
+        tok: The tokenizer.
+        inputs: Encoded inputs (see :func:`xlgen.tokenizer.encode_input`).
+        cfg: Decoding settings.
+        encoder_cache: Encoder states per input index, read and filled, so that several decoding
+            settings over the same inputs encode each input once.
+        progress: Show a progress bar over documents.
+        max_batch_tokens: Padded input tokens per batch.
+    """
+    results: list[list[Candidate]] = [[] for _ in inputs]
+    n_ret = cfg.num_return
+    rng = np.random.default_rng(cfg.seed)
+    torch_state = torch.random.get_rng_state()  # seeded like generate_candidates, and given back after
+    torch.manual_seed(cfg.seed)
+    bar = tqdm(total=len(inputs), desc=f"decode ({cfg.strategy}, {backend.name})", unit="doc", disable=not progress, leave=False)
+    try:
+        for idx in length_batches([len(x) for x in inputs], cfg.batch_size, max_batch_tokens):
+            ids, mask = pad_batch([inputs[i] for i in idx], tok.pad_id, backend.input_device)  # (batch, src_len) each
+            states = None
+            if backend.needs_states or encoder_cache is not None:
+                states = _cached_states(backend, ids, mask, idx, encoder_cache)
+            gen = backend.generate(ids, mask, states, cfg, rng)
+            logprob = gen.logprob.tolist()
+            for j, doc in enumerate(idx):
+                cands = [
+                    Candidate(tuple(split_generated(tok, gen.tokens[k])), float(logprob[k]), len(gen.tokens[k]))
+                    for k in range(j * n_ret, (j + 1) * n_ret)
+                ]
+                cands.sort(key=lambda c: -c.logprob)
+                results[doc] = cands
+            bar.update(len(idx))
+    finally:
+        bar.close()
+        torch.random.set_rng_state(torch_state)
+    return results
