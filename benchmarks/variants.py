@@ -3,6 +3,7 @@ next to TF-IDF + one-vs-rest logistic regression, on the same splits in the same
 
     python benchmarks/variants.py                                   # reuters21578 and stackexchange3
     python benchmarks/variants.py --datasets reuters21578 --epochs 3 --threads 1
+    python benchmarks/variants.py --merge A.json B.json --output variants.json   # one table from split runs
 
 Every model is the CPU default preset trained by ``training.train.run`` with the same budget; the
 test metrics come from the one evaluator (threshold tuned on dev). Columns: micro/macro-F1, macro-F1
@@ -54,10 +55,25 @@ def main() -> None:
     p.add_argument("--dev-limit", type=int, default=None, help="tune thresholds on the first N dev documents (all models alike)")
     p.add_argument("--deficit-rate", type=float, default=0.0, help="positive-unlabeled setting: drop this share of train labels")
     p.add_argument("--no-baseline", action="store_true", help="skip TF-IDF + LR (when another process of the same benchmark runs it)")
+    p.add_argument("--baseline-only", action="store_true", help="only TF-IDF + LR (when other processes run the variants)")
+    p.add_argument("--baseline-jobs", type=int, default=None, help="processes fitting the baseline's per-label problems")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "variants"))
     p.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/variants_<datasets>.json)")
+    p.add_argument("--merge", nargs="+", default=None, help="only merge the rows of these result files into one table")
     args = p.parse_args()
+    if args.merge:
+        rows_by_key = {}  # the first row of each (dataset, model): split runs may each repeat the baseline
+        for f in args.merge:
+            for row in json.loads(Path(f).read_text())["rows"]:
+                rows_by_key.setdefault((row["dataset"], row["model"]), row)
+        merged = list(rows_by_key.values())
+        order = {"tfidf+logreg": 0, "base": 1, "bcl": 2, "mcg": 3, "oracle": 4}
+        merged.sort(key=lambda r: (r["dataset"], next((v for k, v in order.items() if r["model"].endswith(k) or k in r["model"]), 9)))
+        print(markdown(merged))
+        Path(args.output or ROOT / "benchmarks" / "results" / "variants.json").write_text(
+            json.dumps({"merged_from": args.merge, "rows": merged}, indent=1))
+        return
     output = Path(args.output or ROOT / "benchmarks" / "results" / f"variants_{'_'.join(args.datasets)}.json")
 
     rows: list[dict] = []
@@ -71,10 +87,10 @@ def main() -> None:
         write_jsonl(dev, dev_file)
         if not args.no_baseline:
             started = time.time()
-            base = tfidf_logreg(train, dev, test)
+            base = tfidf_logreg(train, dev, test, n_jobs=args.baseline_jobs)
             rows.append({"dataset": name, "model": "tfidf+logreg", "seconds": time.time() - started, **base["metrics"]})
             print(markdown(rows[-1:]), flush=True)
-        for variant in args.variants:
+        for variant in [] if args.baseline_only else args.variants:
             cfg = TrainConfig(data=str(d), dev_file=str(dev_file), test_file=str(test_file), output_dir=f"{args.runs_dir}/{name}-{args.preset}-{variant}",
                               preset=args.preset, epochs=args.epochs, max_input_length=args.max_input_length, threads=args.threads,
                               variant=variant, n_clusters=args.n_clusters, bcl_lambda=args.bcl_lambda, deficit_rate=args.deficit_rate,
