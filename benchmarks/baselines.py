@@ -36,7 +36,10 @@ def tfidf_logreg(train: Sequence[Document], dev: Sequence[Document], test: Seque
     mlb = MultiLabelBinarizer()
     y = mlb.fit_transform([d.labels for d in train])
     clf = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, solver="liblinear"), n_jobs=n_jobs)
-    clf.fit(x_train, y)
+    from joblib import parallel_config
+
+    with parallel_config(max_nbytes=None):  # no read-only memory maps: liblinear writes into its input copies
+        clf.fit(x_train, y)
     fit_s = time.time() - started
     classes = list(mlb.classes_)
     dev_scores = _top_scores(clf.predict_proba(vec.transform([d.text for d in dev])), classes)

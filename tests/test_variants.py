@@ -58,10 +58,10 @@ def test_variant_trains_saves_and_reloads(variant_run: tuple[str, Path], tiny_da
         assert probs.shape == (2, 4) and ((probs > 0) & (probs < 1)).all()
 
 
+@pytest.mark.parametrize("variant_run", ["mcg"], indirect=True)
 def test_mcg_two_stage_inference(variant_run: tuple[str, Path], tiny_data: Path) -> None:
     variant, out = variant_run
-    if variant != "mcg":
-        pytest.skip("mcg only")
+    assert variant == "mcg"
     m = XLGenModel.load(out / "model")
     m.decoding = DecodingConfig(max_new_tokens=12)
     m.cluster_decoding = DecodingConfig(max_new_tokens=8)
