@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xlgen.data import Document
-from xlgen.decoding import DecodingConfig, Prediction, cut
+from xlgen.decoding import DecodingConfig, Prediction
 from xlgen.metrics import evaluate_predictions, micro_f1, tune_threshold
-from xlgen.model import XLGenModel
+from xlgen.model import XLGenModel, cluster_score_dicts
 
 
 @dataclass
@@ -81,13 +81,13 @@ class Evaluator:
         gold_c = [[str(c) for c in model.clusters.clusters_of(g)] for g in gold]
         if self.oracle_clusters:
             return {}, [[int(c) for c in g] for g in gold_c]
-        scores = [{str(c): v for c, v in s.items()} for s in model.cluster_scores([d.text for d in self.docs])]
+        probs = model.cluster_probabilities([d.text for d in self.docs])  # (n_docs, n_clusters)
         thr = model.cluster_threshold
         if tune:
-            thr, _ = tune_threshold(gold_c, scores, 1)
-        pred_c = [[c for c, _ in cut(s, thr, 1)] if s else [] for s in scores]
-        extra = {"cluster_micro_f1": micro_f1(gold_c, pred_c), "cluster_threshold": thr}
-        return extra, [[int(c) for c in p] for p in pred_c] if model.settings.variant == "mcg" else None
+            thr, _ = tune_threshold(gold_c, cluster_score_dicts(probs), 1)
+        pred_c = model.clusters_above(probs, thr)
+        extra = {"cluster_micro_f1": micro_f1(gold_c, [[str(c) for c in p] for p in pred_c]), "cluster_threshold": thr}
+        return extra, pred_c if model.settings.variant == "mcg" else None
 
     def __call__(self, model: XLGenModel, threshold: float | None = None) -> dict[str, float]:
         return self.run(model, threshold).metrics

@@ -36,6 +36,12 @@ VARIANTS = ("base", "bcl", "mcg")
 _CLUSTER_TOKEN = re.compile(r"^<c(\d+)>$")
 
 
+def cluster_score_dicts(probs: np.ndarray) -> list[dict[str, float]]:
+    """Rows of cluster probabilities ``(n_texts, n_clusters)`` -> ``{cluster id: probability}`` of the
+    clusters with a non-zero score (the form the threshold tools take)."""
+    return [{str(c): float(p) for c, p in enumerate(row) if p > 0} for row in probs]
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """What a model was built and trained as.
@@ -153,46 +159,32 @@ class XLGenModel:
             ids += ([self.tokenizer.sep_id] if ids else []) + [t]
         return ids + [self.tokenizer.eos_id]
 
-    def cluster_scores(self, texts: Sequence[str]) -> list[dict[int, float]]:
-        """Each text's clusters with a probability: the ``bcl`` head's sigmoid, or for ``mcg`` the
-        probability mass of the first-stage beams that contain the cluster token.
+    @torch.inference_mode()
+    def cluster_probabilities(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """``(n_texts, n_clusters)`` cluster probabilities: the ``bcl`` head's sigmoid, or for
+        ``mcg`` the probability mass of the first-stage beams that contain the cluster token (0 for
+        a cluster no beam generated).
 
         Raises:
             ValueError: For a ``base`` model, which knows no clusters.
         """
         if self.clusters is None:
             raise ValueError("this model has no label clusters (variant base)")
+        probs = np.zeros((len(texts), self.clusters.n_clusters), dtype=np.float32)
         if self.cluster_head is not None:
-            probs = self.cluster_probabilities(texts)
-            return [{c: float(p) for c, p in enumerate(row)} for row in probs]
+            self.cluster_head.eval()
+            rows = [torch.sigmoid(self.cluster_head(states, mask)).float().cpu()  # (batch, n_clusters)
+                    for states, mask in self.encoded_batches(texts, batch_size)]
+            return torch.cat(rows).numpy() if rows else probs  # (n_texts, n_clusters)
         self.model.eval()
         n = self.settings.max_input_length
         inputs = [encode_input(self.tokenizer, t, n, TASK_CLUSTERS) for t in texts]
-        out = []
-        for cands in self.candidates(inputs, self.cluster_decoding):
-            scores = label_scores(cands, self.cluster_decoding.strategy)
-            parsed = {int(m.group(1)): v for k, v in scores.items() if (m := _CLUSTER_TOKEN.match(k.strip()))}
-            out.append({c: v for c, v in parsed.items() if c < self.clusters.n_clusters})
-        return out
-
-    @torch.inference_mode()
-    def cluster_probabilities(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """``(n_texts, n_clusters)`` cluster probabilities (``bcl``: the head; ``mcg``: the
-        first-stage beam mass)."""
-        if self.clusters is None:
-            raise ValueError("this model has no label clusters (variant base)")
-        if self.cluster_head is None:
-            dense = np.zeros((len(texts), self.clusters.n_clusters), dtype=np.float32)
-            for i, scores in enumerate(self.cluster_scores(texts)):
-                for c, v in scores.items():
-                    dense[i, c] = v
-            return dense
-        self.cluster_head.eval()
-        rows = [torch.sigmoid(self.cluster_head(states, mask)).float().cpu()  # (batch, n_clusters)
-                for states, mask in self.encoded_batches(texts, batch_size)]
-        if not rows:
-            return np.zeros((0, self.clusters.n_clusters), dtype=np.float32)
-        return torch.cat(rows).numpy()  # (n_texts, n_clusters)
+        for i, cands in enumerate(self.candidates(inputs, self.cluster_decoding)):
+            for token, v in label_scores(cands, self.cluster_decoding.strategy).items():
+                m = _CLUSTER_TOKEN.match(token.strip())
+                if m and int(m.group(1)) < self.clusters.n_clusters:
+                    probs[i, int(m.group(1))] = v
+        return probs
 
     def encoded_batches(self, texts: Sequence[str], batch_size: int = 32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Encoder states ``(batch, len, d_model)`` with their masks ``(batch, len)``, batch by batch,
@@ -206,9 +198,13 @@ class XLGenModel:
 
     def predict_clusters(self, texts: Sequence[str], threshold: float | None = None) -> list[list[int]]:
         """Clusters scored at least ``threshold`` (default: the tuned one), at least the best one."""
+        return self.clusters_above(self.cluster_probabilities(texts), threshold)
+
+    def clusters_above(self, probs: np.ndarray, threshold: float | None = None) -> list[list[int]]:
+        """Per row of ``probs`` ``(n_texts, n_clusters)``: the clusters scored at least ``threshold``
+        (default: the tuned one), at least the best scored one; a row scoring no cluster gets none."""
         thr = self.cluster_threshold if threshold is None else threshold
-        return [sorted(int(c) for c, _ in cut({str(k): v for k, v in s.items()}, thr, 1)) if s else []
-                for s in self.cluster_scores(texts)]
+        return [sorted(int(c) for c, _ in cut(s, thr, 1)) for s in cluster_score_dicts(probs)]
 
     def canonical(self, label: str) -> str:
         return self._canonical.get(label, label)

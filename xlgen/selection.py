@@ -134,15 +134,18 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
         cfg = ensemble.member_configs()[0]
         model.model.eval()
         cache: dict[int, torch.Tensor] = {}
-        beams = model.candidates(model.encode_inputs(texts), cfg, encoder_cache=cache)
+        clusters = None
+        if needs == "clusters":
+            outputs.cluster_probs = model.cluster_probabilities(texts)  # (n, n_clusters)
+            if model.settings.variant == "mcg":  # its first stage, run once for scores and inputs alike
+                clusters = model.clusters_above(outputs.cluster_probs)
+        beams = model.candidates(model.encode_inputs(texts, clusters), cfg, encoder_cache=cache)
         preds = [model.to_prediction(c, cfg, model.threshold) for c in beams]
         outputs.beams = beams
         outputs.members = [[dict(zip(p.labels, p.scores, strict=True)) for p in preds]]
         suggestions = [list(zip(p.labels, p.scores, strict=True)) for p in preds]
         if texts:
             outputs.embeddings = torch.stack([cache[i].float().mean(0) for i in range(len(texts))]).numpy()  # (n, d)
-        if needs == "clusters":
-            outputs.cluster_probs = model.cluster_probabilities(texts)  # (n, n_clusters)
     if embeddings and outputs.embeddings is None:
         outputs.embeddings = encode_pool(model, texts, ensemble.batch_size)
     return _Decoded(outputs, suggestions, time.perf_counter() - started)
