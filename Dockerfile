@@ -6,15 +6,15 @@
 #   docker build -t xlgen:cuda \
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
-#     --build-arg ONNXRUNTIME=onnxruntime-gpu .
+#     --build-arg XLGEN_EXTRAS=gpu .
 #
 # Run:  docker run --rm -v $PWD/runs:/app/runs xlgen train --output-dir runs/goemotions
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# onnxruntime (CPU) or onnxruntime-gpu: the two packages must not be installed together
-ARG ONNXRUNTIME=onnxruntime
+# cpu: onnxruntime; gpu: onnxruntime-gpu (the two packages must not be installed together)
+ARG XLGEN_EXTRAS=cpu
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 
 # CUDA bases come without Python; the python image has it already.
@@ -31,8 +31,7 @@ COPY xlgen ./xlgen
 COPY training ./training
 COPY clustering ./clustering
 COPY service ./service
-RUN pip install . \
-    && if [ "${ONNXRUNTIME}" != onnxruntime ]; then pip uninstall -y onnxruntime && pip install "${ONNXRUNTIME}>=1.18,<2"; fi
+RUN pip install ".[${XLGEN_EXTRAS}]"
 COPY data ./data
 
 RUN useradd --create-home xlgen && mkdir -p /app/runs && chown xlgen /app/runs

@@ -10,7 +10,7 @@ bash scripts/setup.sh
 RUN=${RUN:-runs/goemotions}
 if [ ! -f "$RUN/model/xlgen.json" ]; then
     # shellcheck disable=SC2086
-    .venv/bin/xlgen train --data data/goemotions --output-dir "$RUN" ${XLGEN_TRAIN_ARGS:-}
+    .venv/bin/xlgen train --data data/goemotions --data-license apache-2.0 --output-dir "$RUN" ${XLGEN_TRAIN_ARGS:-}
 fi
 # converted copies for fast decoding (CTranslate2 int8 for beam search, ONNX Runtime for sampling);
 # every command below picks the fastest valid one (--backend torch forces transformers' generate)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv (Python 3.11+) and installs xlgen with its test tools. Safe to run again.
+# Creates .venv (Python 3.11+) and installs xlgen with its test tools and ONNX Runtime (CPU). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -9,5 +9,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # torch first and pinned: the CPU build, not several GB of CUDA packages
 .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+# XLGEN_EXTRAS=dev,gpu (in a fresh .venv) for onnxruntime-gpu instead of onnxruntime: the two must not be installed together
+.venv/bin/python -m pip install -q -e ".[${XLGEN_EXTRAS:-dev,cpu}]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import xlgen, training, service, torch, transformers, litestar" 

@@ -8,21 +8,26 @@ the micro-batcher and loads the model in the background, so ``/health/live`` ans
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import HttpMethod, Litestar, MediaType, Response, route
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from service import labelstudio, routes
 from service.auth import HEADER
+from service.bodies import strict_input
+from service.errors import document_errors, http_error, server_error
 from service.metrics import RequestMetricsMiddleware, configure_logging
+from service.openapi import http_handlers, refine_openapi
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -33,20 +38,25 @@ def _runtime(state: State) -> Runtime:
     return state.runtime
 
 
-def _http_error(request: Request, exc: HTTPException) -> Response:
-    """Every client or server error as ``{status_code, detail[, extra]}`` JSON."""
-    body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
-    if exc.status_code == 413:
-        body["detail"] = f"request body too large: at most {request.app.state.runtime.settings.max_body_bytes} bytes"
-        body["extra"] = [{"key": "body", "message": body["detail"]}]
-    elif exc.extra:
-        body["extra"] = exc.extra
-    return Response(body, status_code=exc.status_code, headers=exc.headers)
+def _options_first(handlers: list[Any]) -> list[Any]:
+    """``handlers`` with an explicit OPTIONS handler in front for every path that several handlers
+    share (``GET`` and ``PUT /v1/model``): the one Litestar adds is made with the first handler's
+    route and would leave the later methods out of its ``Allow`` header."""
+    methods: dict[str, set[str]] = defaultdict(set)
+    for h in handlers:
+        if isinstance(h, HTTPRouteHandler):
+            for path in h.paths:
+                methods[path] |= set(h.http_methods)
+    shared = {p: m for p, m in methods.items() if sum(isinstance(h, HTTPRouteHandler) and p in h.paths for h in handlers) > 1}
 
+    def options_for(path: str, allow: str) -> HTTPRouteHandler:
+        def options() -> Response:
+            return Response(content=None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": allow}, media_type=MediaType.TEXT)
 
-def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", extra={"fields": {"path": request.url.path}})
-    return Response({"status_code": 500, "detail": "internal server error"}, status_code=HTTP_500_INTERNAL_SERVER_ERROR)
+        return route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False, sync_to_thread=False,
+                     name=f"options:{path}")(options)
+
+    return [options_for(p, ", ".join(sorted(m | {"OPTIONS"}))) for p, m in shared.items() if "OPTIONS" not in m] + handlers
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -73,14 +83,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
         description="Extreme multi-label tagging by label generation, with active learning and retraining.",
         components=Components(security_schemes={"apiKey": SecurityScheme(type="apiKey", name=HEADER, security_scheme_in="header")}),
     )
-    return Litestar(
-        route_handlers=[*routes.ROUTES, *labelstudio.ROUTES],
+    handlers = [*routes.ROUTES, *labelstudio.ROUTES]
+    app = Litestar(
+        route_handlers=_options_first(handlers),
         dependencies={"rt": Provide(_runtime, sync_to_thread=False)},
         state=State({"runtime": runtime}),
         lifespan=[lifespan],
         middleware=[RequestMetricsMiddleware(runtime.metrics)],
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        before_request=strict_input,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
         openapi_config=openapi,
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
     )
+    document_errors(h for _, h in http_handlers(app))
+    refine_openapi(app)
+    return app

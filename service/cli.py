@@ -14,59 +14,34 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 
-from xlgen.config import add_arguments, from_arguments
+from xlgen.config import HelpFormatter, add_arguments, from_arguments, overrides
 from xlgen.data import DataError, Document, find_split, read_documents
 from xlgen.decoding import DecodingConfig
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from xlgen.devices import resolve_device
     from xlgen.model import XLGenModel
 
-    return XLGenModel.load(args.model, device=_device(args.device), backend=args.backend)
+    return XLGenModel.load(args.model, device=resolve_device(args.device), backend=args.backend)
 
 
 def _decoding(args: argparse.Namespace, model) -> DecodingConfig:  # type: ignore[no-untyped-def]
     """The model's decoding defaults, overridden by the options given on the command line."""
-    from dataclasses import asdict
+    from dataclasses import replace
 
-    given = {f.name: getattr(args, f.name) for f in fields(DecodingConfig) if getattr(args, f.name) is not None}
-    return DecodingConfig(**{**asdict(model.decoding), **given})
+    return replace(model.decoding, **overrides(DecodingConfig, args))
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory (the model/ folder of a training run)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: auto)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "ctranslate2"),
                    help="inference backend: auto is the fastest valid export in the model directory (xlgen export), else torch")
     p.add_argument("--threshold", type=float, default=None, help="score threshold (default: the model's tuned one)")
-    group = p.add_argument_group("decoding (default: the model's saved settings)")
-    for name, kw in [
-        ("strategy", {"choices": ("greedy", "beam", "sample")}),
-        ("num_beams", {"type": int}),
-        ("num_samples", {"type": int}),
-        ("temperature", {"type": float}),
-        ("top_k", {"type": int}),
-        ("top_p", {"type": float}),
-        ("batch_size", {"type": int}),
-        ("max_new_tokens", {"type": int}),
-        ("min_labels", {"type": int}),
-    ]:
-        help_text = next(f.metadata["help"] for f in fields(DecodingConfig) if f.name == name)
-        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=help_text, **kw)  # type: ignore[arg-type]
-    group.add_argument("--keep-new-labels", dest="keep_new_labels", action=argparse.BooleanOptionalAction, default=None,
-                       help="keep generated labels outside the label space, flagged as new")
-    group.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    add_arguments(p, DecodingConfig, title="decoding (default: the model's saved settings)", unset=True)
 
 
 # ------------------------------------------------------------------------------------------- train
@@ -140,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``only``, just that subcommand gets its options (others import nothing)."""
-    parser = argparse.ArgumentParser(prog="xlgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="xlgen", description=__doc__, formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -152,7 +127,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     def evaluate_options(p: argparse.ArgumentParser) -> None:
         _add_model_options(p)
         p.add_argument("--data", required=True, help="a labelled file, or a dataset folder (then --split picks the file)")
-        p.add_argument("--split", default="test", help="split to read from a dataset folder (default: test)")
+        p.add_argument("--split", default="test", help="split to read from a dataset folder")
         p.add_argument("--tune-threshold", action="store_true", help="tune the threshold on this data and report at it")
         p.add_argument("--oracle-clusters", action="store_true",
                        help="mcg models: append the gold clusters instead of predicted ones (the upper bound of cluster guidance)")
@@ -184,25 +159,41 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     commands["export"] = ("write an ONNX Runtime or CTranslate2 backend into a model directory",
                           *lazy("service.export_cli", "add_export_arguments", "cmd_export"))
     for name, (help_text, add, fn) in commands.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if only is None or only == name:
             add(p)
         p.set_defaults(func=fn)
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions a user's input causes, each reported as one line (others are bugs: traceback).
+
+    Bad data (:class:`DataError`) and bad values (``ValueError``: options, a broken ``xlgen.json``,
+    a device this machine lacks), files that cannot be read or written (``OSError``, including a
+    Hub name that cannot be fetched), an export of other weights (``StaleExport``), and a missing
+    optional package (``ImportError``: onnxruntime, ctranslate2).
+    """
+    from xlgen.backends.export import StaleExport
+
+    return DataError, ValueError, OSError, StaleExport, ImportError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one subcommand; exit status 0, 2 for a user error (one line on standard error, the
+    same form as argparse's own), 130 when interrupted."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(only=argv[0] if argv and not argv[0].startswith("-") else "")
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (DataError, FileNotFoundError, ValueError) as e:
-        print(f"xlgen {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"xlgen {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _user_errors() as e:
+        message = " ".join(str(e).split()) or type(e).__name__  # one line
+        print(f"xlgen {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

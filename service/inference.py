@@ -7,37 +7,20 @@ next batch reads, so a batch that already runs finishes on the old model.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from xlgen.decoding import DecodingConfig, Prediction, cut
+from xlgen.devices import bf16_supported, resolve_device
 from xlgen.model import XLGenModel
 
 log = logging.getLogger("xlgen.service")
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` is CUDA when present, else CPU."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
-def model_version(path: str | Path) -> str:
-    """A short content hash of the model directory's metadata (settings, threshold, metrics) and
-    weight file sizes: equal for the same model, different after a retraining."""
-    path = Path(path)
-    h = hashlib.sha256((path / "xlgen.json").read_bytes())
-    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("adapter/*.safetensors")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return h.hexdigest()[:12]
 
 
 @dataclass
@@ -47,7 +30,7 @@ class ServedModel:
     Attributes:
         model: The model.
         path: Its directory.
-        version: :func:`model_version` of it.
+        version: :func:`xlgen.digests.model_version` of it.
         device: Where it runs.
         dtype: Its parameter dtype.
         backend: The inference backend its decoding runs on (see :mod:`xlgen.backends`).
@@ -76,23 +59,24 @@ def load_served_model(path: str | Path, device: str = "auto", threads: int = 0, 
         torch.set_num_threads(threads)
     xm = XLGenModel.load(path, device=dev, backend=backend)
     dtype = torch.float32
-    if dev.startswith("cuda") and bf16 and torch.cuda.is_bf16_supported():
+    if bf16 and bf16_supported(dev):
         xm.model.to(torch.bfloat16)
         dtype = torch.bfloat16
     name = xm.backend.describe() if xm.backend is not None else "torch"
-    return ServedModel(xm, str(Path(path).resolve()), model_version(path), dev, str(dtype).removeprefix("torch."), name)
+    return ServedModel(xm, str(Path(path).resolve()), xm.version, dev, str(dtype).removeprefix("torch."), name)
 
 
 def ensure_export(path: str | Path, backend: str) -> None:
     """Exports ``backend`` into the model directory ``path`` unless a valid export is there: a
     retrained model swapped in keeps the backend the served one ran on."""
-    from xlgen.backends import StaleExport, export, read_export
+    from xlgen.backends import StaleExport, read_export
+    from xlgen.model import export_model
 
     try:
         read_export(path, backend)
     except (FileNotFoundError, StaleExport):
         log.info("exporting", extra={"fields": {"model": str(path), "backend": backend}})
-        export(path, backend)
+        export_model(path, backend)
 
 
 class ModelHolder:
@@ -122,21 +106,36 @@ class Tagged:
     served: ServedModel
 
 
-def run_tag_batch(holder: ModelHolder, decoding: DecodingConfig, texts: Sequence[str]) -> list[Tagged]:
-    """Predicts every generated label's score (threshold 0; each request applies its own cut)."""
+def run_tag_batch(holder: ModelHolder, decoding: DecodingConfig, texts: Sequence[str],
+                  should_stop: Callable[[], bool] | None = None) -> list[Tagged]:
+    """Predicts every generated label's score (threshold 0; each request applies its own cut).
+
+    Raises:
+        xlgen.backends.Cancelled: When ``should_stop`` turned True between decoding batches.
+    """
     served = holder.current
     if served is None:
         raise RuntimeError("no model loaded")
-    preds = served.model.predict(list(texts), decoding, threshold=0.0)
+    preds = served.model.predict(list(texts), decoding, threshold=0.0, should_stop=should_stop)
     return [Tagged(p, served) for p in preds]
 
 
-def labels_of(tagged: Tagged, threshold: float | None, top_k: int | None, min_labels: int) -> list[tuple[str, float, bool]]:
-    """``(label, score, new)`` above the threshold (the model's tuned one when None), best first,
-    at most ``top_k``."""
+def text_work(model: XLGenModel, texts: Sequence[str], decoding: DecodingConfig) -> list[int]:
+    """The work of tagging each text (see ``XLGEN_MAX_REQUEST_WORK``): its input tokens, task prefix
+    and end of sequence included, at most the model's maximum input length, times the sequences
+    ``decoding`` returns per text."""
+    limit = model.settings.max_input_length
+    return [min(len(model.tokenizer.encode(t)) + 2, limit) * decoding.num_return for t in texts]
+
+
+def labels_of(tagged: Tagged, threshold: float | None, top_k: int | None, min_labels: int) -> list[tuple[str, float, bool, list[str]]]:
+    """``(label, score, new, sources)`` above the threshold (the model's tuned one when None), best
+    first, at most ``top_k``; ``sources`` says what proposed the label (the generator, the retriever's
+    sources)."""
     model = tagged.served.model
     thr = model.threshold if threshold is None else threshold
     kept = cut(tagged.prediction.all_scores, thr, min_labels)
     if top_k is not None:
         kept = kept[:top_k]
-    return [(label, score, label not in model.label_space) for label, score in kept]
+    pred = tagged.prediction
+    return [(label, score, label not in model.label_space, pred.sources_of(label)) for label, score in kept]

@@ -2,9 +2,16 @@
 the stored annotations; progress from its ``train_log.jsonl``; the result swapped in if it is not
 worse on dev micro-F1 than the served model (or if forced).
 
-A job's state lives in the database, so any worker or replica can report it; the worker that runs
-it refreshes ``updated_at`` while it runs, and a job whose heartbeat stops (its server died) is
-reported as failed.
+A job is a database record (``queued`` -> ``running`` -> ``succeeded`` / ``failed`` / ``cancelled``)
+that holds the training lock while it has not ended, so one training runs at a time across workers,
+replicas and restarts. The record names the trainer's process group and the server process running
+it; that server refreshes ``updated_at`` every second. The trainer runs in a process group of its own
+and is SIGKILLed by the kernel when its server dies (:mod:`service.trainer_process`). A job whose
+server is gone (a dead process on this host, or no heartbeat for a minute from another host) is
+*reaped* when any server next looks at it (at start-up, on a read, or when a job is asked for): its
+trainer's process group is killed if it still runs on this host, the job is marked failed and the lock
+released. A restarted server thus never adopts a trainer that outlived its server; it kills it, since
+a model trained without its server's supervision cannot be checked and swapped in safely.
 """
 
 from __future__ import annotations
@@ -22,18 +29,28 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from service.storage import Storage
+from service import trainer_process
+from service.storage import ACTIVE, FINISHED, JobLocked, Storage
 from xlgen.data import Document, find_split, read_documents, write_jsonl
 
 log = logging.getLogger("xlgen.service")
 
 HEARTBEAT_S = 1.0
 STALE_S = 60.0
+CANCEL_WAIT_S = 15.0
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class JobConflict(Exception):
-    """A retraining job is already running."""
+    """A retraining job is already running.
+
+    Attributes:
+        job_id: The running job.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"retraining job {job_id} is already running")
+        self.job_id = job_id
 
 
 def read_progress(run_dir: Path) -> dict[str, Any]:
@@ -70,12 +87,12 @@ def build_train_file(storage: Storage, train_data: str, out: Path) -> dict[str, 
 
 
 class RetrainManager:
-    """Starts and watches retraining jobs of this worker.
+    """Starts, watches, cancels and reaps retraining jobs.
 
     Args:
         storage: Where job state goes.
-        work_dir: Jobs run in ``work_dir/jobs/<id>``.
-        train_data: Base dataset folder (train/dev[/test]).
+        work_dir: Jobs run in ``work_dir/jobs/<id>`` (an absolute path: the trainer runs there).
+        train_data: Base dataset folder (train/dev[/test]), absolute.
         extra_args: Options added to every ``python -m training.train`` call.
         serving_f1: The served model's dev micro-F1 (read when a job finishes).
         install: ``install(model_dir)`` loads and swaps in a finished model.
@@ -95,39 +112,98 @@ class RetrainManager:
         serving_path: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.storage = storage
-        self.work_dir = Path(work_dir)
-        self.train_data = train_data
+        self.work_dir = Path(work_dir).resolve()
+        self.train_data = str(Path(train_data).resolve()) if train_data else ""
         self.extra_args = shlex.split(extra_args)
         self.serving_f1 = serving_f1
         self.install = install
         self.serving_path = serving_path
         self.owner = uuid.uuid4().hex[:12]
+        self.host = trainer_process.HOST
+        self.server = trainer_process.identity()
+        self._mine: set[str] = set()  # jobs this manager runs, registered before their record exists
         self._tasks: dict[str, asyncio.Task] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
 
+    # ------------------------------------------------------------------------------ orphans
+
+    def _orphaned(self, job: dict[str, Any]) -> bool:
+        """Whether a job that has not ended has lost the server that runs it."""
+        if job["status"] not in ACTIVE:
+            return False
+        if job["owner"] == self.owner:
+            return job["id"] not in self._mine
+        if job["host"] == self.host and job["server"]:
+            return not trainer_process.alive(job["server"])
+        return time.time() - job["updated_at"] > STALE_S  # another host (or a record without a server): its heartbeat
+
+    def _reap(self, job: dict[str, Any], status: str, message: str) -> bool:
+        """Kills the trainer's process group of an orphaned job if it still runs here, and ends the job."""
+        if job["host"] == self.host and job["pgid"]:
+            trainer_process.kill_group(job["pgid"], job["proc_start"])
+        ended = self.storage.finish_job(job["id"], status, message=message)
+        if ended:
+            log.warning("retraining job reaped", extra={"fields": {"job": job["id"], "status": status, "pgid": job["pgid"]}})
+        return ended
+
+    def recover(self) -> list[str]:
+        """Reaps every orphaned job and clears a lock left by a job that ended (at start-up).
+
+        Returns:
+            The ids of the jobs reaped.
+        """
+        reaped = [job["id"] for job in self.storage.active_jobs()
+                  if self._orphaned(job) and self._reap(job, "failed", "the server running this job stopped; its trainer was killed")]
+        self._clear_stale_lock()
+        return reaped
+
+    def _clear_stale_lock(self) -> None:
+        holder = self.storage.lock_holder()
+        if holder is None:
+            return
+        job = self.storage.get_job(holder)
+        if job is None or job["status"] in FINISHED:
+            self.storage.release_lock(holder)
+        elif self._orphaned(job):
+            self._reap(job, "failed", "the server running this job stopped; its trainer was killed")
+
     def job_view(self, job_id: str) -> dict[str, Any] | None:
-        """The job's record; a running job without heartbeat is marked failed first."""
+        """The job's record; an orphaned job is reaped first."""
         job = self.storage.get_job(job_id)
-        if job and job["status"] in ("queued", "running") and job_id not in self._tasks and time.time() - job["updated_at"] > STALE_S:
-            self.storage.update_job(job_id, status="failed", message="the server running this job stopped")
+        if job is not None and self._orphaned(job):
+            self._reap(job, "failed", "the server running this job stopped; its trainer was killed")
             job = self.storage.get_job(job_id)
         return job
 
-    def _busy(self) -> bool:
-        return any(self.job_view(j["id"])["status"] in ("queued", "running") for j in self.storage.active_jobs())  # type: ignore[index]
+    # ------------------------------------------------------------------------------- start
 
     async def start(self, params: dict[str, Any]) -> str:
         """Starts a job; returns its id.
 
         Raises:
-            JobConflict: If a job is running already (here or on another worker).
+            JobConflict: If a job is running already (here, on another worker or replica).
             ValueError: If retraining is not configured.
         """
         if not self.train_data:
             raise ValueError("retraining needs the base training data: set XLGEN_TRAIN_DATA (xlgen serve --train-data)")
-        if await asyncio.to_thread(self._busy):
-            raise JobConflict("a retraining job is already running")
-        job_id = await asyncio.to_thread(self.storage.create_job, params, self.owner)
+        job_id = uuid.uuid4().hex[:12]
+        self._mine.add(job_id)
+
+        def create() -> None:
+            try:
+                self.storage.create_job(params, self.owner, host=self.host, server=self.server, job_id=job_id)
+            except JobLocked:
+                self._clear_stale_lock()
+                self.storage.create_job(params, self.owner, host=self.host, server=self.server, job_id=job_id)
+
+        try:
+            await asyncio.to_thread(create)
+        except JobLocked as e:
+            self._mine.discard(job_id)
+            raise JobConflict(e.job_id) from None
+        except BaseException:
+            self._mine.discard(job_id)
+            raise
         self._tasks[job_id] = asyncio.get_running_loop().create_task(self._run(job_id, params), name=f"job-{job_id}")
         return job_id
 
@@ -149,50 +225,80 @@ class RetrainManager:
         if variant == "base":
             return []
         args = ["--variant", variant]
-        if (Path(served) / "clusters" / "clusters.json").is_file() and "--clusters" not in self.extra_args:
-            args += ["--clusters", str(Path(served) / "clusters")]
+        for sub in ("guidance", "clusters"):  # model directory formats 2 and 1
+            if (Path(served) / sub / "clusters.json").is_file() and "--clusters" not in self.extra_args:
+                args += ["--clusters", str(Path(served) / sub)]
+                break
         return args
+
+    # --------------------------------------------------------------------------------- run
 
     async def _run(self, job_id: str, params: dict[str, Any]) -> None:
         job_dir = self.work_dir / "jobs" / job_id
+        proc: asyncio.subprocess.Process | None = None
+        leader_start = ""
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
             counts = await asyncio.to_thread(build_train_file, self.storage, self.train_data, job_dir / "train.jsonl")
             cmd = self._command(job_dir, params)
+            progress: dict[str, Any] = {"train_docs": counts, "evaluations": 0}
+            record = await asyncio.to_thread(self.storage.heartbeat, job_id, progress=progress)
+            if record is None or record["cancel_requested"]:
+                await asyncio.to_thread(self.storage.finish_job, job_id, "cancelled", message="cancelled before training started")
+                return
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
             with open(job_dir / "train.out", "wb") as out:
-                proc = await asyncio.create_subprocess_exec(*cmd, stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(job_dir))
+                # forked here, on the event loop's thread, which lives as long as the server (the death signal's parent)
+                proc = await asyncio.create_subprocess_exec(*trainer_process.wrap(cmd), stdout=out, stderr=asyncio.subprocess.STDOUT,
+                                                            env=env, cwd=str(job_dir), process_group=0)
             self._procs[job_id] = proc
-            await asyncio.to_thread(self.storage.update_job, job_id, status="running",
-                                    progress={"train_docs": counts, "evaluations": 0}, message=shlex.join(cmd))
+            leader_start = trainer_process.start_time(proc.pid) or ""
+            record = await asyncio.to_thread(self.storage.heartbeat, job_id, status="running", pid=proc.pid, pgid=proc.pid,
+                                             proc_start=leader_start, started_at=time.time(), message=shlex.join(cmd))
             log.info("retraining started", extra={"fields": {"job": job_id, "pid": proc.pid, **counts}})
             while proc.returncode is None:
+                if record is None or record["cancel_requested"]:  # cancelled, here or by another worker, or reaped
+                    trainer_process.kill_group(proc.pid, leader_start, wait_s=0)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), HEARTBEAT_S)
                 progress = {"train_docs": counts, **read_progress(job_dir / "run")}
-                await asyncio.to_thread(self.storage.update_job, job_id, progress=progress)
+                record = await asyncio.to_thread(self.storage.heartbeat, job_id, progress=progress)
+            record = await asyncio.to_thread(self.storage.get_job, job_id)
+            if record is None or record["status"] not in ACTIVE:
+                return  # ended elsewhere
+            if record["cancel_requested"]:
+                await asyncio.to_thread(self.storage.finish_job, job_id, "cancelled", message="cancelled", progress=progress)
+                log.info("retraining cancelled", extra={"fields": {"job": job_id}})
+                return
             if proc.returncode != 0:
                 tail = (job_dir / "train.out").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"training exited with {proc.returncode}: {tail}")
             await self._finish(job_id, job_dir / "run", bool(params.get("force")), counts)
-        except asyncio.CancelledError:
-            proc_ = self._procs.get(job_id)
-            if proc_ and proc_.returncode is None:
-                proc_.kill()
-            await asyncio.to_thread(self.storage.update_job, job_id, status="failed", message="cancelled (server shutdown)")
+        except asyncio.CancelledError:  # the server shuts down
+            if proc is not None and proc.returncode is None:
+                trainer_process.kill_group(proc.pid, leader_start, wait_s=0)
+            await asyncio.to_thread(self.storage.finish_job, job_id, "failed", message="the server shut down during training")
             raise
         except Exception as e:
             log.exception("retraining failed", extra={"fields": {"job": job_id}})
-            await asyncio.to_thread(self.storage.update_job, job_id, status="failed", message=str(e))
+            await asyncio.to_thread(self.storage.finish_job, job_id, "failed", message=str(e))
         finally:
+            if proc is not None:  # nothing of the trainer outlives its job
+                await asyncio.to_thread(trainer_process.kill_group, proc.pid, leader_start)
             self._procs.pop(job_id, None)
             self._tasks.pop(job_id, None)
+            self._mine.discard(job_id)
 
     async def _finish(self, job_id: str, run_dir: Path, force: bool, counts: dict[str, int]) -> None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         new_f1, old_f1 = float(metrics.get("dev_micro_f1", -1.0)), self.serving_f1()
         model_dir = str((run_dir / "model").resolve())
         progress = {"train_docs": counts, **read_progress(run_dir)}
+        record = await asyncio.to_thread(self.storage.get_job, job_id)
+        if record is None or record["status"] not in ACTIVE or record["cancel_requested"]:
+            await asyncio.to_thread(self.storage.finish_job, job_id, "cancelled", message="cancelled; its model was not swapped in",
+                                    metrics=metrics, model_dir=model_dir, progress=progress)
+            return
         if force or new_f1 >= old_f1:
             version = await self.install(model_dir)
             message = f"swapped in as {version}: dev micro-F1 {new_f1:.4f} vs {old_f1:.4f}" + (" (forced)" if force else "")
@@ -200,12 +306,46 @@ class RetrainManager:
         else:
             message = f"kept the served model: dev micro-F1 {new_f1:.4f} is worse than {old_f1:.4f} (force to swap anyway)"
             swapped = False
-        await asyncio.to_thread(self.storage.update_job, job_id, status="succeeded", metrics=metrics, model_dir=model_dir,
+        await asyncio.to_thread(self.storage.finish_job, job_id, "succeeded", metrics=metrics, model_dir=model_dir,
                                 swapped=swapped, message=message, progress=progress)
         log.info("retraining finished", extra={"fields": {"job": job_id, "swapped": swapped, "dev_micro_f1": new_f1}})
 
+    # ------------------------------------------------------------------------------ cancel
+
+    async def cancel(self, job_id: str) -> tuple[dict[str, Any] | None, bool]:
+        """Cancels a job: kills its trainer's process group and marks it ``cancelled``.
+
+        A job of this manager is ended here; one of another worker on this host has its trainer killed
+        here and is ended by its worker; one on another host is ended by its server at its next heartbeat.
+        Waits up to ``CANCEL_WAIT_S`` for the job to end.
+
+        Returns:
+            ``(record, asked)``: the job's record (None if there is no such job), and whether it had not
+            ended when asked.
+        """
+        job = await asyncio.to_thread(self.storage.get_job, job_id)
+        if job is None or job["status"] in FINISHED:
+            return job, False
+        if not await asyncio.to_thread(self.storage.request_cancel, job_id):
+            return await asyncio.to_thread(self.storage.get_job, job_id), False
+        task, proc = self._tasks.get(job_id), self._procs.get(job_id)
+        if task is not None:
+            if proc is not None and proc.returncode is None:
+                trainer_process.kill_group(proc.pid, trainer_process.start_time(proc.pid) or "", wait_s=0)
+            await asyncio.wait({task}, timeout=CANCEL_WAIT_S)
+        elif self._orphaned(job):
+            await asyncio.to_thread(self._reap, job, "cancelled", "cancelled; the server running it had stopped")
+        else:
+            if job["host"] == self.host and job["pgid"]:
+                await asyncio.to_thread(trainer_process.kill_group, job["pgid"], job["proc_start"])
+            deadline = time.monotonic() + CANCEL_WAIT_S
+            while (job := await asyncio.to_thread(self.storage.get_job, job_id)) and job["status"] in ACTIVE \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+        return await asyncio.to_thread(self.storage.get_job, job_id), True
+
     async def stop(self) -> None:
-        """Kills running training processes and marks their jobs failed."""
+        """Kills this manager's training processes and marks their jobs failed (server shutdown)."""
         for task in list(self._tasks.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -35,7 +35,11 @@ class Metrics:
         self.queue_wait_seconds = Histogram("xlgen_queue_wait_seconds", "time a request waits before its batch runs",
                                             buckets=_LATENCY_BUCKETS, registry=r)
         self.texts = Counter("xlgen_tagged_texts", "texts tagged", registry=r)
-        self.rejected = Counter("xlgen_rejected_requests", "tag requests refused (queue full or timeout)", ["reason"], registry=r)
+        self.rejected = Counter("xlgen_rejected_requests", "tag requests refused (queue full, timeout or over the work budget)",
+                                ["reason"], registry=r)
+        self.running = Gauge("xlgen_batch_running", "1 while a tag batch runs on the model thread", registry=r)
+        self.cancelled_chunks = Counter("xlgen_cancelled_chunks", "chunks of tag requests dropped or stopped because nobody "
+                                        "waited for them any more (timeout, disconnect)", registry=r)
         self.model_version = Gauge("xlgen_model_info", "the served model (value 1)", ["version"], registry=r)
         self.model_swaps = Counter("xlgen_model_swaps", "models swapped in", registry=r)
         self.annotations = Counter("xlgen_annotations", "annotations stored", registry=r)
@@ -51,6 +55,12 @@ class Metrics:
 
     def queue_depth(self, depth: int) -> None:
         self.queue_depth_gauge.set(depth)
+
+    def batch_running(self, running: bool) -> None:
+        self.running.set(1 if running else 0)
+
+    def chunks_cancelled(self, n: int) -> None:
+        self.cancelled_chunks.inc(n)
 
     def serving(self, version: str) -> None:
         """Marks ``version`` as the one served (and no other)."""

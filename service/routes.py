@@ -7,21 +7,23 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from litestar import Response, get, post, put
-from litestar.exceptions import ClientException, NotFoundException, ValidationException
+from litestar import Response, delete, get, post, put
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
-from service import acquisition_adapter
 from service.auth import WRITE
+from service.errors import bad_request, errors
 from service.inference import ServedModel, Tagged, labels_of
 from service.jobs import JobConflict
 from service.runtime import Runtime
 from service.schemas import (
+    MAX_INT32,
     AnnotationRequest,
     AnnotationResponse,
     Job,
@@ -32,24 +34,25 @@ from service.schemas import (
     NextBatchResponse,
     PoolRequest,
     PoolResponse,
+    ReleaseRequest,
+    ReleaseResponse,
     RetrainRequest,
     SwapRequest,
     TagItem,
+    TagOptions,
     TagRequest,
     TagResponse,
     TagResult,
 )
-from service.storage import PoolDocument
+from service.storage import Annotation, PoolDocument
+from xlgen.active.selection import SelectionConfig, unsupported
+from xlgen.config import overrides
+from xlgen.data import Document
 from xlgen.decoding import DecodingConfig
 
 
-def bad_request(key: str, message: str) -> ValidationException:
-    """A 400 whose ``extra`` names the offending field."""
-    return ValidationException(detail=f"{key}: {message}", extra=[{"key": key, "message": message}])
-
-
-def _scores(items: list[tuple[str, float, bool]]) -> list[LabelScore]:
-    return [LabelScore(label, round(score, 6), new) for label, score, new in items]
+def _scores(items: list[tuple[str, float, bool, list[str]]]) -> list[LabelScore]:
+    return [LabelScore(label, round(score, 6), new, sources) for label, score, new, sources in items]
 
 
 # ------------------------------------------------------------------------------------------ health
@@ -67,7 +70,8 @@ async def ready(rt: Runtime) -> Response[dict[str, Any]]:
     if served is None:
         body = {"status": "failed" if rt.holder.error else "loading", "error": rt.holder.error}
         return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
-    return Response({"status": "ready", "model_version": served.version}, status_code=HTTP_200_OK)
+    return Response({"status": "ready", "model_version": served.version, "schema_version": rt.storage.schema_version},
+                    status_code=HTTP_200_OK)
 
 
 @get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=True, media_type="text/plain")
@@ -78,11 +82,10 @@ async def metrics(rt: Runtime) -> Response[bytes]:
 # ----------------------------------------------------------------------------------------- tagging
 
 
-def decoding_for(served: ServedModel, data: TagRequest) -> DecodingConfig:
-    overrides = {k: getattr(data, k) for k in ("strategy", "num_beams", "num_samples", "temperature", "keep_new_labels", "min_labels")
-                 if getattr(data, k) is not None}
+def decoding_for(served: ServedModel, data: TagOptions) -> DecodingConfig:
+    """The served model's decoding settings with the request's overrides."""
     try:
-        return dataclasses.replace(served.model.decoding, **overrides)
+        return dataclasses.replace(served.model.decoding, **overrides(DecodingConfig, data))
     except ValueError as e:
         raise bad_request("decoding", str(e)) from None
 
@@ -100,20 +103,25 @@ def check_texts(rt: Runtime, texts: list[str], field: str = "texts", limit: int 
             raise bad_request(f"{field}[{i}]", f"{len(t)} characters; at most {s.max_chars} per text")
 
 
-@post("/v1/tag", tags=["tagging"], status_code=HTTP_200_OK,
+@post("/v1/tag", tags=["tagging"], status_code=HTTP_200_OK, responses=errors(503, 504),
       summary="Labels with scores for a batch of texts",
       description="Labels scoring at least the threshold (the model's tuned one unless given), best first, at most top_k; "
-                  "labels outside the label space are kept and flagged new when keep_new_labels is on.")
-async def tag(data: TagRequest, rt: Runtime) -> TagResponse:
+                  "labels outside the label space are kept and flagged new when keep_new_labels is on. "
+                  "A request costs the sum over its texts of their input tokens (at most the model's maximum input length) "
+                  "times the sequences decoded per text (1 greedy, num_beams, num_samples); above XLGEN_MAX_REQUEST_WORK it is "
+                  "refused with 400.")
+async def tag(data: TagRequest, rt: Runtime) -> TagResponse:  # type: ignore[valid-type]
+    body: TagOptions = data  # the generated TagRequest is a TagOptions with the decoding fields
     served = rt.require_model()
-    ids = [x.id if isinstance(x, TagItem) else None for x in data.texts]
-    texts = [x.text if isinstance(x, TagItem) else x for x in data.texts]
+    ids = [x.id if isinstance(x, TagItem) else None for x in body.texts]
+    texts = [x.text if isinstance(x, TagItem) else x for x in body.texts]
     check_texts(rt, texts)
-    cfg = decoding_for(served, data)
-    tagged: list[Tagged] = await rt.tag(texts, cfg)
-    results = [TagResult(i, _scores(labels_of(t, data.threshold, data.top_k, cfg.min_labels))) for i, t in zip(ids, tagged, strict=True)]
+    cfg = decoding_for(served, body)
+    count = {"beam": "num_beams", "sample": "num_samples"}.get(cfg.strategy)
+    tagged: list[Tagged] = await rt.tag(texts, cfg, field=count if count and getattr(data, count) is not None else "texts")
+    results = [TagResult(i, _scores(labels_of(t, body.threshold, body.top_k, cfg.min_labels))) for i, t in zip(ids, tagged, strict=True)]
     model = tagged[0].served
-    threshold = model.model.threshold if data.threshold is None else data.threshold
+    threshold = model.model.threshold if body.threshold is None else body.threshold
     return TagResponse(model_version=model.version, threshold=threshold, results=results)
 
 
@@ -125,15 +133,15 @@ def model_info(served: ServedModel) -> ModelInfo:
     return ModelInfo(version=served.version, path=served.path, label_count=len(m.label_space), variant=m.settings.variant,
                      threshold=m.threshold, metrics=dict(m.metrics), decoding=dataclasses.asdict(m.decoding),
                      device=served.device, dtype=served.dtype, loaded_at=served.loaded_at, backend=served.backend,
-                     clusters=m.clusters.n_clusters if m.clusters is not None else None)
+                     clusters=getattr(m.guidance, "clusters", None) and m.guidance.clusters.n_clusters)  # type: ignore[union-attr]
 
 
-@get("/v1/model", tags=["model"], summary="The served model: version, label count, variant, threshold, metrics")
+@get("/v1/model", tags=["model"], responses=errors(503), summary="The served model: version, label count, variant, threshold, metrics")
 async def get_model(rt: Runtime) -> ModelInfo:
     return model_info(rt.require_model())
 
 
-@put("/v1/model", tags=["model"], guards=WRITE, security=[{"apiKey": []}],
+@put("/v1/model", tags=["model"], guards=WRITE, security=[{"apiKey": []}], responses=errors(404, 409, 503),
      summary="Swap in another model (a finished job's, or a directory on the server)",
      description="Refused (409) when its dev micro-F1 is worse than the served model's, unless force.")
 async def swap_model(data: SwapRequest, rt: Runtime) -> ModelInfo:
@@ -150,14 +158,26 @@ async def swap_model(data: SwapRequest, rt: Runtime) -> ModelInfo:
         path = job["model_dir"]
     else:
         path = str(data.model_dir)
-        if not (Path(path) / "xlgen.json").is_file():
+        try:
+            is_model = (Path(path) / "xlgen.json").is_file()
+        except OSError:  # a name too long for the file system, a folder it may not read
+            is_model = False
+        if not is_model:
             raise bad_request("model_dir", f"{path} is not a model directory on the server")
-    meta = json.loads(await asyncio.to_thread((Path(path) / "xlgen.json").read_text))
-    new_f1 = float(meta.get("metrics", {}).get("dev_micro_f1", -1.0))
+    field = "job_id" if data.job_id is not None else "model_dir"
+    try:
+        meta = json.loads(await asyncio.to_thread((Path(path) / "xlgen.json").read_text))
+        metrics = meta.get("metrics") or {}
+        new_f1 = float(metrics.get("dev_micro_f1", -1.0))
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise bad_request(field, f"{path}/xlgen.json does not read as a model's metadata: {e}") from None
     if not data.force and new_f1 < served.dev_micro_f1:
         raise ClientException(status_code=409, detail=f"dev micro-F1 {new_f1:.4f} is worse than the served {served.dev_micro_f1:.4f}; "
                                                       "pass force to swap anyway")
-    await rt.install(path)
+    try:
+        await rt.install(path)
+    except Exception as e:  # the served model stays; the directory is what is wrong
+        raise bad_request(field, f"{path} does not load as a model: {type(e).__name__}: {e}") from None
     return model_info(rt.require_model())
 
 
@@ -175,40 +195,53 @@ async def add_pool(data: PoolRequest, rt: Runtime) -> PoolResponse:
     return PoolResponse(added=added, existing=len(docs) - added, pool_size=size)
 
 
-@post("/v1/al/next-batch", tags=["active learning"], status_code=HTTP_200_OK,
+@post("/v1/al/next-batch", tags=["active learning"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+      responses=errors(503),
       summary="Claim the next documents to annotate by an acquisition strategy",
       description="Scores up to XLGEN_POOL_SCAN unannotated, unclaimed pool documents; returns the best `size` with their "
                   "acquisition score and suggested labels, claimed for XLGEN_CLAIM_TTL_S seconds so that no other "
-                  "annotator gets them.")
+                  "annotator gets them. One annotator holds at most XLGEN_MAX_CLAIMS_PER_ANNOTATOR claimed documents at once "
+                  "(fewer come back when the cap is reached); annotating a document or POST /v1/al/release frees its claim. "
+                  "Selection is the acquisition library's (diversity, pool_sample, drop_top as in `xlgen select`); the "
+                  "suggested labels are the model's own prediction, each with the sources that proposed it.")
 async def next_batch(data: NextBatchRequest, rt: Runtime) -> NextBatchResponse:
     served = rt.require_model()
-    strategy = data.strategy or acquisition_adapter.default_name()
-    if strategy not in acquisition_adapter.names():
-        raise bad_request("strategy", f"unknown strategy {strategy!r}; choose one of {', '.join(acquisition_adapter.names())}")
-    if why := acquisition_adapter.unsupported(served.model, strategy):
+    if why := unsupported(served.model, data.strategy):
         raise bad_request("strategy", why)
     s = rt.settings
     docs = await asyncio.to_thread(rt.storage.candidates, s.pool_scan)
     if not docs:
-        return NextBatchResponse(claim_id="", expires_at=time.time(), strategy=strategy, model_version=served.version, documents=[])
-    scores, suggestions = await rt.rank_pool(served, [(d.id, d.text) for d in docs], strategy)  # (n_docs,)
-    order = np.argsort(-scores, kind="stable")
-    claim_id, claimed = await asyncio.to_thread(rt.storage.claim, [docs[i].id for i in order], data.annotator, s.claim_ttl_s, data.size)
-    position = {d.id: i for i, d in enumerate(docs)}
-    if claimed and not any(suggestions[position[i]] for i in claimed):  # a strategy that decodes nothing (random)
-        for i, p in zip(claimed, await rt.suggest(served, [docs[position[i]].text for i in claimed]), strict=True):
-            suggestions[position[i]] = p
+        return NextBatchResponse(claim_id="", expires_at=time.time(), strategy=data.strategy, model_version=served.version, documents=[])
+    # a few more than asked, best first, in case another annotator claims some of them meanwhile
+    cfg = SelectionConfig(strategy=data.strategy, batch_size=min(len(docs), 2 * data.size), diversity=data.diversity,
+                          candidate_factor=data.candidate_factor, pool_sample=data.pool_sample, drop_top=data.drop_top, seed=data.seed)
+    selection = await rt.select(served, [Document(d.id, d.text) for d in docs], cfg)
+    claim_id, claimed = await asyncio.to_thread(rt.storage.claim, selection.ids, data.annotator, s.claim_ttl_s, data.size,
+                                                s.max_claims_per_annotator)
+    score = dict(zip(selection.ids, selection.scores, strict=True))
+    text = {d.id: d.text for d in docs}
+    preds = await rt.suggest(served, [text[i] for i in claimed]) if claimed else []
     space = served.model.label_space
     out = [
-        NextBatchDocument(id=doc_id, text=docs[position[doc_id]].text, score=float(scores[position[doc_id]]),
-                          suggested=_scores([(x, sc, x not in space) for x, sc in suggestions[position[doc_id]]]))
-        for doc_id in claimed
+        NextBatchDocument(id=doc_id, text=text[doc_id], score=float(np.nan_to_num(score[doc_id], nan=-1e9, posinf=1e9, neginf=-1e9)),
+                          suggested=_scores([(x, sc, x not in space, p.sources_of(x)) for x, sc in zip(p.labels, p.scores, strict=True)]))
+        for doc_id, p in zip(claimed, preds, strict=True)
     ]
-    return NextBatchResponse(claim_id=claim_id, expires_at=time.time() + s.claim_ttl_s, strategy=strategy,
+    return NextBatchResponse(claim_id=claim_id, expires_at=time.time() + s.claim_ttl_s, strategy=data.strategy,
                              model_version=served.version, documents=out)
 
 
+@post("/v1/al/release", tags=["active learning"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+      summary="Release claimed documents: a next-batch claim by its id, or an annotator's (only document_ids when given)")
+async def release(data: ReleaseRequest, rt: Runtime) -> ReleaseResponse:
+    if (data.claim_id is None) == (data.annotator is None):
+        raise bad_request("claim_id", "give exactly one of claim_id and annotator")
+    n = await asyncio.to_thread(rt.storage.release_claims, data.claim_id, annotator=data.annotator, document_ids=data.document_ids)
+    return ReleaseResponse(released=n)
+
+
 @post("/v1/annotations", tags=["active learning"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+      responses=errors(404),
       summary="Store the labels of a document (idempotent by document and round; the last write wins, all are kept in history)",
       description="Answered only once the write is committed to the database. The document must be in the pool unless text is given.")
 async def annotate(data: AnnotationRequest, rt: Runtime) -> AnnotationResponse:
@@ -218,48 +251,63 @@ async def annotate(data: AnnotationRequest, rt: Runtime) -> AnnotationResponse:
         ann = await asyncio.to_thread(rt.storage.annotate, data.document_id, data.labels, data.round, data.annotator, data.text)
     except KeyError:
         raise NotFoundException(f"document_id: no document {data.document_id!r} in the pool (add it, or give its text)") from None
+    except ValueError as e:  # a label empty after trimming
+        key, _, message = str(e).partition(": ")
+        raise bad_request(key, message) from None
     rt.metrics.annotations.inc()
     return AnnotationResponse(document_id=ann.document_id, round=ann.round, labels=ann.labels, annotator=ann.annotator,
                               writes=ann.writes, updated_at=ann.updated_at)
 
 
 @get("/v1/annotations", tags=["active learning"], media_type="application/x-ndjson",
-     summary="Export annotations as JSON Lines (the last write per document and round; history=true for every write)")
-async def export_annotations(rt: Runtime, history: bool = False, round: int | None = None) -> Response[bytes]:
+     summary="Export annotations as JSON Lines (the last write per document and round; history=true for every write and deletion)")
+async def export_annotations(rt: Runtime, history: bool = False,
+                             round: Annotated[int | None, Parameter(ge=0, le=MAX_INT32)] = None) -> Response[bytes]:
     def lines() -> bytes:
-        return b"".join(
-            (json.dumps({"id": a.document_id, "text": a.text, "labels": a.labels, "round": a.round, "annotator": a.annotator,
-                         "updated_at": a.updated_at, **({} if history else {"writes": a.writes})}, ensure_ascii=False) + "\n").encode()
-            for a in rt.storage.annotations(history=history, round_=round))
+        return b"".join((json.dumps(export_line(a, history), ensure_ascii=False) + "\n").encode()
+                        for a in rt.storage.annotations(history=history, round_=round))
 
     return Response(await asyncio.to_thread(lines), media_type="application/x-ndjson")
+
+
+def export_line(a: Annotation, history: bool) -> dict[str, Any]:
+    """One line of the annotation export."""
+    line: dict[str, Any] = {"id": a.document_id, "text": a.text, "labels": a.labels, "round": a.round, "annotator": a.annotator,
+                            "updated_at": a.updated_at}
+    if history:
+        line["action"] = a.action
+    else:
+        line["writes"] = a.writes
+    if a.external_id is not None:
+        line["external_id"] = a.external_id
+    return line
 
 
 # ------------------------------------------------------------------------------------- retraining
 
 
 def job_of(record: dict[str, Any]) -> Job:
-    keys = ("id", "status", "created_at", "updated_at", "params", "progress", "metrics", "model_dir", "swapped", "message")
-    return Job(**{k: record[k] for k in keys})
+    return Job(**{f: record[f] for f in Job.__struct_fields__})
 
 
 @post("/v1/retrain", tags=["retraining"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_202_ACCEPTED,
+      responses=errors(409, 503),
       summary="Start retraining on the base training data plus the stored annotations",
       description="Runs the training entry point in a separate process; the result is swapped in when its dev micro-F1 is not "
-                  "worse than the served model's, or when force. 409 while another job runs.")
+                  "worse than the served model's, or when force. 409 while another job runs (on any worker or replica).")
 async def retrain(data: RetrainRequest, rt: Runtime) -> Job:
     rt.require_model()
     params = msgspec.to_builtins(data)
     try:
         job_id = await rt.jobs.start(params)
     except JobConflict as e:
-        raise ClientException(status_code=409, detail=str(e)) from None
+        raise ClientException(status_code=409, detail=str(e), extra={"job_id": e.job_id}) from None
     except ValueError as e:
         raise ClientException(status_code=409, detail=str(e)) from None
     return job_of(await asyncio.to_thread(rt.jobs.job_view, job_id))  # type: ignore[arg-type]
 
 
-@get("/v1/jobs/{job_id:str}", tags=["retraining"], summary="A retraining job: status, progress, metrics, whether it was swapped in")
+@get("/v1/jobs/{job_id:str}", tags=["retraining"], responses=errors(404), summary="A retraining job: status, progress, metrics, whether it was swapped in")
 async def get_job(job_id: str, rt: Runtime) -> Job:
     record = await asyncio.to_thread(rt.jobs.job_view, job_id)
     if record is None:
@@ -267,4 +315,19 @@ async def get_job(job_id: str, rt: Runtime) -> Job:
     return job_of(record)
 
 
-ROUTES = [live, ready, metrics, tag, get_model, swap_model, add_pool, next_batch, annotate, export_annotations, retrain, get_job]
+@delete("/v1/jobs/{job_id:str}", tags=["retraining"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+        summary="Cancel a retraining job: its trainer's process group is killed and the job marked cancelled",
+        description="200 with the job once cancelled; 202 while a server on another host has yet to stop it; 409 if it had ended.",
+        responses={202: ResponseSpec(data_container=Job, description="cancel requested; the job's server stops it at its next heartbeat"),
+                   **errors(404, 409)})
+async def cancel_job(job_id: str, rt: Runtime) -> Response[Job]:
+    record, asked = await rt.jobs.cancel(job_id)
+    if record is None:
+        raise NotFoundException(f"no job {job_id!r}")
+    if not asked:
+        raise ClientException(status_code=409, detail=f"job {job_id} has ended ({record['status']}); nothing to cancel")
+    return Response(job_of(record), status_code=HTTP_202_ACCEPTED if record["status"] in ("queued", "running") else HTTP_200_OK)
+
+
+ROUTES = [live, ready, metrics, tag, get_model, swap_model, add_pool, next_batch, release, annotate, export_annotations, retrain,
+          get_job, cancel_job]

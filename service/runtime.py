@@ -10,22 +10,24 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from litestar.exceptions import HTTPException, ServiceUnavailableException
 
-from service import acquisition_adapter
-from service.acquisition_adapter import Suggestions
 from service.batcher import MicroBatcher, QueueFull
-from service.inference import ModelHolder, ServedModel, Tagged, ensure_export, load_served_model, run_tag_batch
+from service.errors import bad_request
+from service.inference import ModelHolder, ServedModel, Tagged, ensure_export, load_served_model, run_tag_batch, text_work
 from service.jobs import RetrainManager
 from service.metrics import Metrics
 from service.settings import Settings
 from service.storage import Storage
-from xlgen.decoding import DecodingConfig
+from xlgen.active.selection import ScoreCache, Selection, SelectionConfig, select_batch
+from xlgen.data import Document
+from xlgen.decoding import DecodingConfig, Prediction
 
 log = logging.getLogger("xlgen.service")
 
 SERVING_KEY = "serving_model"
+SCORE_CACHE_ENTRIES = 32
+"""Decoded pool samples kept per process (the selection cache has no bound of its own)."""
 
 
 class Runtime:
@@ -42,17 +44,18 @@ class Runtime:
         # one thread runs the model, so torch never sees two calls at once
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="xlgen-model")
         self.batcher = MicroBatcher(
-            lambda cfg, texts: run_tag_batch(self.holder, cfg, texts),  # type: ignore[arg-type]
+            lambda cfg, texts, should_stop: run_tag_batch(self.holder, cfg, texts, should_stop),  # type: ignore[arg-type]
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
             executor=self.executor,
             observer=self.metrics,
+            max_batch_work=settings.chunk_work,
         )
         self._storage: Storage | None = None
         self._jobs: RetrainManager | None = None
         self._tasks: list[asyncio.Task] = []
-        self._score_cache = acquisition_adapter.new_cache()
+        self._score_cache = ScoreCache()
 
     @property
     def storage(self) -> Storage:
@@ -77,6 +80,7 @@ class Runtime:
                                     serving_f1=lambda: self.holder.current.dev_micro_f1 if self.holder.current else -1.0,
                                     install=self.install,
                                     serving_path=lambda: self.holder.current.path if self.holder.current else None)
+        await asyncio.to_thread(self._jobs.recover)  # jobs whose server died (a kill -9, a crash) end here
         self.batcher.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._load_initial(), name="load-model"))
@@ -166,10 +170,19 @@ class Runtime:
             raise ServiceUnavailableException(detail=detail, headers={"Retry-After": "5"})
         return served
 
-    async def tag(self, texts: Sequence[str], decoding: DecodingConfig) -> list[Tagged]:
-        """Predictions through the micro-batcher: 503 when its queue is full, 504 on timeout."""
+    async def tag(self, texts: Sequence[str], decoding: DecodingConfig, field: str = "texts") -> list[Tagged]:
+        """Predictions through the micro-batcher: 400 naming ``field`` above the work budget, 503
+        when its queue is full, 504 on timeout (the request's work not yet done is dropped)."""
+        s = self.settings
+        work = await asyncio.to_thread(text_work, self.require_model().model, texts, decoding)
+        if sum(work) > s.max_request_work:
+            self.metrics.rejected.labels(reason="work").inc()
+            raise bad_request(field, f"the request's work is {sum(work):,} token-sequences (input tokens of each text, at most the "
+                                     f"model's maximum input length, times {decoding.num_return} sequences per text); at most "
+                                     f"{s.max_request_work:,} (XLGEN_MAX_REQUEST_WORK): send fewer or shorter texts, or fewer "
+                                     "beams or samples")
         try:
-            return await self.batcher.submit(decoding, list(texts), timeout=self.settings.request_timeout_s)
+            return await self.batcher.submit(decoding, list(texts), timeout=s.request_timeout_s, work=work)
         except QueueFull as e:
             self.metrics.rejected.labels(reason="queue_full").inc()
             raise ServiceUnavailableException(detail=f"too busy: {e}", headers={"Retry-After": "1"}) from None
@@ -177,13 +190,18 @@ class Runtime:
             self.metrics.rejected.labels(reason="timeout").inc()
             raise HTTPException(status_code=504, detail=f"no answer within {self.settings.request_timeout_s} s") from None
 
-    async def rank_pool(self, served: ServedModel, docs: Sequence[tuple[str, str]], strategy: str) -> tuple[np.ndarray, Suggestions]:
-        """Acquisition scores and suggestions of pool documents ``(id, text)``, computed on the model
-        thread (between micro-batches)."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self.executor, lambda: acquisition_adapter.rank(served.model, docs, strategy, seed=0, cache=self._score_cache))
+    async def select(self, served: ServedModel, docs: Sequence[Document], cfg: SelectionConfig) -> Selection:
+        """The acquisition library's batch selection (score, rank, diversity, noise cut) over pool
+        documents, on the model thread (between micro-batches); scores are cached by the served
+        model's version."""
 
-    async def suggest(self, served: ServedModel, texts: Sequence[str]) -> Suggestions:
-        """Labels above the model's threshold with scores, by its default decoding, on the model thread."""
-        preds = await asyncio.get_running_loop().run_in_executor(self.executor, lambda: served.model.predict(list(texts)))
-        return [list(zip(p.labels, p.scores, strict=True)) for p in preds]
+        def run() -> Selection:
+            if len(self._score_cache.decoded) > SCORE_CACHE_ENTRIES:
+                self._score_cache.clear()
+            return select_batch(served.model, docs, cfg, self._score_cache)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+    async def suggest(self, served: ServedModel, texts: Sequence[str]) -> list[Prediction]:
+        """The model's labels (fused scores and their sources), by its default decoding, on the model thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: served.model.predict(list(texts)))

@@ -7,14 +7,32 @@ the handlers, also as 400s naming the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
 
-NonEmpty = Annotated[str, Meta(min_length=1)]
-Id = Annotated[str, Meta(min_length=1, max_length=256)]
+from xlgen.active.acquisition import DEFAULT_STRATEGY, STRATEGIES
+from xlgen.config import request_fields
+from xlgen.decoding import DecodingConfig
+
+MAX_ID_CHARS = 256
+"""Characters of an id, a label or an annotator name (the storage's column width)."""
+MAX_INT32 = 2**31 - 1
+"""Largest annotation round (a 32-bit integer column in PostgreSQL)."""
+
+VISIBLE = r"[^\s\x1c-\x1f\x85\ufeff]"
+r"""A character other than whitespace, alike for Python's regex (msgspec) and ECMAScript's (OpenAPI
+clients): their ``\s`` differ on \x1c-\x1f, \x85 and \ufeff, so all of those are named. Both search
+the pattern anywhere in the string: a string matches unless it is whitespace only."""
+
+NonEmpty = Annotated[str, Meta(min_length=1, pattern=VISIBLE)]
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=VISIBLE)]
+Label = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=VISIBLE)]
+Name = Annotated[str, Meta(max_length=MAX_ID_CHARS)]
+
 Probability = Annotated[float, Meta(ge=0.0, le=1.0)]
+Round = Annotated[int, Meta(ge=0, le=MAX_INT32)]
 
 
 class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -31,24 +49,31 @@ class TagItem(Body):
     text: NonEmpty
 
 
-class TagRequest(Body):
-    """Texts to tag and how."""
+class TagOptions(Body):
+    """Texts to tag, the threshold and how many labels to return."""
 
     texts: Annotated[list[NonEmpty | TagItem], Meta(min_length=1, description="texts, or {id, text} objects")]
     threshold: Probability | None = msgspec.field(default=None)
-    top_k: Annotated[int, Meta(ge=1)] | None = None
-    strategy: Literal["greedy", "beam", "sample"] | None = None
-    num_beams: Annotated[int, Meta(ge=1, le=64)] | None = None
-    num_samples: Annotated[int, Meta(ge=1, le=256)] | None = None
-    temperature: Annotated[float, Meta(gt=0.0)] | None = None
-    keep_new_labels: bool | None = None
-    min_labels: Annotated[int, Meta(ge=0)] | None = None
+    top_k: Annotated[int, Meta(ge=1, le=10_000, description="return at most this many labels per text")] | None = None
+
+
+DECODING_FIELDS = request_fields(DecodingConfig)
+"""The decoding options a tagging request may override: generated from :class:`DecodingConfig`'s field
+metadata, so the command line, the request schema and the model's settings never disagree."""
+
+TagRequest = msgspec.defstruct(
+    "TagRequest", [(name, tp | None, None) for name, tp in DECODING_FIELDS], bases=(TagOptions,), kw_only=True,
+    forbid_unknown_fields=True, module=__name__)
+TagRequest.__doc__ = "Texts to tag and how (decoding options default to the model's saved settings)."
 
 
 class LabelScore(msgspec.Struct):
     label: str
     score: float
     new: bool
+    sources: list[str] = msgspec.field(default_factory=list)
+    """What proposed the label: ``generator``, and for a retrieval model the retriever's sources
+    (``knn``, ``label_text``, ``linear``, ``biencoder``) whose candidates held it."""
 
 
 class TagResult(msgspec.Struct):
@@ -83,8 +108,14 @@ class ModelInfo(msgspec.Struct):
 class SwapRequest(Body):
     """A model to serve: a finished job's model or a model directory on the server."""
 
-    job_id: str | None = None
-    model_dir: str | None = None
+    __json_schema_extra__: ClassVar[dict[str, Any]] = {"oneOf": [
+        {"required": ["job_id"], "properties": {"job_id": {"type": "string"}}},
+        {"required": ["model_dir"], "properties": {"model_dir": {"type": "string"}}},
+    ], "description": "A model to serve: a finished job's model (job_id) or a model directory on the server (model_dir), "
+                      "exactly one of them."}
+
+    job_id: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    model_dir: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
     force: bool = msgspec.field(default=False)
 
 
@@ -106,10 +137,23 @@ class PoolResponse(msgspec.Struct):
     pool_size: int
 
 
+StrategyName = Literal[tuple(sorted(STRATEGIES))]  # type: ignore[valid-type]
+"""An acquisition strategy of the registry (:data:`xlgen.active.acquisition.STRATEGIES`): the one list
+the request schema, its validation and the scoring share."""
+
+
 class NextBatchRequest(Body):
-    strategy: str | None = msgspec.field(default=None)  # acquisition strategy name; default: beam margin
-    size: Annotated[int, Meta(ge=1, le=1000)] = 10
-    annotator: Annotated[str, Meta(max_length=256)] = ""
+    """Which documents to claim: the fields of :class:`xlgen.active.selection.SelectionConfig`."""
+
+    strategy: StrategyName = DEFAULT_STRATEGY  # type: ignore[valid-type]
+    size: Annotated[int, Meta(ge=1, le=1000, description="documents to claim; at most XLGEN_MAX_CLAIMS_PER_ANNOTATOR held at once")] = 10
+    annotator: Name = ""
+    diversity: bool = msgspec.field(default=False)
+    """Cluster the best candidates' encoder embeddings and claim the most uncertain per cluster."""
+    candidate_factor: Annotated[int, Meta(ge=1, le=20)] = 5
+    pool_sample: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    drop_top: Annotated[float, Meta(ge=0.0, lt=1.0)] = 0.0
+    seed: Annotated[int, Meta(ge=0, le=MAX_INT32)] = 0
 
 
 class NextBatchDocument(msgspec.Struct):
@@ -127,11 +171,29 @@ class NextBatchResponse(msgspec.Struct):
     documents: list[NextBatchDocument]
 
 
+class ReleaseRequest(Body):
+    """Claims to release: a next-batch claim (by its id), or an annotator's; only ``document_ids`` when given."""
+
+    __json_schema_extra__: ClassVar[dict[str, Any]] = {"oneOf": [
+        {"required": ["claim_id"], "properties": {"claim_id": {"type": "string"}}},
+        {"required": ["annotator"], "properties": {"annotator": {"type": "string"}}},
+    ], "description": "The claims of a next-batch call (claim_id) or of an annotator (annotator, optionally only "
+                      "document_ids), exactly one of claim_id and annotator."}
+
+    claim_id: str | None = None
+    annotator: Name | None = None
+    document_ids: list[Id] | None = None
+
+
+class ReleaseResponse(msgspec.Struct):
+    released: int
+
+
 class AnnotationRequest(Body):
     document_id: Id
-    labels: list[NonEmpty]
-    round: Annotated[int, Meta(ge=0)] = 0
-    annotator: Annotated[str, Meta(max_length=256)] = ""
+    labels: Annotated[list[Label], Meta(max_length=1000)]
+    round: Round = 0
+    annotator: Name = ""
     text: NonEmpty | None = None
 
 
@@ -151,18 +213,20 @@ class RetrainRequest(Body):
     """Options of the retraining run (the rest: the server's XLGEN_RETRAIN_ARGS and training defaults)."""
 
     force: bool = False
-    max_steps: Annotated[int, Meta(ge=1)] | None = None
-    epochs: Annotated[float, Meta(gt=0)] | None = None
-    batch_size: Annotated[int, Meta(ge=1)] | None = None
-    lr: Annotated[float, Meta(gt=0)] | None = None
-    eval_every: Annotated[int, Meta(ge=0)] | None = None
-    preset: str | None = None
-    seed: int | None = None
+    max_steps: Annotated[int, Meta(ge=1, le=10_000_000)] | None = None
+    epochs: Annotated[float, Meta(gt=0, le=1000)] | None = None
+    batch_size: Annotated[int, Meta(ge=1, le=65_536)] | None = None
+    lr: Annotated[float, Meta(gt=0, le=10)] | None = None
+    eval_every: Annotated[int, Meta(ge=0, le=10_000_000)] | None = None
+    preset: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
 
 
 class Job(msgspec.Struct):
+    """A retraining job; ``pgid`` is the trainer's process group on ``host`` while it runs."""
+
     id: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     created_at: float
     updated_at: float
     params: dict[str, Any]
@@ -171,3 +235,9 @@ class Job(msgspec.Struct):
     model_dir: str
     swapped: bool
     message: str
+    host: str = ""
+    pid: int | None = None
+    pgid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    cancel_requested: bool = False

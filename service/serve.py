@@ -17,16 +17,32 @@ from dataclasses import fields
 from service.settings import PREFIX, Settings
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
+    return port
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return n
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``xlgen serve``: host, port, workers, and one per :class:`Settings` field."""
     parser.add_argument("--host", default=os.environ.get("XLGEN_HOST", "127.0.0.1"), help="address to bind (XLGEN_HOST)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("XLGEN_PORT", "8000")), help="port (XLGEN_PORT)")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("XLGEN_WORKERS", "1")),
+    parser.add_argument("--port", type=_port, default=os.environ.get("XLGEN_PORT", "8000"), help="port (XLGEN_PORT)")
+    parser.add_argument("--workers", type=_positive, default=os.environ.get("XLGEN_WORKERS", "1"),
                         help="uvicorn worker processes, each with its own model copy (XLGEN_WORKERS)")
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         env = PREFIX + f.name.upper()
-        help_text = f"{f.metadata['help']} ({env}; default {f.default!r})"
+        text = f.metadata["help"]
+        # a help text that says what its default means keeps that instead of the raw value
+        help_text = f"{text} ({env})" if "(default" in text else f"{text} ({env}; default {f.default!r})"
         # SUPPRESS: an option not given leaves the attribute unset, so the environment's value holds
         if isinstance(f.default, bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
@@ -44,6 +60,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("give --model DIR (or XLGEN_MODEL)")
     if not os.path.isfile(os.path.join(settings.model, "xlgen.json")):
         raise FileNotFoundError(f"{settings.model}: not a model directory (no xlgen.json)")
+    from xlgen.devices import resolve_device
+    from xlgen.model import read_model_meta
+
+    read_model_meta(os.path.join(settings.model, "xlgen.json"))  # a broken one: one line here, not a worker's traceback
+    resolve_device(settings.device)
     os.environ.update(settings.to_env())
     uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level=settings.log_level.lower(), access_log=False)

@@ -7,6 +7,7 @@ that ``uvicorn --factory service.app:create_app`` (and every uvicorn worker) see
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -14,6 +15,47 @@ from typing import Any
 
 PREFIX = "XLGEN_"
 BACKENDS = ("auto", "torch", "onnxruntime", "ctranslate2")  # xlgen.backends.BACKENDS, without importing torch here
+PATH_FIELDS = ("model", "work_dir", "train_data")
+# options of ``python -m training.train`` that name a file or folder: relative values in XLGEN_RETRAIN_ARGS are made
+# absolute like the settings' own paths, since the trainer runs in its job folder
+TRAIN_PATH_OPTIONS = ("--data", "--train-file", "--dev-file", "--test-file", "--base-model", "--clusters")
+
+
+def absolute(path: str) -> str:
+    """``path`` made absolute against the working directory (empty stays empty)."""
+    return str(Path(path).expanduser().resolve()) if path else path
+
+
+def absolute_sqlite_url(url: str) -> str:
+    """A ``sqlite:///relative/file`` URL with its file made absolute; any other URL unchanged."""
+    if not url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:") or os.path.isabs(parsed.database):
+        return url
+    return parsed.set(database=absolute(parsed.database)).render_as_string(hide_password=False)
+
+
+def absolute_train_args(args: str) -> str:
+    """``args`` with the value of every path option that names an existing relative file or folder made absolute
+    (a hub model name such as ``t5-base`` stays as it is)."""
+    tokens = shlex.split(args)
+    out: list[str] = []
+    pending = False
+    for token in tokens:
+        if pending:
+            out.append(absolute(token) if os.path.exists(token) else token)
+            pending = False
+            continue
+        name, eq, value = token.partition("=")
+        if name in TRAIN_PATH_OPTIONS and eq:
+            out.append(f"{name}={absolute(value) if os.path.exists(value) else value}")
+        else:
+            out.append(token)
+            pending = name in TRAIN_PATH_OPTIONS and not eq
+    return shlex.join(out) if out != tokens else args
 
 
 def _env_field(default: Any, help_text: str) -> Any:
@@ -25,7 +67,9 @@ class Settings:
     """How the service runs.
 
     Attributes:
-        model: Model directory served at start (``XLGEN_MODEL``).
+        model: Model directory served at start (``XLGEN_MODEL``). This and the other paths are made absolute
+            against the working directory when the settings are built, so that the retraining subprocess,
+            which runs in its job folder, gets the same files.
         device: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         threads: torch CPU threads (0 leaves torch's default).
         bf16: Run in bfloat16 on a CUDA device that supports it.
@@ -46,8 +90,18 @@ class Settings:
         max_batch_size: Texts merged into one model call by the micro-batcher.
         max_wait_ms: How long the micro-batcher waits for more requests before running a batch.
         max_queue: Texts waiting in the micro-batcher; further requests get 503.
-        request_timeout_s: A tag request waiting longer gets 504.
+        request_timeout_s: A tag request waiting longer gets 504; its chunks not yet run are dropped
+            and the one running stops at its next decoding batch.
+        max_request_work: Work budget of one tag request (and one Label Studio predict call), in
+            token-sequences: the sum over its texts of the input tokens (task prefix and end of
+            sequence included, at most the model's maximum input length) times the sequences
+            decoded per text (1 greedy, ``num_beams``, or ``num_samples``). Above it: 400.
+        chunk_work: Work per model call. A larger request is cut into chunks of at most this much
+            work (and ``max_batch_size`` texts) that take turns with other requests, so a light
+            request waits for about one chunk rather than for a whole heavy request.
         claim_ttl_s: How long a next-batch claim keeps a document from other annotators.
+        max_claims_per_annotator: Documents one annotator may hold claimed at once (the anonymous caller
+            counts as the annotator ``""``), so that one next-batch call cannot claim the whole pool.
         pool_scan: Pool documents scored per next-batch call (a random sample when the pool is larger).
         model_poll_s: How often a worker checks the database for a model swapped in by another
             worker or replica (0 turns it off).
@@ -73,24 +127,37 @@ class Settings:
     max_wait_ms: float = _env_field(5.0, "micro-batcher wait for more requests, in ms")
     max_queue: int = _env_field(1024, "texts waiting in the micro-batcher before 503")
     request_timeout_s: float = _env_field(30.0, "tag request timeout in seconds (504)")
+    max_request_work: int = _env_field(262_144, "work budget per tag request: sum over texts of input tokens x beams or samples")
+    chunk_work: int = _env_field(16_384, "work per model call; larger tag requests are cut into chunks that take turns")
     claim_ttl_s: float = _env_field(1800.0, "next-batch claim lifetime in seconds")
+    max_claims_per_annotator: int = _env_field(50, "documents one annotator may hold claimed at once")
     pool_scan: int = _env_field(512, "pool documents scored per next-batch call")
     model_poll_s: float = _env_field(5.0, "seconds between checks for a model swapped in elsewhere")
     log_level: str = _env_field("INFO", "logging level")
 
     def __post_init__(self) -> None:
-        for name in ("max_texts", "max_pool_docs", "max_chars", "max_body_bytes", "max_batch_size", "max_queue", "pool_scan"):
+        for name in ("max_texts", "max_pool_docs", "max_chars", "max_body_bytes", "max_batch_size", "max_queue", "pool_scan",
+                     "max_claims_per_annotator", "max_request_work", "chunk_work"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.max_wait_ms < 0 or self.request_timeout_s <= 0 or self.claim_ttl_s <= 0 or self.threads < 0:
             raise ValueError("max_wait_ms and threads must not be negative; timeouts and claim TTL must be positive")
         if self.backend not in BACKENDS:
             raise ValueError(f"{PREFIX}BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        try:
+            retrain_args = absolute_train_args(self.retrain_args)
+        except ValueError as e:  # unbalanced quotes
+            raise ValueError(f"{PREFIX}RETRAIN_ARGS does not parse: {e}") from None
+        # resolved once, here: every worker and every subprocess sees the same absolute paths
+        for name in PATH_FIELDS:
+            object.__setattr__(self, name, absolute(getattr(self, name)))
+        object.__setattr__(self, "db_url", absolute_sqlite_url(self.db_url))
+        object.__setattr__(self, "retrain_args", retrain_args)
 
     @property
     def database_url(self) -> str:
         """The SQLAlchemy URL, the default SQLite file filled in."""
-        return self.db_url or f"sqlite:///{Path(self.work_dir).resolve() / 'xlgen.db'}"
+        return self.db_url or f"sqlite:///{Path(self.work_dir) / 'xlgen.db'}"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

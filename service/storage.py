@@ -1,15 +1,17 @@
-"""What the service keeps: the document pool, annotations (with history), claims, jobs, and which
-model is served, in SQLAlchemy Core tables.
+"""What the service keeps: the document pool, annotations (with history), claims, retraining jobs
+and the lock that lets one run at a time, and which model is served, in SQLAlchemy Core tables.
 
 SQLite (a file, in WAL mode with full sync, so an acknowledged write survives a ``kill -9``) is the
 default; a PostgreSQL URL lets several replicas share one store. Every table name carries a prefix
-so that deployments or test runs can share a database.
+so that deployments or test runs can share a database. The schema is versioned by alembic
+(:mod:`service.migrations`); opening storage upgrades it.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Column,
+    Connection,
     Engine,
     Float,
     Integer,
@@ -31,12 +34,49 @@ from sqlalchemy import (
     delete,
     event,
     exists,
+    false,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+
+from service import migrations
+
+ACTIVE = ("queued", "running")
+"""Job statuses of a job that has not ended."""
+FINISHED = ("succeeded", "failed", "cancelled")
+"""Job statuses of a job that has ended."""
+TRAINING_LOCK = "training"
+
+
+class JobLocked(Exception):
+    """Another retraining job holds the training lock.
+
+    Attributes:
+        job_id: The job holding it.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"retraining job {job_id} is running")
+        self.job_id = job_id
+
+
+def clean_labels(labels: Sequence[str]) -> list[str]:
+    """Labels trimmed, in order, without repeats.
+
+    Raises:
+        ValueError: Naming ``labels[i]`` for a label that is empty after trimming.
+    """
+    out: list[str] = []
+    for i, label in enumerate(labels):
+        label = label.strip()
+        if not label:
+            raise ValueError(f"labels[{i}]: empty after trimming")
+        if label not in out:
+            out.append(label)
+    return out
 
 
 @dataclass(frozen=True)
@@ -54,7 +94,7 @@ class PoolDocument:
 
 @dataclass(frozen=True)
 class Annotation:
-    """The labels of a document in one round (its last write), or one write of the history.
+    """The labels of a document in one round (its last write), or one entry of the history.
 
     Attributes:
         document_id: The document.
@@ -64,6 +104,8 @@ class Annotation:
         updated_at: Unix time of the write.
         writes: Writes of this (document, round) so far (1 in history rows).
         text: The document's text, where known.
+        external_id: The annotation in the tool it came from (``labelstudio:<annotation id>``), if any.
+        action: ``write``, or in the history ``delete`` (that external annotation was deleted).
     """
 
     document_id: str
@@ -73,9 +115,12 @@ class Annotation:
     updated_at: float
     writes: int = 1
     text: str | None = None
+    external_id: str | None = None
+    action: str = "write"
 
 
 def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
+    """The tables as the newest revision of :mod:`service.migrations` leaves them."""
     return {
         "documents": Table(
             prefix + "documents", metadata,
@@ -91,6 +136,7 @@ def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
             Column("annotator", String(256), nullable=False, default=""),
             Column("updated_at", Float, nullable=False),
             Column("writes", Integer, nullable=False, default=1),
+            Column("external_id", String(256), nullable=True),
         ),
         "history": Table(
             prefix + "annotation_history", metadata,
@@ -100,12 +146,14 @@ def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
             Column("labels", JSON, nullable=False),
             Column("annotator", String(256), nullable=False, default=""),
             Column("created_at", Float, nullable=False),
+            Column("external_id", String(256), nullable=True, index=True),
+            Column("action", String(16), nullable=False, server_default="write"),
         ),
         "claims": Table(
             prefix + "claims", metadata,
             Column("document_id", String(256), primary_key=True),
             Column("claim_id", String(64), nullable=False),
-            Column("annotator", String(256), nullable=False, default=""),
+            Column("annotator", String(256), nullable=False, default="", index=True),
             Column("expires_at", Float, nullable=False),
         ),
         "jobs": Table(
@@ -121,6 +169,20 @@ def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
             Column("swapped", Boolean, nullable=False, default=False),
             Column("message", Text, nullable=False, default=""),
             Column("owner", String(64), nullable=False, default=""),
+            Column("host", String(256), nullable=False, server_default=""),
+            Column("server", String(64), nullable=False, server_default=""),
+            Column("pid", Integer, nullable=True),
+            Column("pgid", Integer, nullable=True),
+            Column("proc_start", String(32), nullable=False, server_default=""),
+            Column("started_at", Float, nullable=True),
+            Column("finished_at", Float, nullable=True),
+            Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+        ),
+        "locks": Table(
+            prefix + "locks", metadata,
+            Column("name", String(64), primary_key=True),
+            Column("owner", String(64), nullable=False),
+            Column("acquired_at", Float, nullable=False),
         ),
         "meta": Table(
             prefix + "meta", metadata,
@@ -145,6 +207,9 @@ class Storage:
     Args:
         url: SQLAlchemy URL (``sqlite:///FILE`` or ``postgresql+psycopg://...``).
         table_prefix: Prefix of every table name.
+
+    Attributes:
+        schema_version: The alembic revision the database is at.
     """
 
     def __init__(self, url: str, table_prefix: str = "xlgen_") -> None:
@@ -157,20 +222,26 @@ class Storage:
         self.engine: Engine = create_engine(parsed, pool_pre_ping=self.dialect != "sqlite")
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.prefix = table_prefix
         self.metadata = MetaData()
         self.t = _tables(self.metadata, table_prefix)
-        try:
-            self.metadata.create_all(self.engine)
-        except DBAPIError:  # another worker or replica created them at the same moment
-            self.metadata.create_all(self.engine)
+        self.schema_version = migrations.upgrade(self.engine, table_prefix)
 
     def close(self) -> None:
         self.engine.dispose()
 
     def drop_all(self) -> None:
-        """Drops this prefix's tables (test clean-up)."""
+        """Drops this prefix's tables and schema version (test clean-up)."""
         self.metadata.drop_all(self.engine)
+        Table(self.prefix + migrations.VERSION_TABLE, MetaData()).drop(self.engine, checkfirst=True)
         self.engine.dispose()
+
+    def _serialise(self, conn: Connection, name: str) -> None:
+        """Makes the rest of ``conn``'s transaction exclusive among callers passing the same ``name``."""
+        if self.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": zlib.crc32(f"{self.prefix}{name}".encode())})
+        else:  # a write takes SQLite's one write lock until the transaction ends (a no-op delete does too)
+            conn.execute(delete(self.t["locks"]).where(self.t["locks"].c.name == ""))
 
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT, which has ``on_conflict_do_*`` (both SQLite and PostgreSQL spell them alike)."""
@@ -220,9 +291,17 @@ class Storage:
         with self.engine.connect() as conn:
             return [PoolDocument(r.id, r.text) for r in conn.execute(stmt)]
 
-    def claim(self, ids: Sequence[str], annotator: str, ttl_s: float, limit: int) -> tuple[str, list[str]]:
-        """Claims documents in the order given until ``limit`` are held; a document claimed by
+    def claim(self, ids: Sequence[str], annotator: str, ttl_s: float, limit: int,
+              max_held: int | None = None) -> tuple[str, list[str]]:
+        """Claims documents in the order given until ``limit`` are claimed; a document claimed by
         someone else and not yet expired is skipped, so no two annotators get it.
+
+        Args:
+            ids: Candidate documents, best first.
+            annotator: Who claims them (``""``: anonymous).
+            ttl_s: Claim lifetime.
+            limit: Documents to claim at most.
+            max_held: Documents this annotator may hold claimed at once, those claimed before included.
 
         Returns:
             ``(claim_id, claimed ids in order)``.
@@ -232,6 +311,11 @@ class Storage:
         claim_id = uuid.uuid4().hex
         got: list[str] = []
         with self.engine.begin() as conn:
+            if max_held is not None:
+                self._serialise(conn, "claims:" + annotator)  # count and claim as one step per annotator
+                held = conn.execute(select(func.count()).select_from(c).where(c.c.annotator == annotator,
+                                                                             c.c.expires_at >= now)).scalar_one()
+                limit = min(limit, max(0, max_held - int(held)))
             for doc_id in ids:
                 if len(got) >= limit:
                     break
@@ -246,62 +330,138 @@ class Storage:
                     got.append(doc_id)
         return claim_id, got
 
-    def release_claims(self, claim_id: str) -> int:
+    def release_claims(self, claim_id: str | None = None, *, annotator: str | None = None,
+                       document_ids: Sequence[str] | None = None) -> int:
+        """Releases claims: those of ``claim_id``, else those of ``annotator``; only of ``document_ids``
+        when given. Returns how many were released.
+
+        Raises:
+            ValueError: If neither ``claim_id`` nor ``annotator`` is given.
+        """
+        c = self.t["claims"]
+        if claim_id is not None:
+            where = c.c.claim_id == claim_id
+        elif annotator is not None:
+            where = c.c.annotator == annotator
+        else:
+            raise ValueError("give claim_id or annotator")
+        if document_ids is not None:
+            where = and_(where, c.c.document_id.in_(list(document_ids)))
         with self.engine.begin() as conn:
-            return conn.execute(delete(self.t["claims"]).where(self.t["claims"].c.claim_id == claim_id)).rowcount
+            return int(conn.execute(delete(c).where(where)).rowcount)
+
+    def claims_held(self, annotator: str) -> int:
+        """Documents ``annotator`` holds claimed now."""
+        c = self.t["claims"]
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(c).where(c.c.annotator == annotator,
+                                                                               c.c.expires_at >= time.time())).scalar_one())
 
     # ------------------------------------------------------------------------------ annotations
 
-    def annotate(self, document_id: str, labels: Sequence[str], round_: int, annotator: str = "", text: str | None = None) -> Annotation:
+    def annotate(self, document_id: str, labels: Sequence[str], round_: int, annotator: str = "", text: str | None = None,
+                 external_id: str | None = None, if_changed: bool = False) -> Annotation:
         """Stores the labels of a document for a round (the last write wins; every write goes to
         the history) and closes its claim; committed before returning.
 
         Args:
             document_id: The document; it must be in the pool unless ``text`` is given (then it is added).
-            labels: Its labels.
+            labels: Its labels; stored trimmed, without repeats.
             round_: Active-learning round.
             annotator: Who wrote them.
             text: The document text, for a document not in the pool.
+            external_id: The annotation in the tool it comes from, so that :meth:`delete_external` finds it.
+            if_changed: Write nothing when the stored labels of this document and round already came from
+                ``external_id`` and equal ``labels`` (a tool sending every annotation again).
 
         Raises:
             KeyError: If the document is not in the pool and no text is given.
+            ValueError: Naming ``labels[i]`` for a label that is empty after trimming.
         """
         d, a, h, c = self.t["documents"], self.t["annotations"], self.t["history"], self.t["claims"]
         now = time.time()
-        labels = list(labels)
+        labels = clean_labels(labels)
         with self.engine.begin() as conn:
             if text is not None:
                 conn.execute(self._insert(d).on_conflict_do_nothing(index_elements=[d.c.id]).values(
                     id=document_id, text=text, added_at=now))
             elif conn.execute(select(d.c.id).where(d.c.id == document_id)).first() is None:
                 raise KeyError(document_id)
-            stmt = self._insert(a).values(
-                document_id=document_id, round=round_, labels=labels, annotator=annotator, updated_at=now, writes=1)
+            if if_changed:
+                row = conn.execute(select(a).where(a.c.document_id == document_id, a.c.round == round_)).first()
+                if row is not None and row.external_id == external_id and list(row.labels) == labels:
+                    return Annotation(document_id, round_, labels, row.annotator, row.updated_at, int(row.writes),
+                                      external_id=external_id)
+            stmt = self._insert(a).values(document_id=document_id, round=round_, labels=labels, annotator=annotator,
+                                          updated_at=now, writes=1, external_id=external_id)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[a.c.document_id, a.c.round],
-                set_={"labels": stmt.excluded.labels, "annotator": stmt.excluded.annotator,
+                set_={"labels": stmt.excluded.labels, "annotator": stmt.excluded.annotator, "external_id": stmt.excluded.external_id,
                       "updated_at": stmt.excluded.updated_at, "writes": a.c.writes + 1},
             )
             conn.execute(stmt)
-            conn.execute(h.insert().values(document_id=document_id, round=round_, labels=labels, annotator=annotator, created_at=now))
+            conn.execute(h.insert().values(document_id=document_id, round=round_, labels=labels, annotator=annotator, created_at=now,
+                                           external_id=external_id, action="write"))
             conn.execute(delete(c).where(c.c.document_id == document_id))
             writes = conn.execute(select(a.c.writes).where(a.c.document_id == document_id, a.c.round == round_)).scalar_one()
-        return Annotation(document_id, round_, labels, annotator, now, int(writes))
+        return Annotation(document_id, round_, labels, annotator, now, int(writes), external_id=external_id)
+
+    def delete_external(self, external_ids: Sequence[str], annotator: str = "") -> list[tuple[str, int]]:
+        """Withdraws the annotations that came from ``external_ids`` (deleted in the tool they came from).
+
+        Where such an annotation holds the current labels of its document and round, the latest
+        write not withdrawn takes its place (another annotator's annotation of the same task), or the
+        document and round have no labels any more; the history records each deletion. Deleting an
+        id twice, or one never seen, changes nothing.
+
+        Returns:
+            ``(document_id, round)`` of each deletion recorded now.
+        """
+        a, h = self.t["annotations"], self.t["history"]
+        now = time.time()
+        done: list[tuple[str, int]] = []
+        with self.engine.begin() as conn:
+            for ext in dict.fromkeys(external_ids):
+                targets = conn.execute(select(h.c.document_id, h.c.round).where(h.c.external_id == ext, h.c.action == "write")
+                                       .distinct()).all()
+                for doc_id, round_ in targets:
+                    same = (h.c.document_id == doc_id, h.c.round == round_)
+                    if conn.execute(select(h.c.seq).where(*same, h.c.external_id == ext, h.c.action == "delete")).first():
+                        continue
+                    conn.execute(h.insert().values(document_id=doc_id, round=round_, labels=[], annotator=annotator, created_at=now,
+                                                   external_id=ext, action="delete"))
+                    done.append((doc_id, round_))
+                    current = conn.execute(select(a.c.external_id).where(a.c.document_id == doc_id, a.c.round == round_)).first()
+                    if current is None or current.external_id != ext:
+                        continue
+                    withdrawn = select(h.c.external_id).where(*same, h.c.action == "delete", h.c.external_id.is_not(None))
+                    previous = conn.execute(
+                        select(h.c.labels, h.c.annotator, h.c.external_id, h.c.created_at)
+                        .where(*same, h.c.action == "write",
+                               (h.c.external_id.is_(None)) | (h.c.external_id.not_in(withdrawn)))
+                        .order_by(h.c.seq.desc()).limit(1)).first()
+                    where = and_(a.c.document_id == doc_id, a.c.round == round_)
+                    if previous is None:
+                        conn.execute(delete(a).where(where))
+                    else:
+                        conn.execute(update(a).where(where).values(labels=previous.labels, annotator=previous.annotator,
+                                                                   external_id=previous.external_id, updated_at=now))
+        return done
 
     def annotations(self, history: bool = False, round_: int | None = None) -> Iterator[Annotation]:
         """Stored annotations (the last write per document and round), oldest first, or with
-        ``history`` every write."""
+        ``history`` every write and deletion."""
         d = self.t["documents"]
         stmt: Any
         if history:
             h = self.t["history"]
             stmt = (select(h.c.document_id, h.c.round, h.c.labels, h.c.annotator, h.c.created_at.label("updated_at"),
-                           d.c.text).join(d, d.c.id == h.c.document_id, isouter=True).order_by(h.c.seq))
+                           d.c.text, h.c.external_id, h.c.action).join(d, d.c.id == h.c.document_id, isouter=True).order_by(h.c.seq))
             if round_ is not None:
                 stmt = stmt.where(h.c.round == round_)
         else:
             a = self.t["annotations"]
-            stmt = (select(a.c.document_id, a.c.round, a.c.labels, a.c.annotator, a.c.updated_at, a.c.writes, d.c.text)
+            stmt = (select(a.c.document_id, a.c.round, a.c.labels, a.c.annotator, a.c.updated_at, a.c.writes, d.c.text, a.c.external_id)
                     .join(d, d.c.id == a.c.document_id, isouter=True).order_by(a.c.updated_at, a.c.document_id))
             if round_ is not None:
                 stmt = stmt.where(a.c.round == round_)
@@ -309,7 +469,7 @@ class Storage:
             for r in conn.execute(stmt):
                 m = r._mapping
                 yield Annotation(m["document_id"], m["round"], list(m["labels"]), m["annotator"], m["updated_at"],
-                                 int(m.get("writes", 1)), m["text"])
+                                 int(m.get("writes", 1)), m["text"], m["external_id"], m.get("action", "write"))
 
     def labelled_documents(self) -> list[tuple[str, str, list[str]]]:
         """``(id, text, labels)`` of every annotated document, its latest round's labels."""
@@ -321,18 +481,91 @@ class Storage:
 
     # ------------------------------------------------------------------------------------- jobs
 
-    def create_job(self, params: dict, owner: str = "") -> str:
-        job_id = uuid.uuid4().hex[:12]
+    def create_job(self, params: dict, owner: str = "", *, host: str = "", server: str = "", job_id: str | None = None) -> str:
+        """Takes the training lock and records a ``queued`` job holding it, in one transaction, so that
+        one job at a time exists across workers, replicas and restarts.
+
+        Args:
+            params: The job's options.
+            owner: The job manager that runs it.
+            host: Host name of the server that runs it.
+            server: Identity (``pid:start time``) of the server process that runs it.
+            job_id: The new job's id (default: a random one).
+
+        Returns:
+            The job id.
+
+        Raises:
+            JobLocked: If another job holds the lock (the caller may clear a stale one and retry).
+        """
+        job_id = job_id or uuid.uuid4().hex[:12]
         now = time.time()
+        locks = self.t["locks"]
         with self.engine.begin() as conn:
+            took = conn.execute(self._insert(locks).on_conflict_do_nothing(index_elements=[locks.c.name])
+                                .values(name=TRAINING_LOCK, owner=job_id, acquired_at=now).returning(locks.c.name)).first()
+            if took is None:
+                holder = conn.execute(select(locks.c.owner).where(locks.c.name == TRAINING_LOCK)).scalar_one_or_none()
+                raise JobLocked(holder or "?")
             conn.execute(self.t["jobs"].insert().values(
                 id=job_id, status="queued", created_at=now, updated_at=now, params=params, progress={}, metrics={},
-                model_dir="", swapped=False, message="", owner=owner))
+                model_dir="", swapped=False, message="", owner=owner, host=host, server=server))
         return job_id
 
-    def update_job(self, job_id: str, **values: Any) -> None:
+    def lock_holder(self, name: str = TRAINING_LOCK) -> str | None:
+        """The job holding lock ``name``, if any."""
+        locks = self.t["locks"]
+        with self.engine.connect() as conn:
+            return conn.execute(select(locks.c.owner).where(locks.c.name == name)).scalar_one_or_none()
+
+    def release_lock(self, job_id: str, name: str = TRAINING_LOCK) -> bool:
+        """Releases lock ``name`` if ``job_id`` holds it (a stale lock of a job that ended without it)."""
+        locks = self.t["locks"]
         with self.engine.begin() as conn:
-            conn.execute(update(self.t["jobs"]).where(self.t["jobs"].c.id == job_id).values(updated_at=time.time(), **values))
+            return bool(conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == job_id)).rowcount)
+
+    def update_job(self, job_id: str, **values: Any) -> bool:
+        """Sets job fields (and ``updated_at``, to now unless given); True if the job exists."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(self.t["jobs"]).where(self.t["jobs"].c.id == job_id)
+                                     .values(**{"updated_at": time.time(), **values})).rowcount)
+
+    def heartbeat(self, job_id: str, **values: Any) -> dict[str, Any] | None:
+        """Sets fields of a job that has not ended (and ``updated_at``, which tells others its server lives).
+
+        Returns:
+            The job's record, or None if it has ended (another worker or a restart finished it).
+        """
+        j = self.t["jobs"]
+        with self.engine.begin() as conn:
+            if not conn.execute(update(j).where(j.c.id == job_id, j.c.status.in_(ACTIVE))
+                                .values(updated_at=time.time(), **values)).rowcount:
+                return None
+            row = conn.execute(select(j).where(j.c.id == job_id)).first()
+        return dict(row._mapping) if row else None
+
+    def finish_job(self, job_id: str, status: str, **values: Any) -> bool:
+        """Ends a job that has not ended yet (status ``succeeded``, ``failed`` or ``cancelled``) and releases
+        the training lock it holds, in one transaction.
+
+        Returns:
+            Whether this call ended it (False: it had ended already).
+        """
+        if status not in FINISHED:
+            raise ValueError(f"not a final job status: {status!r}")
+        j, locks = self.t["jobs"], self.t["locks"]
+        now = time.time()
+        with self.engine.begin() as conn:
+            ended = conn.execute(update(j).where(j.c.id == job_id, j.c.status.in_(ACTIVE))
+                                 .values(status=status, updated_at=now, finished_at=now, **values)).rowcount
+            conn.execute(delete(locks).where(locks.c.name == TRAINING_LOCK, locks.c.owner == job_id))
+        return bool(ended)
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Asks the server running a job to cancel it; False if the job has ended or does not exist."""
+        j = self.t["jobs"]
+        with self.engine.begin() as conn:
+            return bool(conn.execute(update(j).where(j.c.id == job_id, j.c.status.in_(ACTIVE)).values(cancel_requested=True)).rowcount)
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -340,9 +573,10 @@ class Storage:
         return dict(row._mapping) if row else None
 
     def active_jobs(self) -> list[dict[str, Any]]:
+        """Jobs that have not ended."""
         j = self.t["jobs"]
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(j).where(j.c.status.in_(("queued", "running"))))]
+            return [dict(r._mapping) for r in conn.execute(select(j).where(j.c.status.in_(ACTIVE)))]
 
     # ------------------------------------------------------------------------------------- meta
 
