@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.datasets import dataset_dir  # noqa: E402
+from benchmarks.data_dirs import dataset_dir  # noqa: E402
 from training.active_learning import SimulationConfig, format_table, plot, simulate, summarize  # noqa: E402
 
 

@@ -49,4 +49,4 @@ def tfidf_logreg(train: Sequence[Document], dev: Sequence[Document], test: Seque
     space = LabelSpace.from_documents(train)
     counts = dict(zip(space.labels, space.counts, strict=True))
     metrics = evaluate_predictions([d.labels for d in test], pred, test_scores, counts)
-    return {"metrics": metrics, "train_s": fit_s, "threshold": thr, "dev_micro_f1": dev_f1}
+    return {"metrics": metrics, "train_s": fit_s, "threshold": thr, "dev_micro_f1": dev_f1, "test_scores": test_scores}

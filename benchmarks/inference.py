@@ -32,16 +32,16 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.datasets import dataset_dir  # noqa: E402
-from xlgen.backends import Backend, Backends, StaleExport, export, read_export, weights_stamp  # noqa: E402
+from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from xlgen.active.ensemble import EnsembleConfig  # noqa: E402
+from xlgen.active.selection import SelectionConfig, score_pool  # noqa: E402
+from xlgen.backends import Backend, Backends, StaleExport, read_export, weights_stamp  # noqa: E402
 from xlgen.backends.ct2_backend import CT2Backend  # noqa: E402
 from xlgen.backends.export import export_dir  # noqa: E402
 from xlgen.backends.onnx_backend import OnnxBackend  # noqa: E402
 from xlgen.data import Document, find_split, read_documents  # noqa: E402
-from xlgen.ensemble import EnsembleConfig  # noqa: E402
 from xlgen.metrics import micro_f1  # noqa: E402
-from xlgen.model import XLGenModel  # noqa: E402
-from xlgen.selection import SelectionConfig, score_pool  # noqa: E402
+from xlgen.model import XLGenModel, export_model  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def ensure_exports(path: Path) -> None:
             read_export(path, name)
         except (FileNotFoundError, StaleExport):
             started = time.perf_counter()
-            export(path, name)
+            export_model(path, name)
             print(f"exported {name} in {time.perf_counter() - started:.1f} s", flush=True)
 
 

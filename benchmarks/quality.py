@@ -1,9 +1,22 @@
-"""Quality of the CPU default against TF-IDF + logistic regression, measured side by side.
+"""Quality of every model the project offers on one dataset, measured side by side in one run.
 
-    python benchmarks/quality.py                       # goemotions and reuters21578
-    python benchmarks/quality.py --datasets goemotions --epochs 1
+    python benchmarks/quality.py --dataset goemotions --epochs 3 --threads 2
+    python benchmarks/quality.py --dataset stackexchange3 --epochs 3 --threads 2 --baseline-jobs 2
+    python benchmarks/quality.py --merge benchmarks/results/quality_*.json --output benchmarks/results/quality.json
 
-Prints a table and writes benchmarks/results/quality.json.
+Rows (test split, full; every threshold tuned on dev for micro-F1, at least one label per document):
+
+* ``tfidf+logreg``: TF-IDF + one-vs-rest logistic regression (benchmarks/baselines.py);
+* ``retriever: knn`` / ``label_text`` / ``linear``: each source of the label retriever alone (``linear``
+  is the TF-IDF ⊕ encoder linear ranker: one-vs-rest LR up to 200 labels, the omikuji tree above);
+* ``generator``: the ``cpu``-preset T5 alone (variant base), beam 5;
+* ``guided generator``: the ``retrieval`` variant's generator, candidates in its input, its own beam mass;
+* ``fused``: the ``retrieval`` variant as served: generator and retriever fused (its dev-tuned threshold);
+* ``fused without generator``: the fusion's retriever stage alone on the same candidates.
+
+Columns: micro/macro-F1, P@1, P@5, macro-F1 per train-count bucket of the labels (0, 1, 2-5, >5, and
+1-5 together), train seconds (embedding included, cached embeddings make it smaller) and tagging
+seconds per 1,000 test documents. Writes ``benchmarks/results/quality_<dataset>.json`` (``--output``).
 """
 
 from __future__ import annotations
@@ -18,51 +31,155 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import tfidf_logreg  # noqa: E402
-from benchmarks.datasets import dataset_dir  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-from training.train import run  # noqa: E402
-from xlgen.data import find_split, read_documents  # noqa: E402
+from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from xlgen.data import Document, find_split, read_documents  # noqa: E402
+from xlgen.decoding import cut  # noqa: E402
+from xlgen.metrics import evaluate_predictions, macro_f1, tune_threshold  # noqa: E402
 
-COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "macro_f1_tail_0", "macro_f1_tail_1", "macro_f1_tail_2_5")
+COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "p_at_5", "macro_f1_tail_0", "macro_f1_tail_1", "macro_f1_tail_2_5",
+           "macro_f1_tail_1_5", "macro_f1_tail_gt5")
+HEADER = ("| dataset | model | micro-F1 | macro-F1 | P@1 | P@5 | macro 0 | macro 1 | macro 2-5 | macro 1-5 | macro >5 "
+          "| train s | tag s / 1k docs |")
+
+
+def metrics_of(gold: list[tuple[str, ...]], scores: list[dict[str, float]], threshold: float, counts: dict[str, int]) -> dict[str, float]:
+    """The project's metrics at ``threshold``, plus macro-F1 over the labels seen 1-5 times in train."""
+    pred = [[x for x, _ in cut(s, threshold, 1)] for s in scores]
+    m = evaluate_predictions(gold, pred, scores, counts)
+    tail = sorted({x for g in gold for x in g if 1 <= counts.get(x, 0) <= 5})
+    m["macro_f1_tail_1_5"] = macro_f1(gold, pred, tail) if tail else float("nan")
+    m["threshold"] = threshold
+    return m
+
+
+def tuned_row(name: str, model: str, dev: list[Document], dev_scores: list[dict[str, float]], test: list[Document],
+              test_scores: list[dict[str, float]], counts: dict[str, int], threshold: float | None = None, **extra: float) -> dict:
+    """A row scored at a threshold tuned on dev (or the one given)."""
+    if threshold is None:
+        threshold, _ = tune_threshold([d.labels for d in dev], dev_scores, 1)
+    return {"dataset": name, "model": model, **metrics_of([d.labels for d in test], test_scores, threshold, counts), **extra}
+
+
+def cell(v: object) -> str:
+    if isinstance(v, float):
+        return "-" if v != v else f"{v:.3f}"
+    return str(v)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [HEADER, "|" + "---|" * (len(COLUMNS) + 4)]
+    for r in rows:
+        cells = " | ".join(cell(r.get(c, float("nan"))) for c in COLUMNS)
+        lines.append(f"| {r['dataset']} | {r['model']} | {cells} | {r.get('train_s', float('nan')):.0f} | "
+                     f"{cell(r.get('tag_s_per_1k', float('nan')))} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["goemotions", "reuters21578"])
-    p.add_argument("--preset", default="cpu")
-    p.add_argument("--epochs", type=float, default=TrainConfig.epochs)
-    p.add_argument("--max-input-length", type=int, default=TrainConfig.max_input_length)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--runs-dir", default=str(ROOT / "runs" / "bench"))
-    p.add_argument("--skip-model", action="store_true", help="only the baseline")
-    p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
+    p.add_argument("--dataset", help="goemotions, reuters21578, stackexchange3 (../shared/data) or a dataset folder")
+    p.add_argument("--epochs", type=float, default=3.0, help="generator epochs, the same for every dataset")
+    p.add_argument("--max-input-length", type=int, default=128, help="generator input tokens of the text")
+    p.add_argument("--candidates-in-input", type=int, default=10, help="retrieval candidates appended to the guided input")
+    p.add_argument("--suffix-tokens", type=int, default=48, help="tokens the candidates may take (added to the input length)")
+    p.add_argument("--preset", default="cpu", help="generator shape (tiny: a smoke test)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop each training after this many steps (a smoke test)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--baseline-jobs", type=int, default=1, help="processes fitting TF-IDF + LR's per-label problems")
+    p.add_argument("--skip", nargs="*", default=[], choices=("baseline", "generator", "retrieval"), help="rows to leave out")
+    p.add_argument("--runs-dir", default=str(ROOT / "runs" / "quality"))
+    p.add_argument("--output", help="JSON file (default: benchmarks/results/quality_<dataset>.json)")
+    p.add_argument("--merge", nargs="+", help="merge result files into --output and print one table")
     args = p.parse_args()
 
-    rows = []
-    for name in args.datasets:
-        d = dataset_dir(name)
-        train, dev, test = (read_documents(find_split(d, s)) for s in ("train", "dev", "test"))
-        base = tfidf_logreg(train, dev, test)
-        rows.append({"dataset": name, "model": "tfidf+logreg", "train_s": base["train_s"], **base["metrics"]})
-        print(f"{name}: tfidf+logreg micro-F1 {base['metrics']['micro_f1']:.4f} macro-F1 {base['metrics']['macro_f1']:.4f}", flush=True)
-        if args.skip_model:
-            continue
-        cfg = TrainConfig(data=str(d), output_dir=f"{args.runs_dir}/{name}-{args.preset}", preset=args.preset,
-                          epochs=args.epochs, max_input_length=args.max_input_length, threads=args.threads, overwrite=True)
-        started = time.time()
-        metrics = run(cfg).metrics
-        elapsed = time.time() - started
-        test = {k.removeprefix("test_"): v for k, v in metrics.items() if k.startswith("test_")}
-        rows.append({"dataset": name, "model": f"xlgen-{args.preset} (beam 5)", "train_s": elapsed, **test})
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
+        Path(args.output).write_text(json.dumps({"rows": rows}, indent=1))
+        print(markdown(rows))
+        return
+    if not args.dataset:
+        p.error("give --dataset (or --merge)")
+    import torch
 
-    header = f"| dataset | model | {' | '.join(COLUMNS)} | train+eval s |"
-    print(header)
-    print("|" + "---|" * (len(COLUMNS) + 3))
-    for r in rows:
-        cells = " | ".join(f"{r[c]:.4f}" if c in r else "-" for c in COLUMNS)
-        print(f"| {r['dataset']} | {r['model']} | {cells} | {r['train_s']:.0f} |")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    from training.config import TrainConfig
+    from training.train import run
+    from xlgen.labels import LabelSpace
+    from xlgen.model import XLGenModel
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = Path(args.dataset) if Path(args.dataset).is_dir() else dataset_dir(args.dataset)
+    name = data.name
+    train, dev, test = (read_documents(find_split(data, s)) for s in ("train", "dev", "test"))
+    space = LabelSpace.from_documents(train)
+    counts = dict(zip(space.labels, space.counts, strict=True))
+    out = Path(args.output or ROOT / "benchmarks" / "results" / f"quality_{name}.json")
+    rows: list[dict] = []
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        print(markdown(rows), flush=True)
+
+    if "baseline" not in args.skip:
+        base = tfidf_logreg(train, dev, test, n_jobs=args.baseline_jobs)
+        rows.append({"dataset": name, "model": "tfidf+logreg", "train_s": base["train_s"],
+                     **metrics_of([d.labels for d in test], base["test_scores"], base["threshold"], counts)})
+        save()
+    texts_dev, texts_test = [d.text for d in dev], [d.text for d in test]
+
+    def common(**kw: object) -> TrainConfig:
+        return TrainConfig(data=str(data), epochs=args.epochs, threads=args.threads, overwrite=True, preset=args.preset,  # type: ignore[arg-type]
+                           max_steps=args.max_steps, **kw)
+
+    if "generator" not in args.skip:
+        started = time.time()
+        cfg = common(output_dir=f"{args.runs_dir}/{name}-generator", max_input_length=args.max_input_length)
+        run(cfg)
+        train_s = time.time() - started
+        m = XLGenModel.load(Path(cfg.output_dir) / "model")
+        t0 = time.time()
+        pt = m.predict(texts_test, threshold=0.0)
+        tag = 1000 * (time.time() - t0) / len(test)
+        pdv = m.predict(texts_dev, threshold=0.0)
+        rows.append(tuned_row(name, f"generator ({args.preset} preset, beam 5)", dev, [p.all_scores for p in pdv], test,
+                              [p.all_scores for p in pt], counts, m.threshold, train_s=train_s, tag_s_per_1k=tag))
+        save()
+
+    if "retrieval" not in args.skip:
+        started = time.time()
+        cfg = common(output_dir=f"{args.runs_dir}/{name}-retrieval", variant="retrieval",
+                     max_input_length=args.max_input_length + args.suffix_tokens, candidates_in_input=args.candidates_in_input)
+        run(cfg)
+        train_s = time.time() - started
+        m = XLGenModel.load(Path(cfg.output_dir) / "model")
+        g = m.guidance
+        t0 = time.time()
+        plan_test = m.plan(texts_test)
+        retrieve_s = time.time() - t0
+        gen_test = m.predict(texts_test, threshold=0.0, plan=plan_test, scoring="generator")
+        generate_s = time.time() - t0 - retrieve_s
+        fused_test = g.rescore(m, plan_test, [p.all_scores for p in gen_test])
+        fuse_s = time.time() - t0 - retrieve_s - generate_s
+        plan_dev = m.plan(texts_dev)
+        gen_dev = m.predict(texts_dev, threshold=0.0, plan=plan_dev, scoring="generator")
+        cands_test, cands_dev = plan_test.extra["candidates"], plan_dev.extra["candidates"]
+        per_k = 1000 / len(test)
+        for source in cands_test.sources:
+            label = {"linear": "retriever: linear (tfidf+encoder)"}.get(source, f"retriever: {source}")
+            rows.append(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
+                                  counts, train_s=g.retriever.fit_seconds.get(source, float("nan"))))
+        rows.append(tuned_row(name, "guided generator (retrieval variant, own beam mass)", dev, [p.all_scores for p in gen_dev],
+                              test, [p.all_scores for p in gen_test], counts, train_s=train_s,
+                              tag_s_per_1k=per_k * (retrieve_s + generate_s)))
+        no_gen_dev = g.rescore(m, plan_dev, None, use_generator=False)
+        no_gen_test = g.rescore(m, plan_test, None, use_generator=False)
+        rows.append(tuned_row(name, "fused without generator (retriever stage)", dev, [f.scores for f in no_gen_dev], test,
+                              [f.scores for f in no_gen_test], counts, tag_s_per_1k=per_k * retrieve_s))
+        rows.append(tuned_row(name, "fused (retrieval variant as served)", dev, [], test, [f.scores for f in fused_test], counts,
+                              m.threshold, train_s=train_s, tag_s_per_1k=per_k * (retrieve_s + generate_s + fuse_s),
+                              candidate_recall=float(m.metrics.get("test_candidate_recall", float("nan")))))
+        save()
 
 
 if __name__ == "__main__":

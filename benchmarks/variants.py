@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import tfidf_logreg  # noqa: E402
-from benchmarks.datasets import dataset_dir  # noqa: E402
+from benchmarks.data_dirs import dataset_dir  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.train import run  # noqa: E402
 from xlgen.data import find_split, read_documents, write_jsonl  # noqa: E402

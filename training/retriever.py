@@ -1,0 +1,205 @@
+"""Fine-tuning the retriever's encoders (optional; slow on a CPU, minutes on a GPU).
+
+* :func:`fine_tune_bi_encoder`: the sentence encoder trained on (document, label text) pairs with
+  sentence-transformers' MultipleNegativesRankingLoss: for a batch of B pairs,
+
+      loss = -1/B sum_i log( exp(s * cos(d_i, t_i)) / sum_j exp(s * cos(d_i, t_j)) ),   s = 20,
+
+  every other pair's label text is a negative, so a batch must not hold one label twice (the library's
+  no-duplicates batch sampler). The result is a sentence-transformers directory: load it with
+  ``SentenceEncoder.load(path)`` and fit a retriever on it, whose ``label_text`` source then scores with
+  trained label vectors (and ``knn`` with trained document vectors).
+* :func:`train_cross_encoder`: a cross-encoder initialised from the encoder's BERT weights (no pretrained
+  cross-encoder is available offline) with a new one-logit head, trained with binary cross-entropy on
+  (document, label text) pairs: each gold label a positive, negatives drawn from the retriever's leak-free
+  top 100 candidates that are not gold. :class:`~xlgen.encoders.reranker.CrossEncoderReranker` scores a
+  retriever's top candidates with it.
+
+Caveat: the fine-tuned bi-encoder has seen every train document, so candidates it gives for train
+documents are not leak-free (folds of the bi-encoder would be needed for that).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xlgen.data import Document
+from xlgen.devices import bf16_supported, resolve_device
+from xlgen.encoders import EncoderConfig, LabelRetriever, LabelText, SentenceEncoder
+from xlgen.encoders.label_texts import label_name_text
+
+
+@dataclass(frozen=True)
+class BiEncoderConfig:
+    """Bi-encoder fine-tuning settings."""
+
+    output_dir: str
+    """Where the fine-tuned sentence-transformers directory is written."""
+    epochs: float = 1.0
+    """Passes over the (document, label) pairs."""
+    batch_size: int = 64
+    """Pairs per batch: the in-batch negatives of each pair are the other B - 1 label texts."""
+    lr: float = 5e-5
+    """Peak learning rate (AdamW, linear decay after warm-up)."""
+    warmup_ratio: float = 0.1
+    """Share of the steps spent warming up."""
+    max_seq_length: int = 128
+    """Document tokens seen while training (label texts are short)."""
+    max_pairs: int | None = None
+    """Train on a random subset of this many pairs (None: all)."""
+    seed: int = 0
+    """Seed of the sampling, the batches and the initialisation of new weights."""
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.batch_size < 2 or self.lr <= 0 or self.max_seq_length < 8:
+            raise ValueError("epochs and lr must be > 0, batch_size >= 2, max_seq_length >= 8")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError("warmup_ratio must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class CrossEncoderConfig:
+    """Cross-encoder training settings."""
+
+    output_dir: str
+    """Where the cross-encoder directory is written."""
+    epochs: float = 1.0
+    """Passes over the labelled pairs."""
+    batch_size: int = 32
+    """Pairs per batch."""
+    lr: float = 3e-5
+    """Peak learning rate."""
+    warmup_ratio: float = 0.1
+    """Share of the steps spent warming up."""
+    max_length: int = 192
+    """Tokens of a (document, label text) pair."""
+    negatives: int = 4
+    """Negatives per document, sampled from its retriever candidates that are not gold."""
+    candidates: int = 100
+    """How many retriever candidates per source the negatives are drawn from."""
+    max_docs: int | None = None
+    """Train on a random subset of this many documents (None: all)."""
+    seed: int = 0
+    """Seed of the sampling and the new head."""
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0 or self.negatives < 1 or self.candidates < 1:
+            raise ValueError("epochs and lr must be > 0, batch_size, negatives and candidates >= 1")
+
+
+def label_training_text(text: LabelText) -> str:
+    """The text a label is trained as: its name as words, then its description if any."""
+    name = label_name_text(text.label)
+    return f"{name}: {text.description}" if text.description else name
+
+
+def document_label_pairs(docs: Sequence[Document], label_texts: Mapping[str, LabelText] | None = None,
+                         max_pairs: int | None = None, seed: int = 0) -> tuple[list[str], list[str]]:
+    """One (document text, label text) pair per gold label of each document, optionally subsampled."""
+    label_texts = label_texts or {}
+    pairs = [(d.text, label_training_text(label_texts.get(x, LabelText(x)))) for d in docs for x in d.labels]
+    if max_pairs is not None and len(pairs) > max_pairs:
+        pairs = random.Random(seed).sample(pairs, max_pairs)
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def _training_args(cls, output_dir: str, epochs: float, batch_size: int, lr: float, warmup_ratio: float, seed: int,
+                   **extra):  # type: ignore[no-untyped-def]
+    return cls(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=lr,
+               warmup_ratio=warmup_ratio, seed=seed, save_strategy="no", report_to="none", logging_steps=50,
+               use_cpu=resolve_device() == "cpu", bf16=bf16_supported(resolve_device()),
+               **extra)
+
+
+def fine_tune_bi_encoder(encoder: str, docs: Sequence[Document], config: BiEncoderConfig,
+                         label_texts: Mapping[str, LabelText] | None = None) -> Path:
+    """Fine-tunes a sentence encoder on (document, label text) pairs with in-batch negatives.
+
+    Args:
+        encoder: The encoder to start from (name as ``SentenceEncoder.load`` takes it; its digest is checked).
+        docs: Labelled train documents.
+        config: Training settings.
+        label_texts: Descriptions of labels (default: their names).
+
+    Returns:
+        The output directory, a sentence-transformers model.
+    """
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(config.seed)
+    model = SentenceEncoder.load(EncoderConfig(name=encoder, backend="torch")).model
+    model.max_seq_length = config.max_seq_length
+    anchors, positives = document_label_pairs(docs, label_texts, config.max_pairs, config.seed)
+    data = Dataset.from_dict({"anchor": anchors, "positive": positives})
+    with tempfile.TemporaryDirectory(prefix="xlgen-bi-encoder-") as work:
+        args = _training_args(SentenceTransformerTrainingArguments, work, config.epochs, config.batch_size, config.lr,
+                              config.warmup_ratio, config.seed, batch_sampler=BatchSamplers.NO_DUPLICATES)
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=MultipleNegativesRankingLoss(model))
+        trainer.train()
+    model.save(config.output_dir)
+    return Path(config.output_dir)
+
+
+def cross_encoder_pairs(retriever: LabelRetriever, docs: Sequence[Document], config: CrossEncoderConfig
+                        ) -> tuple[list[str], list[str], list[float]]:
+    """Labelled (document, label text) pairs: every gold label (1) and ``negatives`` non-gold labels (0)
+    drawn from the document's leak-free retriever candidates (``score_train``)."""
+    rng = np.random.default_rng(config.seed)
+    cands = retriever.score_train(docs, top=config.candidates)
+    texts = {t.label: label_training_text(t) for t in retriever.label_texts}
+    rows = np.arange(len(docs))
+    if config.max_docs is not None and len(docs) > config.max_docs:
+        rows = np.sort(rng.choice(len(docs), config.max_docs, replace=False))
+    first, second, labels = [], [], []
+    sets = cands.label_sets()
+    for i in rows:
+        gold = set(docs[i].labels)
+        pool = [x for x in sets[i] if x not in gold]
+        negs = [pool[j] for j in rng.choice(len(pool), min(config.negatives, len(pool)), replace=False)] if pool else []
+        for x, y in [(g, 1.0) for g in sorted(gold)] + [(n, 0.0) for n in negs]:
+            first.append(docs[i].text)
+            second.append(texts.get(x, label_name_text(x)))
+            labels.append(y)
+    return first, second, labels
+
+
+def train_cross_encoder(encoder: str, retriever: LabelRetriever, docs: Sequence[Document], config: CrossEncoderConfig) -> Path:
+    """Trains a cross-encoder re-ranker from the encoder's BERT weights.
+
+    Args:
+        encoder: The sentence encoder whose transformer initialises the cross-encoder.
+        retriever: A retriever fitted on ``docs`` in this process (its leak-free candidates give the negatives).
+        docs: The retriever's train documents.
+        config: Training settings.
+
+    Returns:
+        The output directory, a sentence-transformers CrossEncoder.
+    """
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    torch.manual_seed(config.seed)
+    source = SentenceEncoder.load(EncoderConfig(name=encoder, backend="torch"))
+    first, second, labels = cross_encoder_pairs(retriever, docs, config)
+    data = Dataset.from_dict({"document": first, "label_text": second, "label": labels})
+    with tempfile.TemporaryDirectory(prefix="xlgen-cross-encoder-") as work:
+        init = Path(work) / "init"
+        source.model[0].auto_model.save_pretrained(init)  # the BERT alone: the one-logit head is new
+        source.model.tokenizer.save_pretrained(init)
+        model = CrossEncoder(str(init), num_labels=1, max_length=config.max_length, local_files_only=True)
+        args = _training_args(CrossEncoderTrainingArguments, str(Path(work) / "trainer"), config.epochs, config.batch_size,
+                              config.lr, config.warmup_ratio, config.seed)
+        CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(model)).train()
+    model.save(config.output_dir)
+    return Path(config.output_dir)

@@ -1,0 +1,287 @@
+"""Fused label scores: one probability per (document, label) from every source that proposed it.
+
+Two small logistic calibrators, stacked:
+
+1. **Retriever stage** (:class:`RetrieverCalibrator`): per candidate of the label retriever
+   (:class:`xlgen.encoders.Candidates`), the features are each source's score, its reciprocal rank
+   (0 outside its top K), the score's gap to the document's best score of that source, how many
+   sources propose the label, and the label's log train count (so that the calibrator learns how far
+   to trust, say, label-text similarity for a rare label); with their pairwise products. It is
+   fitted on the train documents' leak-free candidates (:meth:`xlgen.encoders.LabelRetriever.score_train`:
+   kNN without the document itself, the linear ranker cross-fitted), many more examples than dev holds.
+2. **Generator stage** (:class:`GeneratorCalibrator`): per label proposed by the retriever or the
+   generator, the retriever stage's logit and the generator's beam mass for the label (and whether and
+   at which rank it generated it). Fitted on dev, which the generator never trained on, so that it
+   learns how much to trust the generator there; it is a handful of weights, so dev suffices.
+
+Both are plain logistic regressions over standardised features, fitted with scikit-learn and stored as
+JSON (weights, means, scales), so a model directory holds no pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GENERATOR = "generator"
+"""Source name of the label generator in a prediction's ``sources``."""
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class LogisticCalibrator:
+    """``p = sigmoid(w . z + b)`` over standardised features ``z = (x - mean) / scale``, with optional
+    pairwise products of the standardised base features.
+
+    Attributes:
+        names: Feature names (the base features, before products).
+        pairs: Whether pairwise products are added.
+        mean: ``(n_features,)`` of the expanded features.
+        scale: ``(n_features,)``.
+        weights: ``(n_features,)``.
+        bias: The intercept.
+        c: Inverse L2 strength used in fitting.
+    """
+
+    names: tuple[str, ...]
+    pairs: bool = False
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    scale: np.ndarray = field(default_factory=lambda: np.ones(0))
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bias: float = 0.0
+    c: float = 1.0
+
+    def expand(self, x: np.ndarray) -> np.ndarray:
+        """Base features ``(n, len(names))`` -> model features (with the pairwise products)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.names):
+            raise ValueError(f"expected {len(self.names)} features, got shape {x.shape}")
+        if not self.pairs:
+            return x
+        i, j = np.triu_indices(x.shape[1])
+        return np.column_stack([x, x[:, i] * x[:, j]])  # (n, f + f (f + 1) / 2)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> LogisticCalibrator:
+        """Fits on base features ``x`` ``(n, f)`` and 0/1 targets ``y`` ``(n,)``."""
+        from sklearn.linear_model import LogisticRegression
+
+        z = self.expand(x)
+        self.mean = z.mean(axis=0)
+        self.scale = np.where(z.std(axis=0) > 1e-12, z.std(axis=0), 1.0)
+        y = np.asarray(y).astype(int)
+        if y.min() == y.max():  # one class only: a constant probability
+            self.weights, self.bias = np.zeros(z.shape[1]), float(_logit(np.array([y.mean()]))[0])
+            return self
+        lr = LogisticRegression(C=self.c, max_iter=5000).fit((z - self.mean) / self.scale, y, sample_weight=sample_weight)
+        self.weights, self.bias = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
+        return self
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        """``(n,)`` log-odds of base features ``x`` ``(n, f)``."""
+        if len(x) == 0:
+            return np.zeros(0)
+        return ((self.expand(x) - self.mean) / self.scale) @ self.weights + self.bias
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """``(n,)`` probabilities."""
+        return 1.0 / (1.0 + np.exp(-self.logit(x)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "pairs": self.pairs, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "weights": self.weights.tolist(), "bias": self.bias, "c": self.c}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LogisticCalibrator:
+        return cls(tuple(d["names"]), bool(d["pairs"]), np.asarray(d["mean"], dtype=np.float64),
+                   np.asarray(d["scale"], dtype=np.float64), np.asarray(d["weights"], dtype=np.float64), float(d["bias"]),
+                   float(d.get("c", 1.0)))
+
+
+def retriever_feature_names(sources: Sequence[str]) -> tuple[str, ...]:
+    return (*(f"{s}_score" for s in sources), *(f"{s}_inv_rank" for s in sources), *(f"{s}_gap" for s in sources),
+            "n_proposing", "log_count")
+
+
+def retriever_features(candidates: Any, counts: Mapping[str, int]) -> np.ndarray:
+    """Features of every candidate row: ``(n_rows, 3 * n_sources + 2)`` (see :func:`retriever_feature_names`).
+
+    Args:
+        candidates: :class:`xlgen.encoders.Candidates`.
+        counts: Train count per label (0 or absent: never seen in train).
+    """
+    s = candidates.scores.astype(np.float64)  # (n_rows, n_sources)
+    r = candidates.ranks
+    inv = np.where(r <= candidates.top, 1.0 / np.maximum(r, 1), 0.0)  # (n_rows, n_sources)
+    best = np.zeros_like(s)
+    for i in range(len(candidates)):
+        a, b = candidates.offsets[i], candidates.offsets[i + 1]
+        if b > a:
+            best[a:b] = s[a:b].max(axis=0, keepdims=True)
+    n_prop = (r <= candidates.top).sum(axis=1, keepdims=True).astype(np.float64)  # (n_rows, 1)
+    log_count = np.log1p([counts.get(candidates.labels[j], 0) for j in candidates.label_ids])[:, None]  # (n_rows, 1)
+    return np.column_stack([s, inv, s - best, n_prop, log_count])
+
+
+def gold_targets(candidates: Any, gold: Sequence[Sequence[str]]) -> np.ndarray:
+    """``(n_rows,)`` 1 where the row's label is one of its document's gold labels."""
+    sets = [set(g) for g in gold]
+    return np.array([candidates.labels[j] in sets[i] for i, j in zip(candidates.doc_index, candidates.label_ids, strict=True)],
+                    dtype=np.int8)
+
+
+GENERATOR_FEATURES = ("retriever_logit", "generator_mass", "generated", "generator_inv_rank", "retrieved")
+
+
+def generator_features(retriever_logit: float | None, mass: float, rank: int | None) -> list[float]:
+    """One label's generator-stage features: the retriever stage's logit (a low constant when the
+    retriever did not propose it), the generator's beam mass, whether and at which rank it generated it."""
+    return [retriever_logit if retriever_logit is not None else -8.0, mass, float(rank is not None),
+            1.0 / rank if rank else 0.0, float(retriever_logit is not None)]
+
+
+@dataclass
+class Fused:
+    """One document's fused label probabilities with the sources that proposed each label.
+
+    Attributes:
+        scores: Label -> fused probability, best first.
+        sources: Label -> names of the sources that proposed it (retriever sources within their top
+            K, and ``generator``).
+    """
+
+    scores: dict[str, float]
+    sources: dict[str, list[str]]
+
+
+@dataclass
+class Fusion:
+    """The two stacked calibrators and how they combine.
+
+    Attributes:
+        retriever: Retriever stage.
+        generator: Generator stage (``None``: fused without the generator, the retriever stage alone).
+        top: Candidates each retriever source proposes (its K).
+    """
+
+    retriever: LogisticCalibrator
+    generator: LogisticCalibrator | None = None
+    top: int = 20
+
+    def retriever_probabilities(self, candidates: Any, counts: Mapping[str, int]) -> np.ndarray:
+        """``(n_rows,)`` retriever-stage probability of every candidate row."""
+        return self.retriever.predict(retriever_features(candidates, counts))
+
+    def fuse(self, candidates: Any, counts: Mapping[str, int], generated: Sequence[Mapping[str, float]] | None,
+             use_generator: bool = True) -> list[Fused]:
+        """Fused probabilities of every document.
+
+        Args:
+            candidates: The retriever's candidates of the documents.
+            counts: Train count per label.
+            generated: Per document, the generator's label scores (beam mass), best first; ``None``
+                when the generator did not run.
+            use_generator: Apply the generator stage (when there is one and ``generated`` is given).
+        """
+        r_logit = self.retriever.logit(retriever_features(candidates, counts))  # (n_rows,)
+        top = candidates.top
+        out: list[Fused] = []
+        stage2 = use_generator and self.generator is not None and generated is not None
+        for i in range(len(candidates)):
+            a, b = candidates.offsets[i], candidates.offsets[i + 1]
+            logits: dict[str, float] = {}
+            sources: dict[str, list[str]] = {}
+            for row in range(a, b):
+                label = candidates.labels[candidates.label_ids[row]]
+                logits[label] = float(r_logit[row])
+                sources[label] = [s for j, s in enumerate(candidates.sources) if candidates.ranks[row, j] <= top]
+            gen = dict(generated[i]) if generated is not None else {}
+            for label in gen:
+                sources.setdefault(label, []).append(GENERATOR)
+            if stage2:
+                assert self.generator is not None
+                labels = list(dict.fromkeys([*logits, *gen]))
+                rank = {x: k + 1 for k, x in enumerate(gen)}
+                feats = np.array([generator_features(logits.get(x), gen.get(x, 0.0), rank.get(x)) for x in labels])
+                probs = self.generator.predict(feats) if labels else np.zeros(0)
+                scores = dict(zip(labels, probs.tolist(), strict=True))
+            else:
+                scores = {x: 1.0 / (1.0 + math.exp(-v)) for x, v in logits.items()}
+                for label, mass in gen.items():  # a generated label the retriever missed keeps the generator's mass
+                    scores.setdefault(label, mass)
+            ranked = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
+            out.append(Fused(ranked, {x: sources.get(x, []) for x in ranked}))
+        return out
+
+    def save(self, path: str | Path) -> None:
+        d = {"top": self.top, "retriever": self.retriever.to_dict(),
+             "generator": self.generator.to_dict() if self.generator is not None else None}
+        Path(path).write_text(json.dumps(d, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Fusion:
+        d = json.loads(Path(path).read_text())
+        gen = LogisticCalibrator.from_dict(d["generator"]) if d.get("generator") else None
+        return cls(LogisticCalibrator.from_dict(d["retriever"]), gen, int(d["top"]))
+
+
+def fit_retriever_stage(candidates: Any, gold: Sequence[Sequence[str]], counts: Mapping[str, int], c: float = 1.0) -> LogisticCalibrator:
+    """The retriever stage, fitted on leak-free candidates of labelled documents."""
+    cal = LogisticCalibrator(retriever_feature_names(candidates.sources), pairs=True, c=c)
+    return cal.fit(retriever_features(candidates, counts), gold_targets(candidates, gold))
+
+
+def generator_rows(fusion: Fusion, candidates: Any, counts: Mapping[str, int], generated: Sequence[Mapping[str, float]],
+                   gold: Sequence[Sequence[str]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Generator-stage features of every (document, label) the retriever or the generator proposed.
+
+    Returns:
+        ``(x (n, 5), y (n,) gold membership or zeros, doc (n,) document index, labels (n,))``.
+    """
+    r_logit = fusion.retriever.logit(retriever_features(candidates, counts))
+    xs, ys, docs, labels = [], [], [], []
+    for i in range(len(candidates)):
+        a, b = candidates.offsets[i], candidates.offsets[i + 1]
+        logits = {candidates.labels[candidates.label_ids[r]]: float(r_logit[r]) for r in range(a, b)}
+        gen = dict(generated[i])
+        rank = {x: k + 1 for k, x in enumerate(gen)}
+        g = set(gold[i]) if gold is not None else set()
+        for x in dict.fromkeys([*logits, *gen]):
+            xs.append(generator_features(logits.get(x), gen.get(x, 0.0), rank.get(x)))
+            ys.append(int(x in g))
+            docs.append(i)
+            labels.append(x)
+    return np.asarray(xs, dtype=np.float64).reshape(-1, len(GENERATOR_FEATURES)), np.asarray(ys), np.asarray(docs), labels
+
+
+def fit_generator_stage(fusion: Fusion, candidates: Any, counts: Mapping[str, int], generated: Sequence[Mapping[str, float]],
+                        gold: Sequence[Sequence[str]], folds: int = 5, seed: int = 0, c: float = 1.0) -> tuple[LogisticCalibrator, list[dict[str, float]]]:
+    """The generator stage fitted on dev, and its out-of-fold fused scores of the dev documents (each
+    document scored by a stage fitted on the other folds), on which the threshold is tuned without
+    the optimism of scoring the documents it was fitted on.
+
+    Returns:
+        ``(calibrator fitted on every dev document, out-of-fold scores per document)``.
+    """
+    x, y, doc, labels = generator_rows(fusion, candidates, counts, generated, gold)
+    n_docs = len(candidates)
+    fold_of = np.random.default_rng(seed).permutation(n_docs) % max(2, min(folds, n_docs))
+    oof = np.zeros(len(y))
+    for f in np.unique(fold_of):
+        held = fold_of[doc] == f
+        cal = LogisticCalibrator(GENERATOR_FEATURES, pairs=True, c=c).fit(x[~held], y[~held])
+        oof[held] = cal.predict(x[held])
+    scores: list[dict[str, float]] = [{} for _ in range(n_docs)]
+    for i, label, p in zip(doc.tolist(), labels, oof.tolist(), strict=True):
+        scores[i][label] = p
+    final = LogisticCalibrator(GENERATOR_FEATURES, pairs=True, c=c).fit(x, y)
+    return final, [dict(sorted(s.items(), key=lambda kv: -kv[1])) for s in scores]

@@ -1,0 +1,159 @@
+"""Retrieval-guided generation: the label retriever's best candidates appended to the T5 input, and the
+generator's labels fused with the retriever's scores.
+
+The retriever (:class:`xlgen.encoders.LabelRetriever`: kNN votes over train documents, similarity to
+each label's text, a linear ranker over TF-IDF and embeddings) proposes candidates for a document;
+the retriever stage of the fusion (:mod:`xlgen.fusion`) orders them by probability, and the best
+``k_input`` are appended to the label-task input, each after a ``<sep>``, as MCG appends cluster
+tokens::
+
+    <labels> text <sep> earn <sep> acq <sep> money-fx </s>  ->  earn <sep> acq </s>
+
+so that the generator learns when to copy, reorder, drop or add labels. Training candidates are leak
+free (:meth:`xlgen.encoders.LabelRetriever.score_train`: kNN leaves the document out of its own
+neighbours, the linear ranker scores each document with a model fitted on the other folds), otherwise
+the generator would learn to copy perfect lists.
+
+After decoding, every label the retriever or the generator proposed gets one fused probability
+(:meth:`xlgen.fusion.Fusion.fuse`) with the sources that proposed it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlgen.data import Document
+from xlgen.fusion import Fused, Fusion
+from xlgen.guidance.base import Example, Guidance, GuidedModel, Plan, label_inputs
+
+CACHE_ENV = "XLGEN_EMBEDDING_CACHE"
+"""``0`` keeps a loaded model's query embeddings out of the on-disk cache (the service sets it)."""
+
+
+class RetrievalGuidance(Guidance):
+    """Candidate labels in the input; fused scores out.
+
+    Args:
+        retriever: The fitted label retriever.
+        fusion: The calibrators (its generator stage is fitted on dev after training).
+        k_input: Candidates appended to the input.
+        max_suffix_tokens: At most this many tokens of candidates (whole labels only); the text is
+            cut to make room (see :func:`xlgen.tokenizer.encode_input`).
+        train_candidates: Leak-free candidates of the training documents (only while training).
+    """
+
+    name = "retrieval"
+    reports = ("candidates",)
+
+    def __init__(self, retriever: Any, fusion: Fusion, k_input: int = 10, max_suffix_tokens: int = 48,
+                 train_candidates: Any = None) -> None:
+        if k_input < 1 or max_suffix_tokens < 2:
+            raise ValueError("k_input must be positive and max_suffix_tokens at least 2")
+        self.retriever, self.fusion = retriever, fusion
+        self.k_input, self.max_suffix_tokens = k_input, max_suffix_tokens
+        self.train_candidates = train_candidates
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        return self.retriever.counts
+
+    # --------------------------------------------------------------------------------- inputs
+
+    def ordered(self, candidates: Any) -> list[list[str]]:
+        """Each document's candidate labels, most probable first (the retriever stage)."""
+        probs = self.fusion.retriever_probabilities(candidates, self.counts)  # (n_rows,)
+        out = []
+        for i in range(len(candidates)):
+            a, b = candidates.offsets[i], candidates.offsets[i + 1]
+            order = np.argsort(-probs[a:b], kind="stable")
+            out.append([candidates.labels[candidates.label_ids[a + j]] for j in order])
+        return out
+
+    def suffix(self, model: GuidedModel, labels: Sequence[str]) -> list[int]:
+        """``<sep> label <sep> label ...``: the first ``k_input`` labels that fit ``max_suffix_tokens``."""
+        tok, ids = model.tokenizer, list[int]()
+        for label in labels[: self.k_input]:
+            piece = [tok.sep_id, *tok.encode(label)]
+            if len(ids) + len(piece) > self.max_suffix_tokens:
+                break
+            ids += piece
+        return ids
+
+    def plan(self, model: GuidedModel, texts: Sequence[str], given: Sequence[Any] | None = None, report: bool = False) -> Plan:
+        """Scores ``texts`` with the retriever (``given``: candidate label lists to append instead,
+        e.g. the gold labels: the oracle) and appends the best candidates."""
+        if given is not None:
+            if len(given) != len(texts):
+                raise ValueError("one candidate list per text")
+            return Plan(suffixes=[self.suffix(model, list(g)) for g in given])
+        candidates = self.retriever.score(list(texts))
+        return Plan(suffixes=[self.suffix(model, c) for c in self.ordered(candidates)], extra={"candidates": candidates})
+
+    def training_examples(self, model: GuidedModel, docs: Sequence[Document]) -> list[Example]:
+        """One label example per document, its leak-free candidates appended."""
+        if self.train_candidates is None or len(self.train_candidates) != len(docs):
+            raise ValueError("retrieval guidance trains on the leak-free candidates of its own training documents")
+        suffixes = [self.suffix(model, c) for c in self.ordered(self.train_candidates)]
+        return [Example(ids, i) for i, ids in enumerate(label_inputs(model, [d.text for d in docs], suffixes))]
+
+    # --------------------------------------------------------------------------------- scores
+
+    def rescore(self, model: GuidedModel, plan: Plan, generated: Sequence[Mapping[str, float]] | None,
+                use_generator: bool = True) -> list[Fused] | None:
+        """Fused probabilities (``None`` when the plan holds no candidates, e.g. an oracle plan)."""
+        candidates = plan.extra.get("candidates")
+        if candidates is None:
+            return None
+        return self.fusion.fuse(candidates, self.counts, generated, use_generator=use_generator)
+
+    def evaluate(self, model: GuidedModel, docs: Sequence[Document], tune: bool = False, oracle: bool = False) -> tuple[dict[str, float], Plan | None]:
+        """``candidate_recall``: the share of gold labels among the appended candidates (the most the
+        generator can copy); with ``oracle``, the gold labels are appended instead."""
+        texts = [d.text for d in docs]
+        if oracle:
+            return {}, self.plan(model, texts, given=[list(d.labels) for d in docs])
+        plan = self.plan(model, texts)
+        ordered = self.ordered(plan.extra["candidates"])
+        hits = sum(len(set(d.labels) & set(o[: self.k_input])) for d, o in zip(docs, ordered, strict=True))
+        total = sum(len(set(d.labels)) for d in docs)
+        return {"candidate_recall": hits / max(total, 1)}, plan
+
+    def calibrate(self, model: GuidedModel, docs: Sequence[Document]) -> list[dict[str, float]]:
+        """Fits the fusion's generator stage on ``docs`` (dev: the generator never trained on it) from
+        the generator's beam mass and the retriever stage; returns the out-of-fold fused scores."""
+        from xlgen.fusion import fit_generator_stage
+
+        texts = [d.text for d in docs]
+        plan = self.plan(model, texts)
+        preds = model.predict(texts, threshold=0.0, plan=plan, scoring="generator")  # type: ignore[attr-defined]
+        stage, oof = fit_generator_stage(self.fusion, plan.extra["candidates"], self.counts, [p.all_scores for p in preds],
+                                         [d.labels for d in docs])
+        self.fusion.generator = stage
+        return oof
+
+    # ---------------------------------------------------------------------------- persistence
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        self.retriever.save(directory / "retriever")
+        self.fusion.save(directory / "fusion.json")
+        return {"k_input": self.k_input, "max_suffix_tokens": self.max_suffix_tokens,
+                "fit_seconds": {k: round(v, 2) for k, v in getattr(self.retriever, "fit_seconds", {}).items()}}
+
+    @classmethod
+    def load(cls, directory: Path, meta: dict[str, Any]) -> RetrievalGuidance:
+        from xlgen.encoders import EmbeddingCache, LabelRetriever
+
+        cache = None if os.environ.get(CACHE_ENV, "1") == "0" else EmbeddingCache()
+        retriever = LabelRetriever.load(directory / "retriever", cache=cache)
+        retriever.fit_seconds = dict(meta.get("fit_seconds") or {})
+        return cls(retriever, Fusion.load(directory / "fusion.json"), int(meta["k_input"]), int(meta["max_suffix_tokens"]))
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.name, "sources": list(self.retriever.sources), "k_input": self.k_input,
+                "encoder": self.retriever.encoder.name, "labels": len(self.retriever.labels),
+                "fused_with_generator": self.fusion.generator is not None}
