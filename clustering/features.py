@@ -1,9 +1,12 @@
 """Document features for label clustering, and label features from them (PIFA).
 
-Two feature sources:
+Three feature sources:
 
 * ``tfidf`` (default): TF-IDF of the texts; needs no model. Its vocabulary and idf are saved, so
   that documents seen later are featurised in the same space.
+* ``sentence``: the pretrained sentence encoder's embeddings (the packaged all-MiniLM-L6-v2 unless
+  another is named; :class:`xlgen.encoders.SentenceEncoder`, through the on-disk embedding cache), as
+  the XLGen paper clusters labels over pretrained features.
 * ``encoder``: the mean of a model directory's encoder states over the real tokens (padding masked).
 
 A label's feature is the L2-normalised mean of the L2-normalised features of its positive training
@@ -24,7 +27,7 @@ from sklearn.preprocessing import normalize
 
 from xlgen.data import Document
 
-SOURCES = ("tfidf", "encoder")
+SOURCES = ("tfidf", "sentence", "encoder")
 
 
 class Featurizer(Protocol):
@@ -100,9 +103,7 @@ class EncoderFeaturizer:
         self.model = XLGenModel.load(model_dir)
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        from xlgen.ensemble import encode_pool
-
-        return encode_pool(self.model, texts, self.batch_size)  # (n_docs, d_model)
+        return self.model.embeddings(texts, self.batch_size)  # (n_docs, d_model)
 
     def params(self) -> dict[str, Any]:
         return {"model_dir": self.model_dir}
@@ -112,10 +113,43 @@ class EncoderFeaturizer:
         (path / "encoder.json").write_text(json.dumps(self.params()))
 
 
-def make_featurizer(source: str, texts: Sequence[str], model_dir: str | None = None, max_features: int = 20000) -> TfidfFeaturizer | EncoderFeaturizer:
-    """A featuriser fitted on ``texts`` (``tfidf``) or reading ``model_dir``'s encoder (``encoder``)."""
+class SentenceFeaturizer:
+    """Unit sentence embeddings of a pretrained encoder (name or directory), cached on disk.
+
+    Args:
+        encoder: The encoder's name (default: the packaged all-MiniLM-L6-v2) or directory.
+    """
+
+    source = "sentence"
+
+    def __init__(self, encoder: str | None = None):
+        from xlgen.encoders import DEFAULT_ENCODER, EmbeddingCache, EncoderConfig, SentenceEncoder
+
+        self.encoder_name = encoder or DEFAULT_ENCODER
+        self.encoder = SentenceEncoder.load(EncoderConfig(name=self.encoder_name))
+        self.cache = EmbeddingCache()
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode(list(texts), cache=self.cache)  # (n_docs, dim)
+
+    def params(self) -> dict[str, Any]:
+        return {"encoder": self.encoder_name, "digest": self.encoder.digest}
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "sentence.json").write_text(json.dumps(self.params()))
+
+
+Featurizers = TfidfFeaturizer | SentenceFeaturizer | EncoderFeaturizer
+
+
+def make_featurizer(source: str, texts: Sequence[str], model_dir: str | None = None, max_features: int = 20000) -> Featurizers:
+    """A featuriser fitted on ``texts`` (``tfidf``), a pretrained sentence encoder (``sentence``, named
+    by ``model_dir`` or the packaged default), or reading ``model_dir``'s encoder (``encoder``)."""
     if source == "tfidf":
         return TfidfFeaturizer(max_features=max_features).fit(texts)
+    if source == "sentence":
+        return SentenceFeaturizer(model_dir)
     if source == "encoder":
         if not model_dir:
             raise ValueError("encoder features need a model directory (--features-model)")
@@ -123,7 +157,7 @@ def make_featurizer(source: str, texts: Sequence[str], model_dir: str | None = N
     raise ValueError(f"unknown feature source {source!r}; choose one of {', '.join(SOURCES)}")
 
 
-def load_featurizer(path: Path) -> TfidfFeaturizer | EncoderFeaturizer:
+def load_featurizer(path: Path) -> Featurizers:
     """The featuriser saved in an artifact's ``features/`` folder.
 
     Raises:
@@ -131,6 +165,13 @@ def load_featurizer(path: Path) -> TfidfFeaturizer | EncoderFeaturizer:
     """
     if (path / "tfidf.json").is_file():
         return TfidfFeaturizer.load(path)
+    if (path / "sentence.json").is_file():
+        meta = json.loads((path / "sentence.json").read_text())
+        featurizer = SentenceFeaturizer(meta["encoder"])
+        if featurizer.encoder.digest != meta["digest"]:
+            raise FileNotFoundError(f"the sentence features came from encoder {meta['encoder']!r} of digest {meta['digest']}, "
+                                    f"which {featurizer.encoder.digest} is not")
+        return featurizer
     if (path / "encoder.json").is_file():
         model_dir = json.loads((path / "encoder.json").read_text())["model_dir"]
         if not (Path(model_dir) / "xlgen.json").is_file():

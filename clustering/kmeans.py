@@ -1,4 +1,4 @@
-"""Label features -> seeded K-means -> a :class:`xlgen.clusters.LabelClusters` artifact."""
+"""Label features -> seeded K-means -> a :class:`xlgen.guidance.clusters.LabelClusters` artifact."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.preprocessing import normalize
 
 from clustering.features import SOURCES, Featurizer, label_features, load_featurizer, make_featurizer
-from xlgen.clusters import LabelClusters
 from xlgen.config import opt
 from xlgen.data import Document
+from xlgen.guidance.clusters import LabelClusters
 from xlgen.labels import LabelSpace
 from xlgen.tokenizer import DEFAULT_CLUSTER_TOKENS
 
@@ -37,16 +37,18 @@ class ClusterConfig:
 
     Attributes:
         n_clusters: Number of clusters; ``None`` picks :func:`default_n_clusters`.
-        features: ``tfidf`` (default; needs no model) or ``encoder`` (mean-pooled encoder states).
-        features_model: Model directory whose encoder gives the ``encoder`` features.
+        features: ``tfidf`` (default; needs no model), ``sentence`` (a pretrained sentence encoder's
+            embeddings) or ``encoder`` (mean-pooled encoder states of an xlgen model directory).
+        features_model: Model directory whose encoder gives the ``encoder`` features; for
+            ``sentence``, the sentence encoder (default: the packaged all-MiniLM-L6-v2).
         max_features: TF-IDF vocabulary size.
         algorithm: ``kmeans``, ``minibatch`` (MiniBatchKMeans), or ``auto`` (minibatch above 5,000 labels).
         seed: K-means seed.
     """
 
     n_clusters: int | None = opt(None, "number of label clusters (default: about the square root of the label count, 2 to 256)")
-    features: str = opt("tfidf", "label features: 'tfidf' of the texts, or 'encoder' states of --features-model", choices=SOURCES)
-    features_model: str | None = opt(None, "model directory whose mean-pooled encoder states are the 'encoder' features")
+    features: str = opt("tfidf", "label features: 'tfidf' of the texts, 'sentence' embeddings of a pretrained sentence encoder, or 'encoder' states of --features-model", choices=SOURCES)
+    features_model: str | None = opt(None, "'encoder': the xlgen model directory whose mean-pooled encoder states are the features; 'sentence': the sentence encoder (default: the packaged all-MiniLM-L6-v2)")
     max_features: int = opt(20000, "TF-IDF vocabulary size")
     algorithm: str = opt("auto", "K-means flavour: kmeans, minibatch, or auto (minibatch above 5,000 labels)", choices=ALGORITHMS)
     seed: int = opt(0, "K-means seed")

@@ -17,7 +17,7 @@ torch.set_num_threads(2)
 
 
 def shared_dataset(name: str) -> Path:
-    """A dataset of ../shared/data; the tests need it, as the CI provides it."""
+    """A dataset of ../shared/data; the integration tests need it, as the CI provides it."""
     path = SHARED / name
     if not path.is_dir():
         pytest.fail(f"{path} is missing: the tests read the shared datasets from ../shared/data")
@@ -26,9 +26,9 @@ def shared_dataset(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """train 400 / dev 60 / test 60 documents of ../shared/data/goemotions as a dataset folder."""
+    """train 400 / dev 60 / test 60 documents of the bundled data/goemotions as a dataset folder."""
     out = tmp_path_factory.mktemp("tiny_data")
-    source = shared_dataset("goemotions")
+    source = ROOT / "data" / "goemotions"
     for split, n in (("train", 400), ("dev", 60), ("test", 60)):
         write_jsonl(read_documents(source / f"{split}.jsonl.gz")[:n], out / f"{split}.jsonl")
     return out
@@ -65,3 +65,13 @@ def tiny_model(tiny_model_dir: Path):
     m = XLGenModel.load(tiny_model_dir)
     m.decoding = DecodingConfig(max_new_tokens=16)
     return m
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu`` tests skip, with the reason, on a machine without CUDA (as CI is)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,9 +1,8 @@
-"""Active-learning simulation: acquisition strategies against random on a labelled dataset.
+"""Active-learning simulation of the generator: acquisition strategies against random on a labelled dataset.
 
-The labels of a training split are hidden and revealed on request: from a seeded random initial
-set, each round selects a batch (:func:`xlgen.selection.select_batch`), reveals its gold labels,
-retrains (continuing from the last model, or from scratch) and evaluates on test. Every strategy
-of a seed starts from the same initial set and the same first model; several seeds give a spread.
+The rounds themselves (select, reveal, retrain, evaluate) are :func:`xlgen.active.simulation.run_strategies`;
+this module supplies the learner: a ``cpu``-preset generator retrained each round (continuing from the
+last model, or from scratch) and evaluated on test. Several seeds give a spread.
 
 A fixed random pool of ``pool_size`` training documents is shared by all seeds; its tokenizer is
 trained once on the pool texts and the label names (both known before any annotation), so models
@@ -30,19 +29,21 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from clustering import assign_new_labels
 from training.config import DEFAULT_DATA, TrainConfig
+from training.guidance import refresh_guidance
 from training.train import build_model, fit
-from xlgen.acquisition import STRATEGIES
+from xlgen.active.acquisition import STRATEGIES
+from xlgen.active.curves import plot, summarize
+from xlgen.active.ensemble import EnsembleConfig
+from xlgen.active.selection import SelectionConfig
+from xlgen.active.simulation import Learner, RoundsConfig, run_strategies
 from xlgen.config import opt
 from xlgen.data import Document, find_split, read_documents
 from xlgen.decoding import DecodingConfig
-from xlgen.ensemble import EnsembleConfig
 from xlgen.evaluation import Evaluator
 from xlgen.labels import LabelSpace
 from xlgen.model import XLGenModel
 from xlgen.modeling import PRESETS
-from xlgen.selection import ScoreCache, SelectionConfig, select_batch
 from xlgen.tokenizer import SentencePieceTokenizer, Tokenizer
 
 log = logging.getLogger("xlgen.active_learning")
@@ -147,11 +148,8 @@ def train_model(
     label_space = LabelSpace.from_documents(docs)
     set_seed(seed)
     if previous is not None:
-        if previous.clusters is not None:  # labels revealed since the clustering join their nearest cluster
-            assign_new_labels(previous.clusters, docs, features_dir=previous.cluster_features)
-        xm = XLGenModel(previous.model, tok, label_space, previous.settings, previous.decoding, clusters=previous.clusters,
-                        cluster_features=previous.cluster_features, cluster_head=previous.cluster_head,
-                        cluster_decoding=previous.cluster_decoding)
+        refresh_guidance(previous.guidance, docs)  # labels revealed since it was built (clusters: nearest centroid)
+        xm = XLGenModel(previous.model, tok, label_space, previous.settings, previous.decoding, guidance=previous.guidance)
     else:
         clusters_dir = out.parent / f"clusters-{seed}"
         shutil.rmtree(clusters_dir, ignore_errors=True)  # never a clustering of another run
@@ -179,41 +177,17 @@ def simulate_seed(
     work: Path,
 ) -> dict[str, list[dict]]:
     """Every strategy's curve for one seed: ``{strategy: [point per round]}``, round 0 shared."""
-    rng = np.random.default_rng(seed)
-    initial = [int(i) for i in rng.choice(len(pool), cfg.initial, replace=False)]
-    started = time.perf_counter()
-    first = train_model(cfg, tok, [pool[i] for i in initial], dev, seed, work / "train")
-    point0 = {"round": 0, "labelled": cfg.initial, "share": cfg.initial / len(pool), "train_s": time.perf_counter() - started,
-              "acq_s": 0.0, "n_scored": 0, **evaluate(first, test)}
-    first.save(work / "round0")
-    cache = ScoreCache()  # round 0's model is shared, so strategies decode its pool once
     ensemble = EnsembleConfig(max_new_tokens=cfg.max_target_length, mc_dropout=cfg.mc_dropout)
-    curves: dict[str, list[dict]] = {}
-    bar = tqdm(total=len(cfg.all_strategies) * cfg.rounds, desc=f"seed {seed}", disable=not cfg.progress)
-    for name in cfg.all_strategies:
-        xm = XLGenModel.load(work / "round0")
-        labelled = list(initial)
-        points = [dict(point0)]
-        for r in range(1, cfg.rounds + 1):
-            bar.set_description(f"seed {seed} {name} round {r}")
-            taken = set(labelled)
-            unlabelled = [i for i in range(len(pool)) if i not in taken]
-            scfg = SelectionConfig(strategy=name, batch_size=cfg.batch, diversity=cfg.diversity, pool_sample=cfg.pool_sample,
-                                   drop_top=cfg.drop_top, seed=seed * 1000 + r, ensemble=ensemble)
-            sel = select_batch(xm, [pool[i] for i in unlabelled], scfg, cache)
-            labelled += [unlabelled[i] for i in sel.indices]  # reveal the gold labels
-            t0 = time.perf_counter()
-            docs = [pool[i] for i in labelled]
-            xm = train_model(cfg, tok, docs, dev, seed + r, work / "train", previous=xm if cfg.retrain == "continue" else None)
-            points.append({"round": r, "labelled": len(labelled), "share": len(labelled) / len(pool),
-                           "train_s": time.perf_counter() - t0, "acq_s": sel.seconds, "n_scored": sel.n_scored,
-                           **evaluate(xm, test)})
-            bar.update(1)
-            bar.set_postfix(f1=f"{points[-1]['micro_f1']:.3f}")
-        curves[name] = points
-    bar.close()
-    shutil.rmtree(work / "round0", ignore_errors=True)
-    return curves
+    learner = Learner(
+        train=lambda docs, previous, r: train_model(cfg, tok, docs, dev, seed + r, work / "train",
+                                                    previous=previous if cfg.retrain == "continue" else None),
+        evaluate=lambda xm: evaluate(xm, test),
+    )
+    selection = lambda name, r: SelectionConfig(strategy=name, batch_size=cfg.batch, diversity=cfg.diversity,  # noqa: E731
+                                                pool_sample=cfg.pool_sample, drop_top=cfg.drop_top, seed=seed * 1000 + r,
+                                                ensemble=ensemble)
+    rounds = RoundsConfig(initial=cfg.initial, batch=cfg.batch, rounds=cfg.rounds, seed=seed, progress=cfg.progress)
+    return run_strategies(pool, cfg.all_strategies, learner, selection, rounds, work / "round0")
 
 
 def simulate(cfg: SimulationConfig) -> dict:
@@ -245,100 +219,3 @@ def simulate(cfg: SimulationConfig) -> dict:
     return result
 
 
-# --------------------------------------------------------------------------------------- summarize
-
-
-def area_under_curve(share: Sequence[float], f1: Sequence[float]) -> float:
-    """Trapezoid area under micro-F1 against the labelled share, divided by the share's range (a mean F1)."""
-    x, y = np.asarray(share, dtype=float), np.asarray(f1, dtype=float)
-    if len(x) < 2 or x[-1] == x[0]:
-        return float(y.mean()) if len(y) else 0.0
-    return float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum() / (x[-1] - x[0]))
-
-
-def deficiency(f1: Sequence[float], random_f1: Sequence[float], reference: float) -> float | None:
-    """``sum_r (ref - F1_r) / sum_r (ref - F1_random_r)``: below 1 beats random (Zhang and Plank, 2021)."""
-    den = float(np.sum(reference - np.asarray(random_f1)))
-    return float(np.sum(reference - np.asarray(f1))) / den if den > 0 else None
-
-
-def share_to_reach(share: Sequence[float], f1: Sequence[float], target: float) -> float | None:
-    """The first labelled share whose F1 reaches ``target`` (``None``: never within the simulation)."""
-    return next((float(s) for s, y in zip(share, f1, strict=True) if y >= target - 1e-12), None)
-
-
-def summarize(curves: dict[str, dict[str, list[dict]]], full_f1: float | None) -> dict[str, dict]:
-    """Per strategy: micro-F1 AUC (mean, std over seeds), macro-F1 AUC, deficiency against random, the
-    shares needed to reach 95% and 100% of full-pool micro-F1 (on the seed-mean curve), and acquisition
-    seconds per 1,000 scored documents."""
-    f1s = {n: {s: [p["micro_f1"] for p in pts] for s, pts in by_seed.items()} for n, by_seed in curves.items()}
-    best = max(max(max(v) for v in by_seed.values()) for by_seed in f1s.values())
-    reference = max(full_f1 or 0.0, best)
-    out: dict[str, dict] = {}
-    for name, by_seed in curves.items():
-        seeds = list(by_seed)
-        share = [p["share"] for p in by_seed[seeds[0]]]
-        aucs = [area_under_curve(share, f1s[name][s]) for s in seeds]
-        defs = [deficiency(f1s[name][s][1:], f1s["random"][s][1:], reference) for s in seeds]
-        mean = np.mean([f1s[name][s] for s in seeds], axis=0)  # (n_rounds + 1,)
-        scored = sum(p["n_scored"] for s in seeds for p in by_seed[s])
-        acq = sum(p["acq_s"] for s in seeds for p in by_seed[s])
-        valid = [d for d in defs if d is not None]
-        macro = [area_under_curve(share, [p["macro_f1"] for p in by_seed[s]]) for s in seeds if "macro_f1" in by_seed[s][0]]
-        out[name] = {
-            "auc_mean": float(np.mean(aucs)),
-            "auc_std": float(np.std(aucs)),
-            "final_f1_mean": float(mean[-1]),
-            "macro_auc_mean": float(np.mean(macro)) if macro else None,
-            "deficiency": float(np.mean(valid)) if valid else None,
-            "share_to_95": share_to_reach(share, mean, 0.95 * full_f1) if full_f1 else None,
-            "share_to_100": share_to_reach(share, mean, full_f1) if full_f1 else None,
-            "acq_s_per_1000": 1000 * acq / scored if scored else 0.0,
-        }
-    return out
-
-
-def format_table(result: dict, dataset: str = "") -> str:
-    """The summary as a Markdown table."""
-    def cell(v: float | None, pct: bool = False) -> str:
-        if v is None:
-            return "not reached" if pct else "-"
-        return f"{100 * v:.0f}%" if pct else f"{v:.3f}"
-
-    rows = ["| dataset | strategy | micro-F1 AUC (mean ± std) | final micro-F1 | macro-F1 AUC | deficiency vs random "
-            "| share to 95% | share to 100% | acq. s / 1k docs |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for name, s in result["summary"].items():
-        rows.append(f"| {dataset} | {name} | {s['auc_mean']:.3f} ± {s['auc_std']:.3f} | {s['final_f1_mean']:.3f} | "
-                    f"{cell(s.get('macro_auc_mean'))} | "
-                    f"{cell(s['deficiency'])} | {cell(s['share_to_95'], True)} | {cell(s['share_to_100'], True)} | "
-                    f"{s['acq_s_per_1000']:.1f} |")
-    return "\n".join(rows)
-
-
-def plot(result: dict, path: Path, title: str = "", ax=None) -> None:  # type: ignore[no-untyped-def]
-    """Mean test micro-F1 per strategy against the labelled share, min-max over seeds shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    own = ax is None
-    if own:
-        fig, ax = plt.subplots(figsize=(6, 4))
-    for name, by_seed in result["curves"].items():
-        seeds = list(by_seed)
-        x = 100 * np.array([p["share"] for p in by_seed[seeds[0]]])
-        y = np.array([[p["micro_f1"] for p in by_seed[s]] for s in seeds])  # (n_seeds, n_rounds + 1)
-        ax.plot(x, y.mean(0), marker="o", label=name, linestyle="--" if name == "random" else "-")
-        ax.fill_between(x, y.min(0), y.max(0), alpha=0.15)
-    if result["full_data"]:
-        ax.axhline(result["full_data"]["micro_f1"], color="grey", linestyle=":", label="full pool")
-    ax.set_xlabel("labelled share of the pool (%)")
-    ax.set_ylabel("test micro-F1")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    if own:
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)

@@ -10,12 +10,13 @@ import argparse
 import json
 import sys
 
-from training.active_learning import SimulationConfig, format_table, simulate
-from xlgen.acquisition import STRATEGIES
+from training.active_learning import SimulationConfig, simulate
+from xlgen.active.acquisition import STRATEGIES
+from xlgen.active.curves import format_table
+from xlgen.active.ensemble import COMBINE, EnsembleConfig
 from xlgen.backends import BACKENDS
 from xlgen.config import add_arguments, from_arguments
 from xlgen.data import read_documents
-from xlgen.ensemble import COMBINE, EnsembleConfig
 
 # ------------------------------------------------------------------------------------------ select
 
@@ -40,14 +41,12 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_select(args: argparse.Namespace) -> int:
     """Writes one line per selected document: ``{"id", "rank", "score", "labels": [{"label", "score"}]}``."""
-    import torch
-
+    from xlgen.active.selection import SelectionConfig, select_batch
+    from xlgen.devices import resolve_device
     from xlgen.model import XLGenModel
-    from xlgen.selection import SelectionConfig, select_batch
 
     pool = read_documents(args.pool, require_labels=False)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model = XLGenModel.load(args.model, device=device, backend=args.backend)
+    model = XLGenModel.load(args.model, device=resolve_device(args.device), backend=args.backend)
     ensemble = EnsembleConfig(combine=args.combine, mc_dropout=args.mc_dropout)
     cfg = SelectionConfig(strategy=args.strategy, batch_size=args.batch_size or len(pool), diversity=args.diversity,
                           pool_sample=args.pool_sample, drop_top=args.drop_top, seed=args.seed, ensemble=ensemble)

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 
 from xlgen.config import opt
+from xlgen.guidance import VARIANTS
 from xlgen.labels import ORDERS
 from xlgen.modeling import PRESETS
 
@@ -33,12 +34,18 @@ class TrainConfig:
     max_input_length: int = opt(128, "input tokens per document, task prefix and eos included")
     max_target_length: int = opt(64, "target tokens per document")
     label_order: str = opt("frequency", "order of labels in the target", choices=ORDERS)
-    variant: str = opt("base", "base; bcl: an auxiliary multi-cluster head, loss = xent + BCL_LAMBDA * BCE; mcg: generate the cluster tokens first, then the labels with them appended to the input", choices=("base", "bcl", "mcg"))
+    variant: str = opt("base", "base; bcl: an auxiliary multi-cluster head, loss = xent + BCL_LAMBDA * BCE; mcg: generate the cluster tokens first, then the labels with them appended to the input; retrieval: the label retriever's best candidates appended to the input, the generator's labels fused with the retriever's scores", choices=VARIANTS)
     clusters: str | None = opt(None, "label clustering from `xlgen cluster` for bcl/mcg (default: built from the train split, or the base model's own)")
     n_clusters: int | None = opt(None, "clusters when built here (default: about the square root of the label count)")
-    cluster_features: str = opt("tfidf", "label features when clustering here: tfidf, or encoder (mean-pooled states of --base-model, an xlgen model directory)", choices=("tfidf", "encoder"))
+    cluster_features: str = opt("tfidf", "label features when clustering here: tfidf; sentence (embeddings of the pretrained sentence encoder --encoder); or encoder (mean-pooled states of --base-model, an xlgen model directory)", choices=("tfidf", "sentence", "encoder"))
     bcl_lambda: float = opt(1.0, "weight of the cluster BCE next to the generation loss (bcl)")
+    encoder: str = opt("all-MiniLM-L6-v2", "retrieval: sentence encoder (the packaged all-MiniLM-L6-v2, a sentence-transformers directory, or a hub name)")
+    retriever_sources: tuple[str, ...] = opt(("knn", "label_text", "linear"), "retrieval: label sources of the retriever")
+    retriever_candidates: int = opt(20, "retrieval: candidates each retriever source proposes per document (its top K)")
+    candidates_in_input: int = opt(10, "retrieval: best candidates appended to the generator's input")
+    label_file: str | None = opt(None, "retrieval: JSON Lines of {'label', 'description', 'examples'}: label texts the retriever matches documents against (default: the label names)")
     deficit_rate: float = opt(0.0, "positive-unlabeled simulation: fraction of each train document's labels dropped")
+    data_license: str | None = opt(None, "license of the training data for the model card (a Hugging Face license id such as apache-2.0 or cc-by-sa-4.0)")
     train_limit: int | None = opt(None, "use only the first N train documents")
     dev_limit: int | None = opt(2000, "dev documents for the periodic evaluation (threshold tuning uses all)")
     epochs: float = opt(4.0, "passes over the train data")
@@ -70,8 +77,14 @@ class TrainConfig:
             raise ValueError("--batch-size, --grad-accum and --epochs must be positive")
         if self.lr <= 0:
             raise ValueError("--lr must be positive")
+        if self.max_input_length < 4 or self.max_target_length < 2:
+            raise ValueError("--max-input-length must be at least 4 and --max-target-length at least 2")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("--threads must be positive")
         if self.variant == "base" and self.clusters:
             raise ValueError("--clusters needs --variant bcl or mcg")
+        if self.retriever_candidates < 1 or self.candidates_in_input < 1:
+            raise ValueError("--retriever-candidates and --candidates-in-input must be positive")
         if self.bcl_lambda < 0:
             raise ValueError("--bcl-lambda must not be negative")
         if self.cluster_features == "encoder" and not self.clusters and self.variant != "base" and not self.base_model:
@@ -80,6 +93,6 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Hash of the fields that change what is trained (not where or how verbosely)."""
         d = dataclasses.asdict(self)
-        for k in ("output_dir", "resume", "overwrite", "progress", "threads"):
+        for k in ("output_dir", "resume", "overwrite", "progress", "threads", "data_license"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,9 +1,9 @@
-"""Cluster guidance in training: the clustering a run uses, and the loss of each variant.
+"""Guidance in training: building a run's guidance (:mod:`xlgen.guidance`), keeping it up to date
+with labels first seen later, and the training loss around the model and the guidance.
 
-* ``base``: token cross-entropy of the label target.
-* ``bcl``: the same plus ``lambda * BCE`` of the multi-cluster head against the document's clusters.
-* ``mcg``: every document is two examples in the same run, ``<clusters> text -> cluster tokens``
-  and ``<labels> text <cluster tokens> -> labels`` (gold clusters appended: teacher forcing).
+The loss is the token cross-entropy of the targets plus whatever extra loss the guidance trains
+(``bcl``: ``lambda * BCE`` of its multi-cluster head against the document's clusters); the examples
+and targets come from the guidance too (``mcg``: a cluster-task example per document).
 """
 
 from __future__ import annotations
@@ -18,9 +18,15 @@ from torch import nn
 
 from clustering import ClusterConfig, assign_new_labels, build_clusters
 from training.config import TrainConfig
-from xlgen.cluster_head import ClusterHead
-from xlgen.clusters import LabelClusters
 from xlgen.data import Document
+from xlgen.fusion import Fusion, fit_retriever_stage
+from xlgen.guidance import Guidance
+from xlgen.guidance.bcl import HEAD_FILE, BCLGuidance
+from xlgen.guidance.cluster import ClusterGuidance
+from xlgen.guidance.clusters import LabelClusters
+from xlgen.guidance.head import ClusterHead
+from xlgen.guidance.mcg import MCGGuidance
+from xlgen.guidance.retrieval import RetrievalGuidance
 
 log = logging.getLogger("xlgen.train")
 
@@ -32,15 +38,16 @@ def prepare_clusters(cfg: TrainConfig, train: Sequence[Document], work_dir: Path
     directory that has one; else K-means built here on the train split (saved in ``work_dir``, so a
     resumed run reads the same one). Train labels the clustering lacks go to their nearest centroid.
     """
+    base_clusters = [Path(cfg.base_model or "") / sub for sub in ("guidance", "clusters")]  # model directory formats 2 and 1
     if cfg.clusters:
         source = Path(cfg.clusters)
-    elif cfg.base_model and (Path(cfg.base_model) / "clusters" / "clusters.json").is_file():
-        source = Path(cfg.base_model) / "clusters"
+    elif cfg.base_model and any((p / "clusters.json").is_file() for p in base_clusters):
+        source = next(p for p in base_clusters if (p / "clusters.json").is_file())
     elif (work_dir / "clusters.json").is_file():
         source = work_dir
     else:
-        cc = ClusterConfig(n_clusters=cfg.n_clusters, features=cfg.cluster_features,
-                           features_model=cfg.base_model if cfg.cluster_features == "encoder" else None, seed=cfg.seed)
+        model = {"encoder": cfg.base_model, "sentence": cfg.encoder}.get(cfg.cluster_features)
+        cc = ClusterConfig(n_clusters=cfg.n_clusters, features=cfg.cluster_features, features_model=model, seed=cfg.seed)
         built, built_features = build_clusters(train, cc, work_dir=work_dir / ".features")
         built.save(work_dir, built_features)
         source = work_dir
@@ -56,32 +63,81 @@ def prepare_clusters(cfg: TrainConfig, train: Sequence[Document], work_dir: Path
     return clusters, features
 
 
+def build_guidance(cfg: TrainConfig, train: Sequence[Document], d_model: int, work_dir: Path) -> Guidance | None:
+    """The guidance of a new run (``None`` for ``base``); ``work_dir`` keeps what it builds, so a
+    resumed run reads the same one.
+
+    A ``bcl`` run whose ``--base-model`` is an xlgen model directory of the same clustering continues
+    that model's head.
+    """
+    if cfg.variant == "base":
+        return None
+    if cfg.variant == "retrieval":
+        return build_retrieval(cfg, train)
+    clusters, features = prepare_clusters(cfg, train, work_dir / "clusters")
+    if cfg.variant == "mcg":
+        return MCGGuidance(clusters, features=features)
+    if cfg.variant == "bcl":
+        head = ClusterHead(d_model, clusters.n_clusters)
+        base_head = Path(cfg.base_model or "") / "guidance" / HEAD_FILE
+        if not base_head.is_file():
+            base_head = Path(cfg.base_model or "") / HEAD_FILE  # model directory format 1
+        if cfg.base_model and base_head.is_file():
+            from safetensors.torch import load_file
+
+            state = load_file(str(base_head))
+            if state["proj.weight"].shape == head.proj.weight.shape:  # the same clustering: continue its head
+                head.load_state_dict(state)
+        return BCLGuidance(clusters, head, cfg.bcl_lambda, features)
+    raise ValueError(f"no training recipe for guidance {cfg.variant!r}")
+
+
+def build_retrieval(cfg: TrainConfig, train: Sequence[Document]) -> RetrievalGuidance:
+    """Fits the label retriever on the train split (embeddings through the on-disk cache), scores the
+    train documents leak free, fits the fusion's retriever stage on those candidates, and keeps them
+    as the generator's training inputs."""
+    from xlgen.encoders import EmbeddingCache, LabelRetriever, RetrieverConfig
+
+    rcfg = RetrieverConfig(sources=cfg.retriever_sources, encoder=cfg.encoder, candidates=cfg.retriever_candidates, seed=cfg.seed)
+    retriever = LabelRetriever.fit(train, cfg.label_file, config=rcfg, cache=EmbeddingCache(), progress=cfg.progress)
+    log.info("retriever fitted: %s", {k: round(v, 1) for k, v in retriever.fit_seconds.items()})
+    candidates = retriever.score_train(train)
+    stage = fit_retriever_stage(candidates, [d.labels for d in train], retriever.counts)
+    return RetrievalGuidance(retriever, Fusion(stage, None, rcfg.candidates), cfg.candidates_in_input, train_candidates=candidates)
+
+
+def refresh_guidance(guidance: Guidance | None, docs: Sequence[Document]) -> None:
+    """Keeps a guidance up to date with labels first seen in ``docs`` (annotations revealed since it
+    was built): a cluster guidance places them at their nearest centroid."""
+    if isinstance(guidance, ClusterGuidance):
+        assign_new_labels(guidance.clusters, docs, features_dir=guidance.features)
+
+
 class Objective(nn.Module):
-    """The training loss of one batch, around the model (and the cluster head for ``bcl``).
+    """The training loss of one batch, around the model and its guidance's head.
 
     Holding both as submodules lets accelerate prepare (and DDP synchronise) them as one module.
 
     Args:
         model: The T5 (or peft-wrapped T5).
-        head: The ``bcl`` cluster head, else ``None``.
-        bcl_lambda: Weight of the cluster BCE.
+        guidance: The model's guidance, if any (its head, extra inputs and loss).
         label_smoothing: Label smoothing of the generation loss.
     """
 
-    def __init__(self, model: nn.Module, head: ClusterHead | None = None, bcl_lambda: float = 1.0, label_smoothing: float = 0.0):
+    def __init__(self, model: nn.Module, guidance: Guidance | None = None, label_smoothing: float = 0.0):
         super().__init__()
-        self.model, self.head = model, head
-        self.bcl_lambda, self.label_smoothing = bcl_lambda, label_smoothing
+        self.model, self.head = model, guidance.head if guidance is not None else None
+        self.guidance, self.label_smoothing = guidance, label_smoothing
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                clusters: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """``(loss, parts)``; ``labels`` ``(batch, tgt_len)`` with -100 at padding, ``clusters``
-        ``(batch, n_clusters)`` multi-hot."""
+                **extras: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, parts)``; ``labels`` ``(batch, tgt_len)`` with -100 at padding; ``extras`` are
+        the guidance's batch tensors."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         logits = out.logits  # (batch, tgt_len, vocab)
         xent = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing)
-        if self.head is None or clusters is None:
+        extra = self.guidance.loss(out.encoder_last_hidden_state, attention_mask, extras) if self.guidance is not None else None
+        if extra is None:
             return xent, {"xent": xent.item()}
-        cluster_logits = self.head(out.encoder_last_hidden_state, attention_mask)  # (batch, n_clusters)
-        bce = F.binary_cross_entropy_with_logits(cluster_logits.float(), clusters.float())
-        return xent + self.bcl_lambda * bce, {"xent": xent.item(), "bce": bce.item()}
+        term, parts = extra
+        return xent + term, {"xent": xent.item(), **parts}

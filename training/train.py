@@ -14,7 +14,6 @@ Run folder layout (``output_dir``):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -23,34 +22,35 @@ import random
 import shutil
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from training.config import TrainConfig
-from training.guidance import Objective, prepare_clusters
-from xlgen.cluster_head import ClusterHead
+from training.guidance import Objective, build_guidance
+from xlgen.backends.batching import pad_batch
+from xlgen.config import HelpFormatter, from_arguments
 from xlgen.config import add_arguments as config_arguments
-from xlgen.config import from_arguments
 from xlgen.data import DataError, Document, data_hash, find_split, read_documents
-from xlgen.decoding import DecodingConfig, pad_batch
+from xlgen.decoding import DecodingConfig
+from xlgen.devices import bf16_supported, resolve_device
+from xlgen.digests import state_digest
 from xlgen.evaluation import Evaluator
+from xlgen.guidance import Example, label_inputs
 from xlgen.initialization import init_embeddings
 from xlgen.labels import LabelSpace, simulate_pu
+from xlgen.metrics import tune_threshold
 from xlgen.model import ModelSettings, XLGenModel
 from xlgen.modeling import PRESETS, LoraSettings, apply_lora, build_from_preset, load_pretrained
 from xlgen.tokenizer import (
     DEFAULT_CLUSTER_TOKENS,
-    TASK_CLUSTERS,
     PretrainedTokenizer,
     SentencePieceTokenizer,
     Tokenizer,
-    encode_input,
     encode_target,
     load_tokenizer,
 )
@@ -85,11 +85,18 @@ def load_splits(cfg: TrainConfig) -> tuple[list[Document], list[Document], list[
 # ---------------------------------------------------------------------------------------------- build
 
 
+def _looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path (a Hub name is ``model`` or ``owner/model``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
 def build_tokenizer(cfg: TrainConfig, train: Sequence[Document]) -> Tokenizer:
     """A new SentencePiece model for a preset; the base model's tokenizer otherwise (an xlgen model
     directory as ``--base-model`` continues with its own tokenizer)."""
     if cfg.base_model and (Path(cfg.base_model) / "xlgen.json").is_file():
-        return load_tokenizer(Path(cfg.base_model) / "tokenizer")
+        return load_tokenizer(cfg.base_model)
+    if cfg.base_model and not Path(cfg.base_model).is_dir() and _looks_like_path(cfg.base_model):
+        raise TrainingError(f"--base-model {cfg.base_model}: no such directory")
     if cfg.base_model:
         return PretrainedTokenizer.from_pretrained(cfg.base_model, DEFAULT_CLUSTER_TOKENS)
     return SentencePieceTokenizer.train(
@@ -102,8 +109,8 @@ def build_tokenizer(cfg: TrainConfig, train: Sequence[Document]) -> Tokenizer:
 
 def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train: Sequence[Document],
                 work_dir: Path | None = None) -> XLGenModel:
-    """The untrained model: a preset from scratch or a pretrained checkpoint (optionally LoRA);
-    ``bcl`` and ``mcg`` get their label clustering (kept in ``work_dir``) and ``bcl`` its head."""
+    """The untrained model: a preset from scratch or a pretrained checkpoint (optionally LoRA), with
+    its guidance (:func:`training.guidance.build_guidance`, kept in ``work_dir``)."""
     if cfg.base_model:
         t5 = load_pretrained(cfg.base_model, len(tok))
     else:
@@ -119,23 +126,9 @@ def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train
         lora=cfg.lora,
         variant=cfg.variant,
     )
-    clusters, features, head = None, None, None
-    if cfg.variant != "base":
-        clusters, features = prepare_clusters(cfg, train, Path(work_dir or Path(cfg.output_dir) / "checkpoint") / "clusters")
-    if cfg.variant == "bcl" and clusters is not None:
-        head = ClusterHead(t5.config.d_model, clusters.n_clusters)
-        base_head = Path(cfg.base_model or "") / "cluster_head.safetensors"
-        if cfg.base_model and base_head.is_file():
-            from safetensors.torch import load_file
-
-            state = load_file(str(base_head))
-            if state["proj.weight"].shape == head.proj.weight.shape:  # the same clustering: continue its head
-                head.load_state_dict(state)
-    xm = XLGenModel(model, tok, label_space, settings, data_hash=data_hash(train), clusters=clusters,
-                    cluster_features=features, cluster_head=head, decoding=DecodingConfig(max_new_tokens=cfg.max_target_length))
-    if clusters is not None:  # a cluster target is at most every cluster token with a separator each
-        xm.cluster_decoding = replace(xm.cluster_decoding, max_new_tokens=min(2 * clusters.n_clusters, 32))
-    return xm
+    guidance = build_guidance(cfg, train, t5.config.d_model, Path(work_dir or Path(cfg.output_dir) / "checkpoint"))
+    return XLGenModel(model, tok, label_space, settings, data_hash=data_hash(train), guidance=guidance,
+                      decoding=DecodingConfig(max_new_tokens=cfg.max_target_length), data_license=cfg.data_license or "")
 
 
 class BucketBatchSampler:
@@ -164,43 +157,40 @@ class BucketBatchSampler:
         return math.ceil(len(self.lengths) / self.batch_size)
 
 
-def training_inputs(xm: XLGenModel, train: Sequence[Document]) -> list[list[int]]:
-    """Encoded inputs of every training example, tokenised once: one per document, and for ``mcg``
-    a second block of ``<clusters>`` inputs (example ``len(train) + i`` is document ``i``'s cluster
-    task); ``mcg`` label inputs carry the gold clusters."""
-    texts = [d.text for d in train]
-    if xm.settings.variant != "mcg" or xm.clusters is None:
-        return xm.encode_inputs(texts)
-    gold = [xm.clusters.clusters_of(d.labels) for d in train]
-    n = xm.settings.max_input_length
-    return xm.encode_inputs(texts, gold) + [encode_input(xm.tokenizer, t, n, TASK_CLUSTERS) for t in texts]
+def training_examples(xm: XLGenModel, train: Sequence[Document]) -> list[Example]:
+    """Every training example, tokenised once: one label example per document, plus whatever the
+    guidance adds (``mcg``: a cluster-task example per document, its label inputs carrying the gold
+    clusters)."""
+    if xm.guidance is None:
+        return [Example(ids, i) for i, ids in enumerate(label_inputs(xm, [d.text for d in train]))]
+    return xm.guidance.training_examples(xm, train)
 
 
 class Collator:
     """Example indices -> padded tensors; label targets are ordered per the config (``random`` draws
-    a new order per document and epoch); ``mcg`` cluster examples target the cluster tokens; ``bcl``
-    batches carry the documents' multi-hot clusters."""
+    a new order per document and epoch); examples of a guidance's own task get its targets, and
+    batches carry the guidance's extra tensors (``bcl``: the documents' multi-hot clusters)."""
 
-    def __init__(self, xm: XLGenModel, train: Sequence[Document], inputs: Sequence[Sequence[int]], sampler: BucketBatchSampler, seed: int):
-        self.xm, self.train, self.inputs, self.sampler, self.seed = xm, train, inputs, sampler, seed
+    def __init__(self, xm: XLGenModel, train: Sequence[Document], examples: Sequence[Example], sampler: BucketBatchSampler, seed: int):
+        self.xm, self.train, self.examples, self.sampler, self.seed = xm, train, examples, sampler, seed
 
     def __call__(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        s, clusters, n = self.xm.settings, self.xm.clusters, len(self.train)
+        s, g = self.xm.settings, self.xm.guidance
         targets = []
         for j in idx:
-            doc = self.train[j % n]
-            if j >= n and clusters is not None:  # mcg cluster task
-                targets.append(self.xm.cluster_target(clusters.clusters_of(doc.labels)))
-                continue
-            rng = random.Random(hash((self.seed, self.sampler.epoch, j)))
-            labels = self.xm.label_space.order(doc.labels, s.label_order, rng)
-            targets.append(encode_target(self.xm.tokenizer, labels, s.max_target_length))
-        input_ids, mask = pad_batch([self.inputs[j] for j in idx], self.xm.tokenizer.pad_id, "cpu")
+            ex = self.examples[j]
+            doc = self.train[ex.doc]
+            target = g.target(self.xm, ex, doc) if g is not None else None
+            if target is None:
+                rng = random.Random(hash((self.seed, self.sampler.epoch, j)))
+                labels = self.xm.label_space.order(doc.labels, s.label_order, rng)
+                target = encode_target(self.xm.tokenizer, labels, s.max_target_length)
+            targets.append(target)
+        input_ids, mask = pad_batch([self.examples[j].input_ids for j in idx], self.xm.tokenizer.pad_id, "cpu")
         labels_t, _ = pad_batch(targets, -100, "cpu")
         batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels_t}
-        if self.xm.cluster_head is not None and clusters is not None:
-            multi_hot = [clusters.multi_hot(self.train[j % n].labels) for j in idx]
-            batch["clusters"] = torch.as_tensor(np.stack(multi_hot))  # (batch, n_clusters)
+        if g is not None:
+            batch.update(g.batch_extras([self.train[self.examples[j].doc] for j in idx]))
         return batch
 
 
@@ -230,7 +220,7 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, head: torch.nn.Mod
 def _mixed_precision(cfg: TrainConfig) -> str:
     if cfg.mixed_precision != "auto":
         return cfg.mixed_precision
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if bf16_supported(resolve_device("auto")) else "no"
 
 
 def _append_log(path: Path, record: dict) -> None:
@@ -245,15 +235,15 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
     """
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
-    inputs = training_inputs(xm, train)  # tokenised once, for the bucketing and the batches
-    sampler = BucketBatchSampler([len(x) for x in inputs], cfg.batch_size, cfg.seed)
+    examples = training_examples(xm, train)  # tokenised once, for the bucketing and the batches
+    sampler = BucketBatchSampler([len(x.input_ids) for x in examples], cfg.batch_size, cfg.seed)
     loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
-        range(len(inputs)), batch_sampler=sampler, collate_fn=Collator(xm, train, inputs, sampler, cfg.seed)  # type: ignore[arg-type]
+        range(len(examples)), batch_sampler=sampler, collate_fn=Collator(xm, train, examples, sampler, cfg.seed)  # type: ignore[arg-type]
     )
     steps_per_epoch = math.ceil(len(sampler) / accelerator.num_processes / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
-    objective = Objective(xm.model, xm.cluster_head, cfg.bcl_lambda, cfg.label_smoothing)
-    optimizer = build_optimizer(cfg, xm.model, xm.cluster_head)
+    objective = Objective(xm.model, xm.guidance, cfg.label_smoothing)
+    optimizer = build_optimizer(cfg, xm.model, objective.head)
     warmup = max(1, int(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
@@ -268,7 +258,9 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
         accelerator.load_state(str(ckpt / "state"))
         state = saved["state"]
         accelerator.print(f"resuming at step {state['global_step']} (epoch {state['epoch']})")
-    evaluator = Evaluator(list(dev)[: cfg.dev_limit], DecodingConfig(strategy="greedy", batch_size=128), prefix="dev_")
+    # checkpoints are chosen by the generator's own labels (a fused score would mostly measure the retriever)
+    evaluator = Evaluator(list(dev)[: cfg.dev_limit], DecodingConfig(strategy="greedy", batch_size=128), prefix="dev_",
+                          scoring="generator")
     eval_every = cfg.eval_every or steps_per_epoch
     bar = tqdm(total=total_steps, initial=state["global_step"], desc="train", disable=not (cfg.progress and accelerator.is_main_process))
     started = time.time()
@@ -347,15 +339,22 @@ def _evaluate_and_checkpoint(
 
 
 def finish(cfg: TrainConfig, dev: Sequence[Document], test: Sequence[Document] | None, xm: XLGenModel) -> dict[str, float]:
-    """Loads the best checkpoint, tunes the threshold on all of dev with the default decoding,
-    evaluates on test, and saves ``output_dir/model``."""
+    """Loads the best checkpoint, tunes the threshold (and the guidance's own settings) on all of dev
+    with the default decoding, evaluates on test, and saves ``output_dir/model``."""
     out = Path(cfg.output_dir)
     best = XLGenModel.load(out / "best", device=xm.device)
-    dev_eval = Evaluator(dev, prefix="dev_", progress=cfg.progress).run(best, tune=True, tune_clusters=True)
+    # a guidance that calibrates scores (retrieval: the fusion's generator stage) fits on dev first;
+    # the threshold is then tuned on its out-of-fold scores, not on scores of the documents it fitted
+    oof = best.guidance.calibrate(best, dev) if best.guidance is not None else None
+    extra: dict[str, float] = {}
+    if oof is not None:
+        gold = [d.labels for d in dev]
+        best.threshold, extra["dev_oof_micro_f1"] = tune_threshold(gold, oof, best.decoding.min_labels)
+    dev_eval = Evaluator(dev, prefix="dev_", progress=cfg.progress).run(best, tune=oof is None, tune_clusters=True)
     best.threshold = dev_eval.metrics["dev_threshold"]
-    if "dev_cluster_threshold" in dev_eval.metrics:
-        best.cluster_threshold = dev_eval.metrics["dev_cluster_threshold"]
-    metrics = dict(dev_eval.metrics)
+    if best.guidance is not None:
+        best.guidance.adopt(dev_eval.metrics, prefix="dev_")
+    metrics = {**dev_eval.metrics, **extra}
     if test:
         metrics.update(Evaluator(test, prefix="test_", progress=cfg.progress)(best))
     best.metrics = metrics
@@ -374,8 +373,8 @@ class TrainResult:
     Attributes:
         metrics: Final dev and test metrics (empty on processes other than the main one).
         model_dir: The saved model directory.
-        weights_digest: SHA-256 of this process's weights at the end of the loop; equal on every
-            rank of a distributed run.
+        weights_digest: :func:`xlgen.digests.state_digest` of this process's weights at the end of the
+            loop; equal on every rank of a distributed run.
     """
 
     metrics: dict[str, float]
@@ -383,20 +382,12 @@ class TrainResult:
     weights_digest: str
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 def run(cfg: TrainConfig) -> TrainResult:
     """Trains, evaluates and saves ``output_dir/model``."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(
-        mixed_precision=_mixed_precision(cfg), gradient_accumulation_steps=cfg.grad_accum, cpu=not torch.cuda.is_available()
+        mixed_precision=_mixed_precision(cfg), gradient_accumulation_steps=cfg.grad_accum, cpu=resolve_device("auto") == "cpu"
     )
     out = Path(cfg.output_dir)
     if (out / "model" / "xlgen.json").is_file() and not (out / "checkpoint").exists() and not cfg.overwrite:
@@ -429,7 +420,7 @@ def run(cfg: TrainConfig) -> TrainResult:
         f"vocab {len(tok)}; {sum(p.numel() for p in xm.model.parameters()) / 1e6:.1f}M parameters on {accelerator.device}"
     )
     fit(cfg, xm, train, dev, accelerator)
-    digest = weights_digest(xm.model)
+    digest = state_digest(xm.model)
     metrics: dict[str, float] = {}
     if accelerator.is_main_process:
         metrics = finish(cfg, dev, test, xm)
@@ -449,15 +440,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training.train``: the same options as ``xlgen train``; runs unchanged under
     ``accelerate launch`` or ``torchrun``."""
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__, formatter_class=HelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         cfg = from_arguments(TrainConfig, args)
         metrics = run(cfg).metrics
-    except (DataError, TrainingError, ValueError) as e:
-        parser.exit(2, f"error: {e}\n")
+    except (DataError, TrainingError, ValueError, OSError, ImportError) as e:
+        parser.exit(2, f"error: {' '.join(str(e).split())}\n")
     if metrics:
         print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=1))
     return 0

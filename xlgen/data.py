@@ -19,6 +19,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class DataError(ValueError):
@@ -80,6 +81,30 @@ def iter_jsonl(path: str | Path, require_labels: bool = True) -> Iterator[Docume
         DataError: On a missing file, a malformed line, a missing or mistyped field, an empty text.
     """
     path = Path(path)
+    for where, lineno, record in iter_records(path):
+        if "text" not in record:
+            raise DataError(f"{where}: missing field 'text'")
+        text = _check_text(record["text"], where)
+        if "labels" in record:
+            labels = _check_labels(record["labels"], where, require_labels)
+        elif require_labels:
+            raise DataError(f"{where}: missing field 'labels'")
+        else:
+            labels = ()
+        doc_id = record.get("id", f"{path.name}:{lineno}")
+        yield Document(id=str(doc_id), text=text, labels=labels)
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """Yields ``(where, line number, object)`` for each non-blank line of a JSON Lines file (plain or
+    gzip'd), ``where`` being ``"path:line"`` for error messages.
+
+    Raises:
+        DataError: On a missing file, a folder, an unreadable file, a line that is not a JSON object.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a JSON Lines file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
@@ -94,17 +119,7 @@ def iter_jsonl(path: str | Path, require_labels: bool = True) -> Iterator[Docume
                     raise DataError(f"{where}: not valid JSON ({e.msg})") from None
                 if not isinstance(record, dict):
                     raise DataError(f"{where}: expected a JSON object")
-                if "text" not in record:
-                    raise DataError(f"{where}: missing field 'text'")
-                text = _check_text(record["text"], where)
-                if "labels" in record:
-                    labels = _check_labels(record["labels"], where, require_labels)
-                elif require_labels:
-                    raise DataError(f"{where}: missing field 'labels'")
-                else:
-                    labels = ()
-                doc_id = record.get("id", f"{path.name}:{lineno}")
-                yield Document(id=str(doc_id), text=text, labels=labels)
+                yield where, lineno, record
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read ({e})") from None
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from xlgen.data import Document
 from xlgen.decoding import DecodingConfig, Prediction
-from xlgen.metrics import evaluate_predictions, micro_f1, tune_threshold
-from xlgen.model import XLGenModel, cluster_score_dicts
+from xlgen.guidance import Plan
+from xlgen.metrics import evaluate_predictions, tune_threshold
+from xlgen.model import XLGenModel
 
 
 @dataclass
@@ -27,17 +28,20 @@ class Evaluator:
         decoding: Decoding settings; ``None`` uses the model's defaults.
         prefix: Prefix of every metric name (``dev_``, ``test_``).
         progress: Show a progress bar while decoding.
-        oracle_clusters: ``mcg``: append the gold clusters instead of predicted ones (the upper
-            bound of cluster guidance).
+        oracle_clusters: Condition the guidance on the gold labels instead of its predictions
+            (``mcg``: the gold clusters appended; ``retrieval``: the gold labels appended as
+            candidates; the upper bound of the guidance).
+        scoring: How labels are scored (:data:`xlgen.model.SCORINGS`): ``fused`` (default),
+            ``generator`` or ``retriever``.
 
-    A ``bcl`` or ``mcg`` model also gets ``cluster_micro_f1`` (predicted against gold clusters)
-    and ``cluster_threshold``.
+    A guided model also gets its guidance's own metrics (:meth:`xlgen.guidance.base.Guidance.evaluate`:
+    ``cluster_micro_f1`` and ``cluster_threshold`` for ``bcl`` and ``mcg``).
     """
 
     primary_metric = "micro_f1"
 
     def __init__(self, docs: Sequence[Document], decoding: DecodingConfig | None = None, prefix: str = "", progress: bool = False,
-                 oracle_clusters: bool = False):
+                 oracle_clusters: bool = False, scoring: str = "fused"):
         if not docs:
             raise ValueError("nothing to evaluate on")
         self.docs = list(docs)
@@ -45,6 +49,7 @@ class Evaluator:
         self.prefix = prefix
         self.progress = progress
         self.oracle_clusters = oracle_clusters
+        self.scoring = scoring
 
     def run(self, model: XLGenModel, threshold: float | None = None, tune: bool = False, tune_clusters: bool = False) -> Evaluation:
         """Predicts and scores.
@@ -54,40 +59,32 @@ class Evaluator:
             threshold: Overrides the model's threshold.
             tune: Tune the threshold for micro-F1 on these documents and report at the tuned
                 value (``threshold`` in the result).
-            tune_clusters: Likewise for the cluster threshold (``cluster_threshold`` in the result),
-                which then also picks the clusters an ``mcg`` model appends here.
+            tune_clusters: Let the guidance tune its own settings on these documents too (the
+                cluster threshold of ``bcl`` / ``mcg``, reported as ``cluster_threshold``), which then
+                also pick what it conditions on here.
         """
         cfg = self.decoding or model.decoding
         texts, gold = [d.text for d in self.docs], [d.labels for d in self.docs]
-        extra, clusters = self._clusters(model, gold, tune_clusters)
-        preds = model.predict(texts, cfg, threshold=0.0, progress=self.progress, clusters=clusters)
+        extra, plan = self._guidance(model, tune_clusters)
+        preds = model.predict(texts, cfg, threshold=0.0, progress=self.progress, plan=plan, scoring=self.scoring)
         scores = [p.all_scores for p in preds]
         thr = model.threshold if threshold is None else threshold
         if tune:
             thr, _ = tune_threshold(gold, scores, cfg.min_labels)
-        preds = [model.to_prediction(p.candidates, cfg, thr) for p in preds]
+        preds = [p.recut(thr, cfg.min_labels, model.knows) for p in preds]
         counts = dict(zip(model.label_space.labels, model.label_space.counts, strict=True))
         metrics = evaluate_predictions(gold, [p.labels for p in preds], scores, counts)
         metrics["threshold"] = thr
         metrics.update(extra)
         return Evaluation({self.prefix + k: v for k, v in metrics.items()}, preds)
 
-    def _clusters(self, model: XLGenModel, gold: Sequence[Sequence[str]], tune: bool) -> tuple[dict[str, float], list[list[int]] | None]:
-        """Cluster metrics, and the clusters an ``mcg`` model should append (``None``: its own)."""
-        if model.clusters is None:
+    def _guidance(self, model: XLGenModel, tune: bool) -> tuple[dict, Plan | None]:
+        """The guidance's own metrics, and the plan to decode with (``None``: the model plans)."""
+        if model.guidance is None:
             if self.oracle_clusters:
-                raise ValueError("oracle clusters need a model with label clusters (variant mcg)")
+                raise ValueError("oracle clusters need a guided model (variant mcg)")
             return {}, None
-        gold_c = [[str(c) for c in model.clusters.clusters_of(g)] for g in gold]
-        if self.oracle_clusters:
-            return {}, [[int(c) for c in g] for g in gold_c]
-        probs = model.cluster_probabilities([d.text for d in self.docs])  # (n_docs, n_clusters)
-        thr = model.cluster_threshold
-        if tune:
-            thr, _ = tune_threshold(gold_c, cluster_score_dicts(probs), 1)
-        pred_c = model.clusters_above(probs, thr)
-        extra = {"cluster_micro_f1": micro_f1(gold_c, [[str(c) for c in p] for p in pred_c]), "cluster_threshold": thr}
-        return extra, pred_c if model.settings.variant == "mcg" else None
+        return model.guidance.evaluate(model, self.docs, tune=tune, oracle=self.oracle_clusters)
 
     def __call__(self, model: XLGenModel, threshold: float | None = None) -> dict[str, float]:
         return self.run(model, threshold).metrics

@@ -1,45 +1,54 @@
 """The model directory: everything needed to predict, saved and loaded as one.
 
 A directory holds ``xlgen.json`` (model settings, decoding defaults, tuned threshold, data hash,
-metrics), ``labels.json`` (label space with train counts), ``tokenizer/``, and the T5 weights
-(``model.safetensors`` + ``config.json``) or, for LoRA on a pretrained base, ``adapter/``.
-A ``bcl`` or ``mcg`` model also holds ``clusters/`` (the label clustering, see
-:mod:`xlgen.clusters`) and, for ``bcl``, ``cluster_head.safetensors``.
-``XLGenModel.load(path)`` gives back exactly what ``save(path)`` wrote.
+metrics), ``labels.json`` (label space with train counts), the tokenizer, and the T5 weights
+(``model.safetensors`` + ``config.json``) or, for LoRA on a pretrained base, the peft adapter
+(``adapter_config.json`` + ``adapter_model.safetensors``). A guided model (``bcl``, ``mcg``, ...) also
+holds ``guidance/``: whatever its guidance kind saves (see :mod:`xlgen.guidance`), its settings in
+``xlgen.json``. ``XLGenModel.load(path)`` gives back exactly what ``save(path)`` wrote.
+
+The directory is also a Hugging Face model directory: ``AutoTokenizer`` and
+``AutoModelForSeq2SeqLM`` (``AutoPeftModelForSeq2SeqLM`` for LoRA) load it, ``generation_config.json``
+holds the decoding defaults (``cluster_generation_config.json`` the ``mcg`` first stage), and
+``README.md`` is a model card saying how to prompt the model and parse its output
+(:mod:`xlgen.model_card`). Format 1 kept the tokenizer in ``tokenizer/``, a LoRA adapter in
+``adapter/``, the label clustering in ``clusters/`` and BCL's head in ``cluster_head.safetensors``;
+:meth:`XLGenModel.load` reads both layouts.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import T5ForConditionalGeneration
 
-from xlgen.cluster_head import ClusterHead
-from xlgen.clusters import LabelClusters
-from xlgen.decoding import Candidate, DecodingConfig, Prediction, cut, label_scores, pad_batch
+from xlgen.backends import decode, load_backend, pick, weights_stamp
+from xlgen.backends.batching import pad_batch
+from xlgen.backends.torch_backend import TorchBackend, generation_config
+from xlgen.decoding import Candidate, DecodingConfig, Prediction, cut, label_scores
+from xlgen.digests import model_version, state_digest
+from xlgen.files import atomic_dir
+from xlgen.fusion import Fused
+from xlgen.guidance import VARIANTS, Guidance, Plan, label_inputs, load_guidance
+from xlgen.guidance.head import masked_mean
 from xlgen.labels import ORDERS, LabelSpace
+from xlgen.model_card import model_card
 from xlgen.modeling import base_model
-from xlgen.tokenizer import TASK_CLUSTERS, TASK_LABELS, Tokenizer, cluster_token, encode_input, load_tokenizer
+from xlgen.tokenizer import Tokenizer, load_tokenizer
 
-FORMAT_VERSION = 1
-VARIANTS = ("base", "bcl", "mcg")
-_CLUSTER_TOKEN = re.compile(r"^<c(\d+)>$")
+SCORINGS = ("fused", "generator", "retriever")
+"""How :meth:`XLGenModel.predict` scores labels."""
 
-
-def cluster_score_dicts(probs: np.ndarray) -> list[dict[str, float]]:
-    """Rows of cluster probabilities ``(n_texts, n_clusters)`` -> ``{cluster id: probability}`` of the
-    clusters with a non-zero score (the form the threshold tools take)."""
-    return [{str(c): float(p) for c, p in enumerate(row) if p > 0} for row in probs]
+FORMAT_VERSION = 2
+"""2: tokenizer, adapter at the root, guidance in ``guidance/``; 1 (still read): ``tokenizer/``, ``adapter/``,
+``clusters/`` and ``cluster_head.safetensors``."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +57,10 @@ class ModelSettings:
 
     Attributes:
         source: Preset name (``preset:cpu``) or the pretrained name or path it started from.
-        variant: ``base``; ``bcl`` (an auxiliary multi-cluster head trained beside generation);
-            ``mcg`` (generates the document's cluster tokens first, then the labels with those
-            tokens appended to the input).
+        variant: ``base`` (no guidance) or a guidance kind of :data:`xlgen.guidance.GUIDANCE`:
+            ``bcl`` (an auxiliary multi-cluster head trained beside generation), ``mcg``
+            (generates the document's cluster tokens first, then the labels with those tokens
+            appended to the input).
         max_input_length: Input ids per document, task prefix and eos included.
         max_target_length: Target ids per document.
         label_order: Target order used in training (see :data:`xlgen.labels.ORDERS`).
@@ -75,7 +85,7 @@ class ModelSettings:
 
 @dataclass
 class XLGenModel:
-    """A trained label generator with its tokenizer, label space and decoding defaults.
+    """A trained label generator with its tokenizer, label space, guidance and decoding defaults.
 
     Attributes:
         model: The T5 (or peft-wrapped T5).
@@ -87,14 +97,13 @@ class XLGenModel:
         data_hash: Hash of the training data.
         metrics: Metrics recorded at save time (dev and test).
         device: Where the model runs.
-        clusters: Label clustering (``bcl`` and ``mcg``).
-        cluster_features: Folder of the clustering's featuriser (places labels first seen later).
-        cluster_head: The multi-cluster head (``bcl``).
-        cluster_decoding: How ``mcg`` generates cluster tokens (its first stage).
-        cluster_threshold: Score a cluster needs to be appended to the ``mcg`` input (at least the
-            best cluster always is); tuned on dev for cluster micro-F1.
+        guidance: What conditions generation beyond the text (``None`` for ``base``).
         backend: The exported inference backends decoding goes through, fastest first (see
             :mod:`xlgen.backends`); None decodes with the torch model, which also serves what they cannot.
+        version: Identifies these weights and settings: the saved directory's
+            :func:`xlgen.digests.model_version`, or a digest of the weights in memory.
+        data_license: License of the training data (a Hugging Face license id such as
+            ``apache-2.0``) for the model card; empty when unknown.
     """
 
     model: Any
@@ -106,23 +115,20 @@ class XLGenModel:
     data_hash: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
-    clusters: LabelClusters | None = None
-    cluster_features: Path | None = None
-    cluster_head: ClusterHead | None = None
-    cluster_decoding: DecodingConfig = field(default_factory=lambda: DecodingConfig(strategy="beam", num_beams=5, max_new_tokens=32))
-    cluster_threshold: float = 0.5
+    guidance: Guidance | None = None
     backend: Any = field(default=None, repr=False)
+    version: str = ""
+    data_license: str = ""
 
     def __post_init__(self) -> None:
         # Generated text goes back to a label through the tokenizer's own normalisation, so a
         # label that SentencePiece normalises (spacing, width) is still recognised.
         self._canonical = {self.tokenizer.decode(self.tokenizer.encode(x)).strip(): x for x in self.label_space.labels}
-        if self.settings.variant != "base" and self.clusters is None:
-            raise ValueError(f"a {self.settings.variant} model needs its label clusters")
-        if self.settings.variant == "bcl" and self.cluster_head is None:
-            raise ValueError("a bcl model needs its cluster head")
-        if self.clusters is not None and self.clusters.n_clusters > self.tokenizer.n_cluster_tokens:
-            raise ValueError(f"{self.clusters.n_clusters} clusters but only {self.tokenizer.n_cluster_tokens} cluster tokens")
+        kind = self.guidance.name if self.guidance is not None else "base"
+        if kind != self.settings.variant:
+            raise ValueError(f"a {self.settings.variant} model needs {self.settings.variant} guidance, not {kind}")
+        if self.guidance is not None and hasattr(self.guidance, "check"):
+            self.guidance.check(self)
 
     @property
     def t5(self) -> T5ForConditionalGeneration:
@@ -130,84 +136,57 @@ class XLGenModel:
 
     def to(self, device: str) -> XLGenModel:
         self.model.to(device)
-        if self.cluster_head is not None:
-            self.cluster_head.to(device)
+        if self.guidance is not None:
+            self.guidance.to(device)
         self.device = device
         return self
 
-    def encode_inputs(self, texts: Sequence[str], clusters: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
-        """Label-task inputs. An ``mcg`` model appends each text's cluster tokens: ``clusters`` if
-        given (gold clusters: the oracle), else its own first-stage prediction."""
-        n = self.settings.max_input_length
-        if self.settings.variant != "mcg":
-            return [encode_input(self.tokenizer, t, n, TASK_LABELS) for t in texts]
-        if clusters is None:
-            clusters = self.predict_clusters(texts)
-        if len(clusters) != len(texts):
-            raise ValueError("one cluster list per text")
-        return [encode_input(self.tokenizer, t, n, TASK_LABELS, self.cluster_suffix(c)) for t, c in zip(texts, clusters, strict=True)]
+    def weights_version(self) -> str:
+        """:attr:`version` while the weights are those it was set for; else (unset, or the weights
+        changed in place since, e.g. by training) a digest of the weights in memory and the threshold."""
+        stamp = weights_stamp(self.model)
+        if not self.version or getattr(self, "_version_stamp", stamp) != stamp:
+            self.version = state_digest(self.model, repr(self.threshold))[:12]
+        self._version_stamp = stamp
+        return self.version
 
-    def cluster_suffix(self, clusters: Sequence[int]) -> list[int]:
-        """Cluster token ids appended to an ``mcg`` label input (and its cluster target, less eos)."""
-        return [self.tokenizer.token_id(cluster_token(c)) for c in sorted(set(clusters))]
+    # ------------------------------------------------------------------------------- inputs
 
-    def cluster_target(self, clusters: Sequence[int]) -> list[int]:
-        """First-stage ``mcg`` target: the cluster tokens in id (= frequency) order, joined by the
-        label separator, then eos, so that decoding splits them like labels."""
-        ids: list[int] = []
-        for t in self.cluster_suffix(clusters):
-            ids += ([self.tokenizer.sep_id] if ids else []) + [t]
-        return ids + [self.tokenizer.eos_id]
+    def plan(self, texts: Sequence[str], given: Sequence[Any] | None = None, report: bool = False) -> Plan:
+        """What the guidance prepares for ``texts`` (an empty plan for ``base``); see
+        :meth:`xlgen.guidance.base.Guidance.plan`."""
+        if self.guidance is None:
+            if given is not None:
+                raise ValueError("a base model takes no guidance inputs (given)")
+            return Plan()
+        return self.guidance.plan(self, texts, given, report)
 
-    @torch.inference_mode()
-    def cluster_probabilities(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """``(n_texts, n_clusters)`` cluster probabilities: the ``bcl`` head's sigmoid, or for
-        ``mcg`` the probability mass of the first-stage beams that contain the cluster token (0 for
-        a cluster no beam generated).
+    def encode_inputs(self, texts: Sequence[str], given: Sequence[Any] | None = None, plan: Plan | None = None) -> list[list[int]]:
+        """Label-task inputs of ``texts``: each text with its guidance suffix (``plan``'s, else a
+        new plan; ``given``: what to condition on instead of predicting it, e.g. gold clusters)."""
+        plan = plan if plan is not None else self.plan(texts, given)
+        return label_inputs(self, texts, plan.suffixes)
 
-        Raises:
-            ValueError: For a ``base`` model, which knows no clusters.
-        """
-        if self.clusters is None:
-            raise ValueError("this model has no label clusters (variant base)")
-        probs = np.zeros((len(texts), self.clusters.n_clusters), dtype=np.float32)
-        if self.cluster_head is not None:
-            self.cluster_head.eval()
-            rows = [torch.sigmoid(self.cluster_head(states, mask)).float().cpu()  # (batch, n_clusters)
-                    for states, mask in self.encoded_batches(texts, batch_size)]
-            return torch.cat(rows).numpy() if rows else probs  # (n_texts, n_clusters)
+    def encoded_batches(self, inputs: Sequence[Sequence[int]], batch_size: int = 32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Encoder states ``(batch, len, d_model)`` with their masks ``(batch, len)`` of encoded
+        ``inputs``, batch by batch, in order (call under ``torch.inference_mode``)."""
         self.model.eval()
-        n = self.settings.max_input_length
-        inputs = [encode_input(self.tokenizer, t, n, TASK_CLUSTERS) for t in texts]
-        for i, cands in enumerate(self.candidates(inputs, self.cluster_decoding)):
-            for token, v in label_scores(cands, self.cluster_decoding.strategy).items():
-                m = _CLUSTER_TOKEN.match(token.strip())
-                if m and int(m.group(1)) < self.clusters.n_clusters:
-                    probs[i, int(m.group(1))] = v
-        return probs
-
-    def encoded_batches(self, texts: Sequence[str], batch_size: int = 32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Encoder states ``(batch, len, d_model)`` with their masks ``(batch, len)``, batch by batch,
-        in text order (call under ``torch.inference_mode``)."""
-        self.model.eval()
-        inputs = self.encode_inputs(texts)
         encoder = self.t5.get_encoder()
         for start in range(0, len(inputs), batch_size):
             ids, mask = pad_batch(inputs[start : start + batch_size], self.tokenizer.pad_id, self.device)
             yield encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
 
-    def predict_clusters(self, texts: Sequence[str], threshold: float | None = None) -> list[list[int]]:
-        """Clusters scored at least ``threshold`` (default: the tuned one), at least the best one."""
-        return self.clusters_above(self.cluster_probabilities(texts), threshold)
-
-    def clusters_above(self, probs: np.ndarray, threshold: float | None = None) -> list[list[int]]:
-        """Per row of ``probs`` ``(n_texts, n_clusters)``: the clusters scored at least ``threshold``
-        (default: the tuned one), at least the best scored one; a row scoring no cluster gets none."""
-        thr = self.cluster_threshold if threshold is None else threshold
-        return [sorted(int(c) for c, _ in cut(s, thr, 1)) for s in cluster_score_dicts(probs)]
+    @torch.inference_mode()
+    def embeddings(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Mean-pooled encoder states of the texts' label inputs: ``(n_texts, d_model)``."""
+        out = [masked_mean(states, mask).float().cpu()  # (batch, d_model)
+               for states, mask in self.encoded_batches(self.encode_inputs(texts), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.t5.config.d_model), dtype=np.float32)  # (n_texts, d_model)
 
     def canonical(self, label: str) -> str:
         return self._canonical.get(label, label)
+
+    # ------------------------------------------------------------------------------- decoding
 
     def predict(
         self,
@@ -215,7 +194,10 @@ class XLGenModel:
         decoding: DecodingConfig | None = None,
         threshold: float | None = None,
         progress: bool = False,
-        clusters: Sequence[Sequence[int]] | None = None,
+        given: Sequence[Any] | None = None,
+        plan: Plan | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        scoring: str = "fused",
     ) -> list[Prediction]:
         """Labels with scores for each text.
 
@@ -224,13 +206,46 @@ class XLGenModel:
             decoding: Overrides the model's default decoding.
             threshold: Overrides the tuned threshold.
             progress: Show a progress bar.
-            clusters: ``mcg`` only: the clusters to append instead of predicting them (the oracle).
+            given: What the guidance conditions on instead of predicting it (``mcg``: the gold
+                clusters, the oracle).
+            plan: A plan the guidance already made for ``texts``.
+            should_stop: Checked between decoding batches (see :func:`xlgen.backends.decode`).
+            scoring: ``fused`` (the generator's scores with whatever the guidance fuses in: the
+                retrieval guidance's calibrated probabilities), ``generator`` (beam mass alone) or
+                ``retriever`` (the guidance's own scores, no decoding at all). The tuned threshold
+                belongs to ``fused``; the others need their own.
+
+        Raises:
+            xlgen.backends.Cancelled: When ``should_stop`` returned True.
         """
+        if scoring not in SCORINGS:
+            raise ValueError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
         cfg = decoding or self.decoding
         thr = self.threshold if threshold is None else threshold
         self.model.eval()
-        cands = self.candidates(self.encode_inputs(texts, clusters), cfg, progress=progress)
-        return [self.to_prediction(c, cfg, thr) for c in cands]
+        plan = plan if plan is not None else self.plan(texts, given)
+        if scoring == "retriever":
+            fused = self.guidance.rescore(self, plan, None, use_generator=False) if self.guidance is not None else None
+            if fused is None:
+                raise ValueError(f"scoring 'retriever' needs a model whose guidance scores labels (variant retrieval), not {self.settings.variant}")
+            return [self._fused_prediction(Prediction([], [], []), f, cfg, thr) for f in fused]
+        cands = self.candidates(self.encode_inputs(texts, given, plan), cfg, progress=progress, should_stop=should_stop)
+        preds = [self.to_prediction(c, cfg, thr) for c in cands]
+        if scoring == "fused" and self.guidance is not None:
+            fused = self.guidance.rescore(self, plan, [p.all_scores for p in preds])
+            if fused is not None:
+                preds = [self._fused_prediction(p, f, cfg, thr) for p, f in zip(preds, fused, strict=True)]
+        return preds
+
+    def _fused_prediction(self, pred: Prediction, fused: Fused, cfg: DecodingConfig, threshold: float) -> Prediction:
+        scores = fused.scores
+        if not cfg.keep_new_labels:
+            scores = {k: v for k, v in scores.items() if k in self.label_space}
+        return Prediction([], [], [], scores, pred.candidates, fused.sources).recut(threshold, cfg.min_labels, self.knows)
+
+    def knows(self, label: str) -> bool:
+        """Whether ``label`` is in the label space."""
+        return label in self.label_space
 
     def candidates(
         self,
@@ -238,17 +253,15 @@ class XLGenModel:
         cfg: DecodingConfig,
         encoder_cache: dict[int, torch.Tensor] | None = None,
         progress: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[list[Candidate]]:
         """``cfg.num_return`` scored candidates per encoded input, best first (see
-        :func:`xlgen.decoding.generate_candidates`): the one place every decoding goes through.
+        :func:`xlgen.backends.decode`): the one place every decoding goes through.
 
         Runs on :attr:`backend` when it can serve ``cfg`` now, else on the torch model (MC dropout,
         weights changed since the export was loaded)."""
-        from xlgen.backends import decode, pick
-        from xlgen.backends.torch_backend import TorchBackend
-
         backend = pick(self.backend, self.model, cfg) or TorchBackend(self.generator, self.tokenizer.eos_id, self.tokenizer.pad_id, self.device)
-        return decode(backend, self.tokenizer, inputs, cfg, encoder_cache=encoder_cache, progress=progress)
+        return decode(backend, self.tokenizer, inputs, cfg, encoder_cache=encoder_cache, progress=progress, should_stop=should_stop)
 
     @property
     def generator(self) -> torch.nn.Module:
@@ -269,17 +282,22 @@ class XLGenModel:
             candidates=list(cands),
         )
 
+    # ---------------------------------------------------------------------------- persistence
+
     def save(self, path: str | Path) -> None:
         """Writes the model directory atomically: into a temporary sibling, then renamed over ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             if self.settings.lora:
-                self.model.save_pretrained(str(tmp / "adapter"))
+                self.model.save_pretrained(str(tmp))
+                _point_adapter_at_base(tmp, self.settings.source)
             else:
                 self.t5.save_pretrained(str(tmp))
-            self.tokenizer.save(tmp / "tokenizer")
+            self.tokenizer.save(tmp, max_length=self.settings.max_input_length)
+            tok = self.tokenizer
+            generation_config(self.decoding, tok.eos_id, tok.pad_id).save_pretrained(str(tmp))
+            for name, cfg in (self.guidance.generation_configs() if self.guidance is not None else {}).items():
+                generation_config(cfg, tok.eos_id, tok.pad_id).save_pretrained(str(tmp), config_file_name=name)
             self.label_space.save(tmp / "labels.json")
             meta: dict[str, Any] = {
                 "format_version": FORMAT_VERSION,
@@ -288,82 +306,146 @@ class XLGenModel:
                 "threshold": self.threshold,
                 "data_hash": self.data_hash,
                 "metrics": self.metrics,
+                "data_license": self.data_license,
             }
-            if self.clusters is not None:
-                self.clusters.save(tmp / "clusters", self.cluster_features)
-                meta["clusters"] = {"threshold": self.cluster_threshold, "decoding": asdict(self.cluster_decoding)}
-            if self.cluster_head is not None:
-                from safetensors.torch import save_file
-
-                save_file({k: v.detach().cpu().contiguous() for k, v in self.cluster_head.state_dict().items()},
-                          str(tmp / "cluster_head.safetensors"))
-                meta["clusters"]["head"] = {"d_model": self.cluster_head.d_model, "n_clusters": self.cluster_head.n_clusters}
+            if self.guidance is not None:
+                (tmp / "guidance").mkdir()
+                meta["guidance"] = self.guidance.save(tmp / "guidance")
             (tmp / "xlgen.json").write_text(json.dumps(meta, indent=1))
-            if path.exists():
-                old = path.with_name(f".{path.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "README.md").write_text(model_card(self))  # replaces the card peft writes beside an adapter
+        self.version = model_version(path)
+
+    def export(self, path: str | Path, backend: str, quantization: str = "float32", compute_type: str = "auto") -> Path:
+        """Writes ``backend``'s export into the saved model directory ``path`` (this model's
+        directory: the export records the digest of its weight files); a LoRA model is merged first,
+        on a copy. See :func:`xlgen.backends.export.export`."""
+        from xlgen.backends.export import export
+
+        t5 = self.t5
+        if self.settings.lora:
+            import copy
+
+            t5 = copy.deepcopy(self.model).merge_and_unload()
+        return export(t5.eval(), self.tokenizer, path, backend, quantization=quantization, compute_type=compute_type)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", backend: str = "auto") -> XLGenModel:
-        """Loads a model directory written by :meth:`save`.
+        """Loads a model directory written by :meth:`save` (format 2, or format 1's layout).
 
         ``backend`` picks the inference backend (:func:`xlgen.backends.load_backend`): ``auto`` is
         the fastest valid export in ``path`` (``xlgen export``), else torch.
 
         Raises:
             FileNotFoundError: If ``path`` is no model directory, or ``backend`` names one with no export.
+            ModelDirError: If ``xlgen.json`` or the weights cannot be read.
+            xlgen.backends.StaleExport: If ``backend`` names an export of other weights.
         """
         path = Path(path)
         if not (path / "xlgen.json").is_file():
             raise FileNotFoundError(f"{path}: not a model directory (no xlgen.json)")
-        meta = json.loads((path / "xlgen.json").read_text())
-        settings = ModelSettings(**meta["settings"])
-        tok = load_tokenizer(path / "tokenizer")
+        meta = read_model_meta(path / "xlgen.json")
+        settings = meta["settings"]
+        tok = load_tokenizer(path)
         model: torch.nn.Module
-        if settings.lora:
-            from peft import PeftModel
+        try:
+            if settings.lora:
+                from peft import PeftModel
 
-            from xlgen.modeling import load_pretrained
+                from xlgen.modeling import load_pretrained
 
-            model = PeftModel.from_pretrained(load_pretrained(settings.source, len(tok)), str(path / "adapter"))
-        else:
-            model = T5ForConditionalGeneration.from_pretrained(str(path))
+                adapter = path if (path / "adapter_config.json").is_file() else path / "adapter"  # format 2, or 1
+                model = PeftModel.from_pretrained(load_pretrained(settings.source, len(tok)), str(adapter))
+            else:
+                model = T5ForConditionalGeneration.from_pretrained(str(path))
+        except (OSError, ValueError, RuntimeError, SafetensorError) as e:
+            raise ModelDirError(f"{path}: cannot load the model weights ({e})") from e
         model.eval()
-        clusters, head, guide = None, None, meta.get("clusters") or {}
-        if (path / "clusters").is_dir():
-            clusters = LabelClusters.load(path / "clusters")
-        if guide.get("head"):
-            from safetensors.torch import load_file
-
-            head = ClusterHead(guide["head"]["d_model"], guide["head"]["n_clusters"])
-            head.load_state_dict(load_file(str(path / "cluster_head.safetensors")))
-            head.eval()
-        features = path / "clusters" / "features"
         out = cls(
             model=model,
             tokenizer=tok,
             label_space=LabelSpace.load(path / "labels.json"),
             settings=settings,
-            decoding=DecodingConfig(**meta["decoding"]),
-            threshold=float(meta["threshold"]),
+            decoding=meta["decoding"],
+            threshold=meta["threshold"],
             data_hash=meta["data_hash"],
-            metrics=meta.get("metrics", {}),
-            clusters=clusters,
-            cluster_features=features if features.is_dir() else None,
-            cluster_head=head,
+            metrics=meta["metrics"],
+            guidance=_load_guidance(path, settings.variant, meta),
+            version=model_version(path),
+            data_license=meta["data_license"],
         )
-        if guide:
-            out.cluster_threshold = float(guide["threshold"])
-            out.cluster_decoding = DecodingConfig(**guide["decoding"])
         out = out.to(device)
-        from xlgen.backends import load_backend
-
         out.backend = load_backend(path, out, backend, device)
         return out
+
+
+class ModelDirError(ValueError):
+    """A model directory whose description (``xlgen.json``) or weights cannot be read."""
+
+
+def read_model_meta(file: str | Path) -> dict[str, Any]:
+    """``xlgen.json`` with its settings and decoding configs built and checked.
+
+    Raises:
+        ModelDirError: If it is not valid JSON or lacks or mistypes a field.
+    """
+    file = Path(file)
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+        return {
+            "settings": ModelSettings(**meta["settings"]),
+            "decoding": DecodingConfig(**meta["decoding"]),
+            "threshold": float(meta["threshold"]),
+            "data_hash": str(meta["data_hash"]),
+            "metrics": dict(meta.get("metrics") or {}),
+            "data_license": str(meta.get("data_license") or ""),
+            "guidance": dict(meta["guidance"]) if "guidance" in meta else None,
+            "clusters": dict(meta.get("clusters") or {}),  # format 1's guidance settings
+        }
+    except json.JSONDecodeError as e:
+        raise ModelDirError(f"{file}: not valid JSON ({e})") from e
+    except UnicodeDecodeError as e:
+        raise ModelDirError(f"{file}: not UTF-8 text ({e})") from e
+    except KeyError as e:
+        raise ModelDirError(f"{file}: missing field {e}") from e
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ModelDirError(f"{file}: {e}") from e
+
+
+def export_model(path: str | Path, backend: str, quantization: str = "float32", compute_type: str = "auto") -> Path:
+    """Loads the model directory ``path`` and writes ``backend``'s export into it (``xlgen export``).
+
+    Raises:
+        FileNotFoundError: If ``path`` is no model directory.
+        ModelDirError: If it cannot be read.
+        ImportError: If ``backend``'s library is not installed.
+    """
+    from xlgen.backends.export import check_installed
+
+    check_installed(backend)
+    return XLGenModel.load(path, backend="torch").export(path, backend, quantization=quantization, compute_type=compute_type)
+
+
+def _load_guidance(path: Path, variant: str, meta: dict[str, Any]) -> Guidance | None:
+    """The saved guidance; format 1 kept the clustering in ``clusters/`` and BCL's head beside the weights."""
+    if variant == "base":
+        return None
+    try:
+        if meta["guidance"] is not None:
+            return load_guidance(variant, path / "guidance", meta["guidance"])
+        legacy = dict(meta["clusters"])
+        if variant == "bcl":
+            legacy["head_file"] = str(path / "cluster_head.safetensors")
+        return load_guidance(variant, path / "clusters", legacy)
+    except (OSError, KeyError, TypeError, ValueError, SafetensorError) as e:
+        raise ModelDirError(f"{path}: cannot load its {variant} guidance ({type(e).__name__}: {e})") from e
+
+
+def _point_adapter_at_base(directory: Path, source: str) -> None:
+    """Makes ``adapter_config.json`` name the base model as peft's Auto classes will look for it:
+    an absolute path for a local directory (a relative one would depend on the working directory)."""
+    if not Path(source).is_dir():
+        return
+    config_file = directory / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = str(Path(source).resolve())
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

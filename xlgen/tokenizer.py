@@ -7,6 +7,10 @@ Both sit behind :class:`Tokenizer`, so nothing else knows which one it has.
 Special tokens: ``<sep>`` joins labels in a target, so a label may contain spaces; ``<labels>`` and
 ``<clusters>`` are the task prefixes (generate labels / generate cluster ids); ``<c0>`` ... are
 reserved for label-cluster ids.
+
+:meth:`Tokenizer.save` writes a folder that ``transformers.AutoTokenizer.from_pretrained`` also
+loads, with the same ids: ``tokenizer.json`` + ``tokenizer_config.json`` beside the project's own
+``xlgen_tokenizer.json`` (and ``spiece.model`` for SentencePiece, see :mod:`xlgen.hf_tokenizer`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ SEP = "<sep>"
 TASK_LABELS = "<labels>"
 TASK_CLUSTERS = "<clusters>"
 DEFAULT_CLUSTER_TOKENS = 256
+META_FILE = "xlgen_tokenizer.json"
+SCORE_STEP = 1 / 256
+"""Grid of a trained SentencePiece model's piece scores (see :func:`quantize_scores`)."""
 
 
 def cluster_token(i: int) -> str:
@@ -36,12 +43,14 @@ class Tokenizer:
     """What the rest of the project needs of a tokenizer.
 
     Attributes:
+        kind: Which implementation (written to ``xlgen_tokenizer.json``).
         pad_id: Padding id, also T5's decoder start id.
         eos_id: End of sequence.
         sep_id: The label separator.
         n_cluster_tokens: How many ``<cN>`` tokens exist.
     """
 
+    kind: str
     pad_id: int
     eos_id: int
     sep_id: int
@@ -60,8 +69,19 @@ class Tokenizer:
     def token_id(self, token: str) -> int:
         raise NotImplementedError
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, max_length: int | None = None) -> None:
+        """Writes the tokenizer in its own form and in Hugging Face form.
+
+        Args:
+            directory: Folder to write (created if missing).
+            max_length: Input length (eos included) that ``AutoTokenizer``'s ``truncation=True``
+                cuts to; None keeps the tokenizer's own.
+        """
         raise NotImplementedError
+
+    def _save_meta(self, directory: Path) -> None:
+        meta = {"kind": self.kind, "n_cluster_tokens": self.n_cluster_tokens}
+        (directory / META_FILE).write_text(json.dumps(meta))
 
     def cluster_ids(self) -> list[int]:
         return [self.token_id(cluster_token(i)) for i in range(self.n_cluster_tokens)]
@@ -127,7 +147,7 @@ class SentencePieceTokenizer(Tokenizer):
             num_threads=2,
             minloglevel=2,
         )
-        return cls(buf.getvalue(), n_cluster_tokens)
+        return cls(quantize_scores(buf.getvalue()), n_cluster_tokens)
 
     def __len__(self) -> int:
         return int(self.sp.get_piece_size())
@@ -144,11 +164,13 @@ class SentencePieceTokenizer(Tokenizer):
             raise KeyError(f"token {token!r} is not in the vocabulary")
         return i
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, max_length: int | None = None) -> None:
+        from xlgen.hf_tokenizer import spm_to_hf
+
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "spiece.model").write_bytes(self.model_proto)
-        meta = {"kind": self.kind, "n_cluster_tokens": self.n_cluster_tokens}
-        (directory / "xlgen_tokenizer.json").write_text(json.dumps(meta))
+        spm_to_hf(self.model_proto, max_length).save_pretrained(str(directory))
+        self._save_meta(directory)
 
 
 class PretrainedTokenizer(Tokenizer):
@@ -176,7 +198,8 @@ class PretrainedTokenizer(Tokenizer):
         return len(self.hf)
 
     def encode(self, text: str) -> list[int]:
-        return list(self.hf.encode(text, add_special_tokens=False))
+        # verbose=False: a text longer than model_max_length is cut by encode_input, not an error
+        return list(self.hf.encode(text, add_special_tokens=False, verbose=False))
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.hf.decode([int(i) for i in ids], skip_special_tokens=False)).strip()
@@ -187,17 +210,47 @@ class PretrainedTokenizer(Tokenizer):
             raise KeyError(f"token {token!r} is not in the vocabulary")
         return int(i)
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, max_length: int | None = None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.hf.save_pretrained(str(directory))
-        meta = {"kind": self.kind, "n_cluster_tokens": self.n_cluster_tokens}
-        (directory / "xlgen_tokenizer.json").write_text(json.dumps(meta))
+        if max_length is not None:
+            config_file = directory / "tokenizer_config.json"
+            config = json.loads(config_file.read_text())
+            config["model_max_length"] = max_length
+            config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        self._save_meta(directory)
+
+
+def quantize_scores(model_proto: bytes, step: float = SCORE_STEP) -> bytes:
+    """A SentencePiece model with its piece scores rounded to multiples of ``step``.
+
+    SentencePiece adds path scores in float32, so two segmentations of equal score (``!!!!`` +
+    ``!`` against ``!`` + ``!!!!``) tie-break by rounding error, which the ``tokenizers`` Unigram
+    model (float64) cannot reproduce. On a grid of 1/256 the sums stay exact up to 65,536 in
+    magnitude (texts of about 20,000 characters), both break ties alike, and the segmentations
+    differ from the unrounded model's only at such ties.
+    """
+    from xlgen.hf_tokenizer import parse_spm
+
+    proto = parse_spm(model_proto)
+    for piece in proto.pieces:
+        piece.score = round(piece.score / step) * step
+    return proto.SerializeToString()
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """Loads what :meth:`Tokenizer.save` wrote."""
+    """Loads what :meth:`Tokenizer.save` wrote: a tokenizer folder, or a model directory (whose
+    root holds the tokenizer, or in the layout before format 2 its ``tokenizer/`` folder).
+
+    Raises:
+        FileNotFoundError: If neither holds ``xlgen_tokenizer.json``.
+    """
     directory = Path(directory)
-    meta = json.loads((directory / "xlgen_tokenizer.json").read_text())
+    if not (directory / META_FILE).is_file() and (directory / "tokenizer" / META_FILE).is_file():
+        directory = directory / "tokenizer"
+    if not (directory / META_FILE).is_file():
+        raise FileNotFoundError(f"{directory}: no tokenizer ({META_FILE} missing)")
+    meta = json.loads((directory / META_FILE).read_text())
     if meta["kind"] == SentencePieceTokenizer.kind:
         return SentencePieceTokenizer((directory / "spiece.model").read_bytes(), meta["n_cluster_tokens"])
     from transformers import AutoTokenizer

@@ -13,14 +13,15 @@ import pytest
 import torch
 
 from service.cli import main as xlgen
-from xlgen.backends import BACKENDS, StaleExport, decode, installed, length_batches, pick, read_export
+from xlgen.backends import BACKENDS, Cancelled, StaleExport, decode, installed, length_batches, pick, read_export
 from xlgen.backends import search as numpy_search
-from xlgen.backends.export import export, weights_digest
+from xlgen.backends.batching import pad_batch
 from xlgen.backends.onnx_graphs import CrossGraph, DecoderStepGraph, check_step
-from xlgen.backends.torch_backend import TorchBackend
+from xlgen.backends.torch_backend import TorchBackend, sequence_logprobs
 from xlgen.data import read_documents, write_jsonl
-from xlgen.decoding import DecodingConfig, label_scores, pad_batch, sequence_logprobs
-from xlgen.model import XLGenModel
+from xlgen.decoding import DecodingConfig, label_scores
+from xlgen.digests import weight_files_digest
+from xlgen.model import XLGenModel, export_model
 
 torch.set_num_threads(1)
 
@@ -36,7 +37,7 @@ def exported(trained_tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -
     shutil.copytree(trained_tiny_run / "model", path)
     for name in ("onnxruntime", "ctranslate2"):
         if installed(name):
-            export(path, name, compute_type="float32")
+            export_model(path, name, compute_type="float32")
     return path
 
 
@@ -50,6 +51,23 @@ def test_length_batches_sort_and_cap_by_tokens():
     assert list(length_batches(lengths, batch_size=4)) == [[3, 0, 2, 5], [1, 4]]
     # at most 60 padded tokens: the 20-token input starts a new batch, each 50-token input is alone
     assert list(length_batches(lengths, batch_size=32, max_tokens=60)) == [[3, 0, 2], [5], [1], [4]]
+
+
+def test_should_stop_ends_decoding_between_batches(tiny_model, texts):
+    """The check runs before every batch; once it says stop, no further batch is decoded."""
+    cfg = DecodingConfig(strategy="greedy", max_new_tokens=8, batch_size=4)
+    backend = TorchBackend(tiny_model.t5, tiny_model.tokenizer.eos_id, tiny_model.tokenizer.pad_id)
+    calls = []
+    generated = []
+    real_generate = backend.generate
+    backend.generate = lambda *a: generated.append(1) or real_generate(*a)  # type: ignore[method-assign]
+    inputs = tiny_model.encode_inputs(texts[:12])  # three batches of four
+    with pytest.raises(Cancelled, match="4 of 12"):
+        decode(backend, tiny_model.tokenizer, inputs, cfg, should_stop=lambda: calls.append(1) or len(calls) > 1)
+    assert len(calls) == 2 and len(generated) == 1
+    # a check that never fires changes nothing
+    plain = decode(backend, tiny_model.tokenizer, inputs, cfg)
+    assert decode(backend, tiny_model.tokenizer, inputs, cfg, should_stop=lambda: False) == plain
 
 
 class _TorchStepper:
@@ -93,7 +111,7 @@ def test_numpy_search_reproduces_generate(tiny_model, texts):
 def test_export_reload_and_match_torch(exported: Path, texts: list[str], name: str):
     """Greedy: the same sequences as torch; beam: the same best sequence, label scores within tolerance."""
     info = read_export(exported, name)
-    assert info.backend == name and info.weights == weights_digest(exported)
+    assert info.backend == name and info.weights == weight_files_digest(exported)
     fast, ref = XLGenModel.load(exported, backend=name), XLGenModel.load(exported, backend="torch")
     assert fast.backend is not None and fast.backend.name == name and ref.backend is None
     inputs = ref.encode_inputs(texts)
@@ -188,7 +206,7 @@ def test_backend_names_agree_with_the_service():
 
 @pytest.mark.parametrize("name", ["torch", *EXPORTED])
 def test_service_tags_on_each_backend(exported: Path, tmp_path: Path, name: str):
-    from tests.test_service_app import running, settings_for
+    from tests.support import running, settings_for
 
     with running(settings_for(exported, tmp_path / "svc", backend=name)) as client:
         served = client.app.state.runtime.holder.current
@@ -258,7 +276,7 @@ def test_lora_model_exports_merged(tiny_model, texts: list[str], tmp_path: Path)
     xm = XLGenModel(model=peft_model.eval(), tokenizer=tiny_model.tokenizer, label_space=tiny_model.label_space,
                     settings=replace(tiny_model.settings, lora=True, source=str(base)))
     xm.save(tmp_path / "model")
-    export(tmp_path / "model", "ctranslate2", compute_type="float32")
+    export_model(tmp_path / "model", "ctranslate2", compute_type="float32")
     fast, ref = XLGenModel.load(tmp_path / "model", backend="ctranslate2"), XLGenModel.load(tmp_path / "model", backend="torch")
     assert ref.settings.lora and fast.backend.name == "ctranslate2"
     cfg = DecodingConfig(strategy="greedy", max_new_tokens=16)

@@ -12,9 +12,9 @@ import torch
 from clustering import ClusterConfig, assign_new_labels, build_clusters, default_n_clusters
 from clustering.features import TfidfFeaturizer, label_features
 from tests.conftest import shared_dataset
-from xlgen.cluster_head import ClusterHead, masked_mean
-from xlgen.clusters import LabelClusters
 from xlgen.data import Document, read_documents
+from xlgen.guidance.clusters import LabelClusters
+from xlgen.guidance.head import ClusterHead, masked_mean
 
 
 @pytest.fixture(scope="module")

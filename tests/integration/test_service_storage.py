@@ -3,7 +3,6 @@ each PostgreSQL test in tables of its own prefix, dropped afterwards."""
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,23 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.storage import PoolDocument, Storage
-
-
-def postgres_url() -> str:
-    """A reachable PostgreSQL URL (``XLGEN_TEST_PG_URL``, else user postgres or root on loopback)."""
-    import psycopg
-
-    given = os.environ.get("XLGEN_TEST_PG_URL")
-    candidates = [given] if given else [f"postgresql://{u}@127.0.0.1:5432/test" for u in ("postgres", "root")]
-    errors = []
-    for url in candidates:
-        try:
-            psycopg.connect(url, connect_timeout=3).close()
-            return url
-        except psycopg.Error as e:
-            errors.append(f"{url}: {e}")
-    pytest.fail("PostgreSQL is needed for the service tests: " + "; ".join(errors))
+from service.storage import JobLocked, PoolDocument, Storage
+from tests.support import postgres_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -92,7 +76,7 @@ def test_jobs_and_meta(storage: Storage) -> None:
     assert storage.get_job(job)["status"] == "queued"  # type: ignore[index]
     storage.update_job(job, status="running", progress={"step": 2})
     assert [j["id"] for j in storage.active_jobs()] == [job]
-    storage.update_job(job, status="succeeded", metrics={"dev_micro_f1": 0.5}, swapped=True)
+    storage.finish_job(job, "succeeded", metrics={"dev_micro_f1": 0.5}, swapped=True)
     got = storage.get_job(job)
     assert got is not None and got["metrics"] == {"dev_micro_f1": 0.5} and got["swapped"] is True
     assert storage.active_jobs() == [] and storage.get_job("nope") is None
@@ -110,3 +94,69 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
     finally:
         s.close()
+
+
+def test_labels_are_stored_trimmed_and_an_empty_one_is_refused(storage: Storage) -> None:
+    ann = storage.annotate("d", ["  joy ", "joy", "love\n"], 0, text="a text")
+    assert ann.labels == ["joy", "love"]
+    assert [a.labels for a in storage.annotations()] == [["joy", "love"]]
+    with pytest.raises(ValueError, match=r"labels\[1\]"):
+        storage.annotate("d", ["joy", " \t"], 0)
+    assert [a.labels for a in storage.annotations(history=True)] == [["joy", "love"]]  # nothing written
+
+
+def test_claims_are_capped_per_annotator(storage: Storage) -> None:
+    storage.add_documents([PoolDocument(str(i), f"text {i}") for i in range(10)])
+    ids = [str(i) for i in range(10)]
+    cid, got = storage.claim(ids, "ann", ttl_s=60, limit=1000, max_held=3)
+    assert got == ["0", "1", "2"] and storage.claims_held("ann") == 3
+    assert storage.claim(ids, "ann", ttl_s=60, limit=5, max_held=3)[1] == []  # the cap counts what is held already
+    assert storage.claim(ids, "", ttl_s=60, limit=1000, max_held=3)[1] == ["3", "4", "5"]  # anonymous: the annotator ""
+    assert storage.release_claims(annotator="ann", document_ids=["1"]) == 1
+    assert storage.claim(ids, "ann", ttl_s=60, limit=5, max_held=3)[1] == ["1"]
+    assert storage.release_claims(cid) == 2  # "0" and "2"; "1" was claimed again under a new claim id
+    storage.annotate("1", ["x"], 0)  # annotating frees the claim
+    assert storage.claims_held("ann") == 0
+    with pytest.raises(ValueError):
+        storage.release_claims()
+
+
+def test_deleting_an_external_annotation_falls_back_and_is_recorded(storage: Storage) -> None:
+    storage.annotate("d", ["a"], 0, "u1", text="one", external_id="labelstudio:1")
+    storage.annotate("d", ["b"], 0, "u2", external_id="labelstudio:2")
+    storage.annotate("d", ["b", "c"], 0, "u2", external_id="labelstudio:2")  # an update of annotation 2
+    storage.annotate("e", ["z"], 0, "u1", text="two", external_id="labelstudio:3")
+    assert storage.delete_external(["labelstudio:2"]) == [("d", 0)]
+    current = {a.document_id: a for a in storage.annotations()}
+    assert current["d"].labels == ["a"] and current["d"].external_id == "labelstudio:1"  # annotation 1 holds again
+    assert storage.delete_external(["labelstudio:2", "labelstudio:404"]) == []  # twice, or unknown: nothing
+    assert storage.delete_external(["labelstudio:1"]) == [("d", 0)]
+    assert [a.document_id for a in storage.annotations()] == ["e"]
+    assert sorted(storage.labelled_documents()) == [("e", "two", ["z"])]
+    history = [(a.document_id, a.action, a.external_id) for a in storage.annotations(history=True)]
+    assert history[-2:] == [("d", "delete", "labelstudio:2"), ("d", "delete", "labelstudio:1")]
+    # the same labels again from the same annotation write nothing when asked so
+    before = len(list(storage.annotations(history=True)))
+    storage.annotate("e", ["z"], 0, "u1", external_id="labelstudio:3", if_changed=True)
+    assert len(list(storage.annotations(history=True))) == before
+
+
+def test_one_job_at_a_time_through_the_lock(storage: Storage) -> None:
+    job = storage.create_job({}, owner="w1", host="h", server="1:2")
+    assert storage.lock_holder() == job
+    with pytest.raises(JobLocked) as err:
+        storage.create_job({}, owner="w2")
+    assert err.value.job_id == job and len(storage.active_jobs()) == 1
+    record = storage.heartbeat(job, status="running", pid=123, pgid=123, proc_start="99")
+    assert record is not None and (record["status"], record["pgid"], record["host"], record["server"]) == ("running", 123, "h", "1:2")
+    assert storage.request_cancel(job) and storage.get_job(job)["cancel_requested"] is True  # type: ignore[index]
+    assert storage.finish_job(job, "cancelled", message="stop")
+    assert not storage.finish_job(job, "failed")  # the first end wins
+    got = storage.get_job(job)
+    assert got is not None and got["status"] == "cancelled" and got["finished_at"] is not None
+    assert storage.lock_holder() is None and storage.heartbeat(job) is None and not storage.request_cancel(job)
+    second = storage.create_job({}, owner="w2")
+    assert storage.lock_holder() == second
+    assert not storage.release_lock(job) and storage.release_lock(second)  # only its holder releases it
+    with pytest.raises(ValueError):
+        storage.finish_job(second, "running")

@@ -15,7 +15,7 @@ from training.config import TrainConfig
 from training.train import TrainingError, run
 from xlgen.model import XLGenModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(data, out, **kw):
@@ -91,7 +91,7 @@ def test_distributed_two_cpu_processes_agree(tiny_data, tmp_path):
     """The unchanged script under ``accelerate launch`` with two CPU processes (gloo)."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           str(ROOT / "tests" / "ddp_worker.py"), str(tiny_data), str(out)]
+           str(ROOT / "tests" / "integration" / "ddp_worker.py"), str(tiny_data), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from xlgen.acquisition import NEEDS, STRATEGIES, PoolOutputs, get_strategy
+from xlgen.active.acquisition import NEEDS, STRATEGIES, PoolOutputs, get_strategy
 from xlgen.decoding import Candidate
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from service.cli import main as xlgen
-from training.active_learning import SimulationConfig, area_under_curve, deficiency, share_to_reach, summarize
+from training.active_learning import SimulationConfig
+from xlgen.active.curves import area_under_curve, deficiency, share_to_reach, summarize
 from xlgen.data import read_documents, write_jsonl
 
 

@@ -44,3 +44,29 @@ def test_bad_input_is_a_clean_error(tiny_model_dir, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", str(bad)]) == 2
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "o")]) == 2
     assert "no train split" in capsys.readouterr().err
+
+
+COMMANDS = ["train", "evaluate", "predict", "cluster", "select", "simulate-al", "serve", "export"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_shows_each_default_once(command, capsys):
+    import re
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # unwrapped
+    assert not re.search(r"\(default: [^)]*\)\s*\(default:", text), text
+    parser = build_parser(only=command)
+    sub = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[command]
+    formatter = sub._get_formatter()
+    for action in sub._actions:
+        if action.help and action.option_strings:
+            rendered = formatter._expand_help(action)
+            assert len(re.findall(r"default[: ]", rendered.lower())) <= 1, (command, action.option_strings, rendered)
+            if action.required:
+                assert "default" not in rendered, (command, action.option_strings, rendered)
+    shown = {"train": "(default: cpu)", "evaluate": "(default: auto)", "predict": "(default: auto)", "cluster": "(default: tfidf)",
+             "select": "(default: vote)", "simulate-al": "(default: 0 1)", "serve": "(default: 127.0.0.1)", "export": "(default: float32)"}
+    assert shown[command] in text

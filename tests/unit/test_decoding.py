@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from xlgen.decoding import Candidate, DecodingConfig, generate_candidates, label_scores, sequence_logprobs
+from xlgen.backends import decode
+from xlgen.backends.torch_backend import TorchBackend, sequence_logprobs
+from xlgen.decoding import Candidate, DecodingConfig, label_scores
 
 
 def test_config_validation():
@@ -51,9 +53,10 @@ def test_beam_returns_sorted_candidates_and_cache_reuses_encoder(tiny_model):
     handle = enc.register_forward_hook(lambda *a: calls.append(1))
     try:
         cache: dict = {}
-        first = generate_candidates(tiny_model.t5, tiny_model.tokenizer, inputs, cfg, encoder_cache=cache)
+        backend = TorchBackend(tiny_model.t5, tiny_model.tokenizer.eos_id, tiny_model.tokenizer.pad_id)
+        first = decode(backend, tiny_model.tokenizer, inputs, cfg, encoder_cache=cache)
         n_first = len(calls)
-        second = generate_candidates(tiny_model.t5, tiny_model.tokenizer, inputs, cfg, encoder_cache=cache)
+        second = decode(backend, tiny_model.tokenizer, inputs, cfg, encoder_cache=cache)
     finally:
         handle.remove()
     assert n_first == 2  # two batches
@@ -72,3 +75,11 @@ def test_sampling_is_seeded(tiny_model):
     b = tiny_model.predict(["what a day", "love it"], cfg)
     assert [p.all_scores for p in a] == [p.all_scores for p in b]
     assert all(len(p.candidates) == 4 for p in a)
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-3, 1e3, float("inf"), float("nan")])
+def test_temperature_out_of_range_is_refused(temperature: float) -> None:
+    with pytest.raises(ValueError, match="temperature must lie in"):
+        DecodingConfig(strategy="sample", temperature=temperature)
+    DecodingConfig(strategy="sample", temperature=0.01)
+    DecodingConfig(strategy="sample", temperature=100)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from xlgen.active.ensemble import EnsembleConfig, combine_votes, decode_ensemble
 from xlgen.decoding import DecodingConfig
-from xlgen.ensemble import EnsembleConfig, combine_votes, decode_ensemble
 
 TEXTS = ["I love this so much", "this is terrible and sad", "what a surprise", "thanks a lot", "meh", "ok then"]
 

@@ -28,7 +28,7 @@ def test_model_directory_contents(tiny_model_dir):
     meta = json.loads((tiny_model_dir / "xlgen.json").read_text())
     assert {"settings", "decoding", "threshold", "data_hash", "metrics"} <= set(meta)
     assert meta["decoding"]["num_beams"] == 5 and meta["decoding"]["strategy"] == "beam"
-    assert (tiny_model_dir / "tokenizer" / "spiece.model").is_file()
+    assert (tiny_model_dir / "spiece.model").is_file() and (tiny_model_dir / "tokenizer.json").is_file()
     assert "dev_micro_f1" in meta["metrics"] and "test_micro_f1" in meta["metrics"]
 
 

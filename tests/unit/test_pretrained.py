@@ -32,7 +32,7 @@ def test_train_from_local_pretrained_and_roundtrip(local_base, tiny_data, tmp_pa
                       max_input_length=48, progress=False)
     result = run(cfg)
     model_dir = result.model_dir
-    assert (model_dir / "adapter").is_dir() == lora
+    assert (model_dir / "adapter_config.json").is_file() == lora and (model_dir / "config.json").is_file() != lora
     model = XLGenModel.load(model_dir)
     assert model.settings.lora == lora and model.settings.source == str(local_base)
     assert model.tokenizer.kind == "pretrained"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from xlgen.active.ensemble import EnsembleConfig
+from xlgen.active.selection import ScoreCache, SelectionConfig, diverse, drop_noise, select_batch, top_b
 from xlgen.data import Document
 from xlgen.decoding import DecodingConfig
-from xlgen.ensemble import EnsembleConfig
-from xlgen.selection import ScoreCache, SelectionConfig, diverse, drop_noise, model_version, select_batch, top_b
 
 POOL = [Document(str(i), t) for i, t in enumerate(
     ["I love it", "so sad today", "what?!", "thank you so much", "this is awful", "haha nice", "I am scared",
@@ -64,10 +64,11 @@ def test_cache_per_model_version(tiny_model):
     assert calls[0] == n and again.cached and not first.cached  # same model: decoded once for both strategies
     beams = select_batch(tiny_model, POOL, SelectionConfig(strategy="margin", batch_size=3, ensemble=SMALL), cache)
     assert beams.cached and calls[0] == n  # the ensemble's first member is the reference beam search
-    version = model_version(tiny_model)
+    version = tiny_model.weights_version()
+    assert version == tiny_model.version != ""  # the loaded directory's version, not a digest of every weight
     with torch.no_grad():
         next(tiny_model.model.parameters()).add_(0.01)
-    assert model_version(tiny_model) != version
+    assert tiny_model.weights_version() != version  # weights changed in place: a new version
     select_batch(tiny_model, POOL, SelectionConfig(strategy="vote", batch_size=3, ensemble=SMALL), cache)
     assert calls[0] > n
 

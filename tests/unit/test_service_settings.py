@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,9 @@ from service.settings import Settings
 
 
 def test_settings_from_environment_round_trip() -> None:
-    s = Settings.from_env({"XLGEN_MODEL": "m", "XLGEN_MAX_TEXTS": "5", "XLGEN_BF16": "false", "XLGEN_MAX_WAIT_MS": "2.5"})
-    assert (s.model, s.max_texts, s.bf16, s.max_wait_ms) == ("m", 5, False, 2.5)
+    s = Settings.from_env({"XLGEN_MODEL": "/m", "XLGEN_MAX_TEXTS": "5", "XLGEN_BF16": "false", "XLGEN_MAX_WAIT_MS": "2.5",
+                           "XLGEN_MAX_CLAIMS_PER_ANNOTATOR": "7"})
+    assert (s.model, s.max_texts, s.bf16, s.max_wait_ms, s.max_claims_per_annotator) == ("/m", 5, False, 2.5, 7)
     assert Settings.from_env(s.to_env()) == s
     assert Settings.from_env({}, api_key="k").api_key == "k"
     assert Settings(work_dir="/w").database_url == "sqlite:////w/xlgen.db"
@@ -31,3 +33,20 @@ def test_serve_options_override_only_what_is_given() -> None:
     args = p.parse_args(["--model", "dir", "--port", "9000", "--no-bf16"])
     assert (args.model, args.port, args.bf16, args.workers) == ("dir", 9000, False, 1)
     assert not hasattr(args, "api_key")  # unset: the environment's value holds
+
+
+def test_paths_are_made_absolute_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "runs" / "base").mkdir(parents=True)
+    (tmp_path / "clusters").mkdir()
+    monkeypatch.chdir(tmp_path)
+    s = Settings.from_env({"XLGEN_MODEL": "runs/model", "XLGEN_WORK_DIR": "svc", "XLGEN_TRAIN_DATA": "data/goemotions",
+                           "XLGEN_DB_URL": "sqlite:///svc/other.db",
+                           "XLGEN_RETRAIN_ARGS": "--preset tiny --base-model runs/base --clusters=clusters --base-model t5-small"})
+    assert (s.model, s.work_dir, s.train_data) == (str(tmp_path / "runs/model"), str(tmp_path / "svc"), str(tmp_path / "data/goemotions"))
+    assert s.db_url == f"sqlite:///{tmp_path / 'svc/other.db'}" and s.database_url == s.db_url
+    assert s.retrain_args == f"--preset tiny --base-model {tmp_path / 'runs/base'} --clusters={tmp_path / 'clusters'} --base-model t5-small"
+    assert Settings.from_env(s.to_env()) == s  # the workers read back the same absolute paths
+    assert Settings(work_dir="svc").database_url == f"sqlite:///{tmp_path / 'svc/xlgen.db'}"
+    assert Settings(db_url="postgresql://u@h/db").db_url == "postgresql://u@h/db" and Settings().train_data == ""
+    with pytest.raises(ValueError, match="RETRAIN_ARGS"):
+        Settings(retrain_args="--preset 'tiny")

@@ -6,7 +6,7 @@
   onnxruntime-gpu);
 * ``ctranslate2``: the converted model, int8 on CPU, bfloat16 on CUDA.
 
-``xlgen export --backend onnxruntime|ctranslate2`` writes an export into the model directory;
+``xlgen export --backend onnxruntime|ctranslate2`` (:meth:`xlgen.model.XLGenModel.export`) writes an export into the model directory;
 :func:`load_backend` (called by :meth:`xlgen.model.XLGenModel.load`) loads the valid ones present,
 and :func:`pick` sends each request to the fastest that can serve it, or back to torch (a decoding
 none of them runs, dropout on, or torch weights changed since the exports were loaded).
@@ -24,13 +24,13 @@ from typing import Any
 import torch
 
 from xlgen.backends.base import Backend, Generated
-from xlgen.backends.batching import MAX_BATCH_TOKENS, decode, length_batches
-from xlgen.backends.export import FOLDERS, ExportInfo, StaleExport, export, read_export
+from xlgen.backends.batching import MAX_BATCH_TOKENS, Cancelled, decode, length_batches
+from xlgen.backends.export import FOLDERS, INSTALL, ExportInfo, StaleExport, read_export
 from xlgen.decoding import DecodingConfig
 
 __all__ = [
-    "BACKENDS", "MAX_BATCH_TOKENS", "SPEED_ORDER", "Backend", "Backends", "ExportInfo", "Generated", "StaleExport", "decode",
-    "export", "installed", "length_batches", "load_backend", "pick", "read_export",
+    "BACKENDS", "MAX_BATCH_TOKENS", "SPEED_ORDER", "Backend", "Backends", "Cancelled", "ExportInfo", "Generated", "StaleExport", "decode",
+    "installed", "length_batches", "load_backend", "pick", "read_export",
 ]
 
 log = logging.getLogger("xlgen.backends")
@@ -146,7 +146,7 @@ def load_backend(model_dir: str | Path, xm: Any, name: str = "auto", device: str
         try:
             info = read_export(model_dir, candidate)
             if not installed(candidate):
-                raise ImportError(f"the {candidate} export needs the {_MODULES[candidate]} package: pip install {_MODULES[candidate]}")
+                raise ImportError(f"the {candidate} export needs the {_MODULES[candidate]} package: {INSTALL[candidate]}")
             members.append(_LOADERS[candidate](Path(model_dir) / FOLDERS[candidate], xm, info, device, threads))
         except (FileNotFoundError, StaleExport, ImportError) as e:
             if name != "auto":

@@ -3,18 +3,34 @@ read from and written to a cache, candidates built alike for every backend."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from xlgen.backends.base import Backend
-from xlgen.decoding import Candidate, DecodingConfig, pad_batch
+from xlgen.decoding import Candidate, DecodingConfig
 from xlgen.tokenizer import Tokenizer, split_generated
 
 MAX_BATCH_TOKENS = 16384
 """Padded input tokens per batch: long inputs get smaller batches (32 x 512 tokens at most)."""
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pads id lists into ``(input_ids, attention_mask)``, both ``(batch, max_len)``."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+    mask = (ids != pad_id).long()
+    for i, s in enumerate(seqs):  # a pad id inside a sequence is still a real token
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+class Cancelled(Exception):
+    """A decoding stopped between batches because its ``should_stop`` check said so."""
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = MAX_BATCH_TOKENS) -> Iterator[list[int]]:
@@ -57,6 +73,7 @@ def decode(
     encoder_cache: dict[int, torch.Tensor] | None = None,
     progress: bool = False,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[list[Candidate]]:
     """``cfg.num_return`` candidates per encoded input, best first, by ``backend``.
 
@@ -69,15 +86,23 @@ def decode(
             settings over the same inputs encode each input once.
         progress: Show a progress bar over documents.
         max_batch_tokens: Padded input tokens per batch.
+        should_stop: Called before every batch; when it returns True the decoding stops there
+            (nobody waits for its result any more, e.g. a request that timed out).
+
+    Raises:
+        Cancelled: When ``should_stop`` returned True.
     """
     results: list[list[Candidate]] = [[] for _ in inputs]
     n_ret = cfg.num_return
     rng = np.random.default_rng(cfg.seed)
-    torch_state = torch.random.get_rng_state()  # seeded like generate_candidates, and given back after
+    torch_state = torch.random.get_rng_state()  # seeded per call, and given back after
     torch.manual_seed(cfg.seed)
     bar = tqdm(total=len(inputs), desc=f"decode ({cfg.strategy}, {backend.name})", unit="doc", disable=not progress, leave=False)
+    done = 0
     try:
         for idx in length_batches([len(x) for x in inputs], cfg.batch_size, max_batch_tokens):
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"decoding stopped with {done} of {len(inputs)} documents done")
             ids, mask = pad_batch([inputs[i] for i in idx], tok.pad_id, backend.input_device)  # (batch, src_len) each
             states = None
             if backend.needs_states or encoder_cache is not None:
@@ -91,6 +116,7 @@ def decode(
                 ]
                 cands.sort(key=lambda c: -c.logprob)
                 results[doc] = cands
+            done += len(idx)
             bar.update(len(idx))
     finally:
         bar.close()

@@ -9,11 +9,8 @@ so a saved model never carries an export of other weights.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -23,11 +20,30 @@ from typing import Any
 import torch
 from transformers import T5ForConditionalGeneration
 
+from xlgen.digests import weight_files_digest
+from xlgen.files import atomic_dir
+
 MANIFEST = "backend.json"
 FOLDERS = {"onnxruntime": "onnx", "ctranslate2": "ct2"}
 EXPORT_VERSION = 1
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "float16", "bfloat16", "int8_bfloat16")
 COMPUTE_TYPES = ("auto", "float32", "int8", "int8_float32", "float16", "bfloat16", "int8_bfloat16", "int8_float16")
+
+
+PACKAGES = {"onnxruntime": ("onnxruntime", "onnx", "onnxscript"), "ctranslate2": ("ctranslate2",)}
+"""Modules each backend needs to export and decode."""
+INSTALL = {"onnxruntime": "pip install 'xlgen[cpu]' (on CUDA: 'xlgen[gpu]', which brings onnxruntime-gpu)",
+           "ctranslate2": "pip install ctranslate2"}
+"""How to install them (onnxruntime and onnxruntime-gpu are two flavours of one module: install one)."""
+
+
+def check_installed(backend: str) -> None:
+    """Raises ImportError, saying how to install it, if a module ``backend`` needs is missing."""
+    import importlib.util
+
+    missing = [m for m in PACKAGES[backend] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"the {backend} backend needs {', '.join(missing)}: {INSTALL[backend]}")
 
 
 class StaleExport(RuntimeError):
@@ -40,7 +56,7 @@ class ExportInfo:
 
     Attributes:
         backend: ``onnxruntime`` or ``ctranslate2``.
-        weights: :func:`weights_digest` of the model directory it was made from.
+        weights: :func:`xlgen.digests.weight_files_digest` of the model directory it was made from.
         quantization: How the weights are stored (``float32`` for ONNX).
         compute_type: CTranslate2 compute type at load; ``auto`` is int8 on CPU, bfloat16 on CUDA.
         library: Version of the backend's library that wrote it.
@@ -67,25 +83,6 @@ class ExportInfo:
             raise ValueError(f"unknown compute type {self.compute_type!r}")
 
 
-def weights_digest(model_dir: str | Path) -> str:
-    """A digest of the weight files of a model directory (full weights or LoRA adapter, with their
-    configs): any retraining changes it."""
-    model_dir = Path(model_dir)
-    files = [model_dir / n for n in ("config.json", "generation_config.json")]
-    files += sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin"))
-    files += sorted(p for p in (model_dir / "adapter").rglob("*") if p.is_file()) if (model_dir / "adapter").is_dir() else []
-    h = hashlib.sha256()
-    for f in files:
-        if f.is_file():
-            h.update(f.relative_to(model_dir).as_posix().encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-    meta = json.loads((model_dir / "xlgen.json").read_text()) if (model_dir / "xlgen.json").is_file() else {}
-    h.update(json.dumps(meta.get("settings", {}).get("source", "")).encode())  # a LoRA adapter's base
-    return h.hexdigest()[:24]
-
-
 def export_dir(model_dir: str | Path, backend: str) -> Path:
     """Where ``backend``'s export of ``model_dir`` lives."""
     if backend not in FOLDERS:
@@ -106,18 +103,9 @@ def read_export(model_dir: str | Path, backend: str) -> ExportInfo:
     info = ExportInfo(**json.loads(path.read_text()))
     if info.format_version != EXPORT_VERSION:
         raise StaleExport(f"{path.parent}: export format {info.format_version}, this version reads {EXPORT_VERSION}; export again")
-    if info.weights != weights_digest(model_dir):
+    if info.weights != weight_files_digest(model_dir):
         raise StaleExport(f"{path.parent}: exported from other weights than {model_dir} now holds; export again")
     return info
-
-
-def plain_t5(xm: Any) -> T5ForConditionalGeneration:
-    """The model's T5 in eval mode, its LoRA adapter merged in (on a copy, so ``xm`` keeps its adapter)."""
-    if xm.settings.lora:
-        import copy
-
-        return copy.deepcopy(xm.model).merge_and_unload().eval()
-    return xm.t5.eval()
 
 
 @torch.inference_mode()
@@ -180,11 +168,16 @@ def _write_ct2(t5: T5ForConditionalGeneration, out: Path, quantization: str) -> 
     return ctranslate2.__version__
 
 
-def export(model_dir: str | Path, backend: str, quantization: str = "float32", compute_type: str = "auto") -> Path:
-    """Writes ``backend``'s export of the model in ``model_dir`` (replacing an older one atomically).
+def export(t5: T5ForConditionalGeneration, tokenizer: Any, model_dir: str | Path, backend: str, quantization: str = "float32",
+           compute_type: str = "auto") -> Path:
+    """Writes ``backend``'s export of ``t5`` into ``model_dir`` (replacing an older one atomically).
 
     Args:
-        model_dir: A model directory.
+        t5: The plain T5 to export (a LoRA model merged first: see
+            :meth:`xlgen.model.XLGenModel.export`), in eval mode.
+        tokenizer: Its tokenizer (the export feeds ids, so only its special ids are read).
+        model_dir: The model directory the weights were saved to; the export records the digest of
+            its weight files, so that a later retraining makes it stale.
         backend: ``onnxruntime`` or ``ctranslate2``.
         quantization: Stored weights (CTranslate2 only; ONNX stays float32).
         compute_type: CTranslate2 compute type recorded for loading (``auto``: int8 on CPU,
@@ -192,15 +185,17 @@ def export(model_dir: str | Path, backend: str, quantization: str = "float32", c
 
     Returns:
         The export folder.
-    """
-    from xlgen.model import XLGenModel
 
+    Raises:
+        ImportError: If the backend's library is not installed.
+    """
     model_dir = Path(model_dir)
     target = export_dir(model_dir, backend)
-    digest = weights_digest(model_dir)
-    t5 = plain_t5(XLGenModel.load(model_dir, backend="torch"))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=model_dir))
-    try:
+    check_installed(backend)
+    digest = weight_files_digest(model_dir)
+    if (t5.config.eos_token_id, t5.config.decoder_start_token_id) != (tokenizer.eos_id, tokenizer.pad_id):
+        raise ValueError("the T5's eos / decoder start ids differ from its tokenizer's")
+    with atomic_dir(target) as tmp:
         if backend == "onnxruntime":
             diff, library = _write_onnx(t5, tmp)
             info = ExportInfo(backend, digest, "float32", "auto", library, diff, created=time.time())
@@ -212,13 +207,4 @@ def export(model_dir: str | Path, backend: str, quantization: str = "float32", c
             work.rmdir()
             info = ExportInfo(backend, digest, quantization, compute_type, library, created=time.time())
         (tmp / MANIFEST).write_text(json.dumps(asdict(info), indent=1))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a service user must read it
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -12,7 +12,70 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from xlgen.backends.base import Backend, Generated
-from xlgen.decoding import DecodingConfig, generation_kwargs, sequence_logprobs
+from xlgen.decoding import DecodingConfig
+
+
+def generation_kwargs(cfg: DecodingConfig, eos_id: int, pad_id: int) -> dict:
+    """``generate`` options for ``cfg`` (``top_k`` 0 is passed as it is, which turns top-k off: left
+    unset, transformers would apply its default of 50)."""
+    kw: dict = {
+        "max_new_tokens": cfg.max_new_tokens,
+        "num_return_sequences": cfg.num_return,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id,
+        "decoder_start_token_id": pad_id,
+    }
+    if cfg.strategy == "beam":
+        kw.update(num_beams=cfg.num_beams, do_sample=False, early_stopping=True)
+    elif cfg.strategy == "sample":
+        kw.update(do_sample=True, num_beams=1, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+    else:
+        kw.update(do_sample=False, num_beams=1)
+    return kw
+
+
+def generation_config(cfg: DecodingConfig, eos_id: int, pad_id: int) -> Any:
+    """``cfg`` as a transformers ``GenerationConfig`` (a model directory's ``generation_config.json``):
+    plain ``generate`` runs the same search and returns its best sequence, where xlgen returns and
+    scores all ``cfg.num_return`` of them."""
+    from transformers import GenerationConfig
+
+    kw = generation_kwargs(cfg, eos_id, pad_id)
+    kw.pop("num_return_sequences")
+    return GenerationConfig(**kw)
+
+
+def sequence_logprobs(
+    model: torch.nn.Module,
+    encoder_states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    sequences: torch.Tensor,
+    eos_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact log-probabilities of generated sequences by one teacher-forced decoder pass.
+
+    Args:
+        model: The T5 model.
+        encoder_states: Encoder output, ``(n_seq, src_len, d_model)``, one row per sequence.
+        attention_mask: ``(n_seq, src_len)``.
+        sequences: ``generate`` output, ``(n_seq, tgt_len)``, starting with the decoder start id.
+        eos_id: End of sequence; tokens after the first eos do not count.
+
+    Returns:
+        ``(logprob, n_tokens)``, each ``(n_seq,)``.
+    """
+    decoder_input, target = sequences[:, :-1], sequences[:, 1:]
+    out = model(
+        encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states),
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_input,
+    )
+    logp = torch.log_softmax(out.logits.float(), dim=-1)  # (n_seq, tgt_len - 1, vocab)
+    token_logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (n_seq, tgt_len - 1)
+    is_eos = (target == eos_id).long()
+    # a position counts while no eos came before it: the cumulative eos count, shifted right by one
+    before_eos = torch.cumsum(is_eos, dim=1) - is_eos == 0  # (n_seq, tgt_len - 1)
+    return (token_logp * before_eos).sum(dim=1), before_eos.sum(dim=1)  # (n_seq,), (n_seq,)
 
 
 class TorchBackend(Backend):

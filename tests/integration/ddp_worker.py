@@ -1,4 +1,4 @@
-"""Run by tests/test_train.py under ``accelerate launch``: trains the tiny preset and writes each
+"""Run by tests/integration/test_train.py under ``accelerate launch``: trains the tiny preset and writes each
 rank's weight digest."""
 
 import os

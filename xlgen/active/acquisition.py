@@ -2,7 +2,7 @@
 
 Every function is a small class with one verb, ``score(outputs) -> np.ndarray  # (n_docs,)``,
 where a higher score means "annotate this first". They are chosen by name from :data:`STRATEGIES`
-(``get_strategy("vote")``); ranking, top-b and diversity live once, in :mod:`xlgen.selection`.
+(``get_strategy("vote")``); ranking, top-b and diversity live once, in :mod:`xlgen.active.selection`.
 
 Each class says what it ``needs`` of the model, so that the caller decodes only as much as that:
 ``none`` (text only), ``beams`` (the reference beam search), ``clusters`` (the beams and the
@@ -239,6 +239,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, ClusterEntropy, VoteDisagreement, LabelSetVariance,
                 ExpectedConfidence)
 }
+
+
+DEFAULT_STRATEGY = "margin"
+"""The service's default: one beam search per document, the cheapest model-based strategy."""
 
 
 def get_strategy(name: str, seed: int = 0) -> Strategy:

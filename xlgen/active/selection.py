@@ -1,15 +1,16 @@
 """Batch selection: which pool documents to annotate next.
 
 ``select_batch(model, pool, SelectionConfig(strategy="vote", batch_size=100))`` decodes what the
-strategy needs, scores the pool (:mod:`xlgen.acquisition`) and picks the batch:
+strategy needs, scores the pool (:mod:`xlgen.active.acquisition`) and picks the batch:
 
 1. optionally score only a random ``pool_sample`` of a large pool;
 2. optionally drop the top ``drop_top`` share of the scores (the most uncertain are often noise);
 3. top-b, or with ``diversity`` cluster the encoder embeddings of the ``candidate_factor * b``
    best candidates into ``b`` clusters (K-means) and take the highest-scored of each.
 
-Decoding outputs and scores are cached per model version (a digest of the weights and threshold),
-so strategies that share a model, or repeated calls, decode the pool once.
+Decoding outputs and scores are cached per model version (:attr:`xlgen.model.XLGenModel.version`:
+the saved directory's version, or a digest of the weights and threshold computed once), so
+strategies that share a model, or repeated calls, decode the pool once.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from xlgen.acquisition import NEEDS, PoolOutputs, get_strategy
+from xlgen.active.acquisition import NEEDS, PoolOutputs, get_strategy
+from xlgen.active.ensemble import EnsembleConfig, decode_ensemble
 from xlgen.data import Document
-from xlgen.ensemble import EnsembleConfig, decode_ensemble, encode_pool
 from xlgen.model import XLGenModel
 
 
@@ -33,7 +34,7 @@ class SelectionConfig:
     """How to pick the next batch.
 
     Attributes:
-        strategy: Acquisition function name (see :data:`xlgen.acquisition.STRATEGIES`).
+        strategy: Acquisition function name (see :data:`xlgen.active.acquisition.STRATEGIES`).
         batch_size: Documents to select.
         diversity: Cluster the best candidates' encoder embeddings and take the most uncertain per
             cluster, instead of plain top-b.
@@ -88,15 +89,6 @@ class Selection:
     cached: bool = False
 
 
-def model_version(model: XLGenModel) -> str:
-    """A digest of the weights and threshold: equal versions score alike."""
-    h = hashlib.sha256(repr(model.threshold).encode())
-    for name, tensor in sorted(model.model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 @dataclass
 class _Decoded:
     outputs: PoolOutputs
@@ -118,6 +110,14 @@ class ScoreCache:
         self.scores.clear()
 
 
+def unsupported(model: XLGenModel, strategy: str) -> str | None:
+    """Why ``model`` cannot run the acquisition function ``strategy`` (``None`` when it can)."""
+    if get_strategy(strategy).needs == "clusters" and (model.guidance is None or "cluster_probs" not in model.guidance.reports):
+        return (f"strategy {strategy!r} needs a model whose guidance has label clusters (variant bcl or mcg); "
+                f"this model is {model.settings.variant}")
+    return None
+
+
 def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: EnsembleConfig, embeddings: bool) -> _Decoded:
     """Decodes as much as ``needs`` asks (``none``, ``beams``, ``clusters`` or ``ensemble``)."""
     if needs not in NEEDS:
@@ -134,12 +134,10 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
         cfg = ensemble.member_configs()[0]
         model.model.eval()
         cache: dict[int, torch.Tensor] = {}
-        clusters = None
-        if needs == "clusters":
-            outputs.cluster_probs = model.cluster_probabilities(texts)  # (n, n_clusters)
-            if model.settings.variant == "mcg":  # its first stage, run once for scores and inputs alike
-                clusters = model.clusters_above(outputs.cluster_probs)
-        beams = model.candidates(model.encode_inputs(texts, clusters), cfg, encoder_cache=cache)
+        # the guidance plans once: its report (cluster probabilities) and the inputs come from one pass
+        plan = model.plan(texts, report=needs == "clusters")
+        outputs.cluster_probs = plan.cluster_probs  # (n, n_clusters) or None
+        beams = model.candidates(model.encode_inputs(texts, plan=plan), cfg, encoder_cache=cache)
         preds = [model.to_prediction(c, cfg, model.threshold) for c in beams]
         outputs.beams = beams
         outputs.members = [[dict(zip(p.labels, p.scores, strict=True)) for p in preds]]
@@ -147,7 +145,7 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
         if texts:
             outputs.embeddings = torch.stack([cache[i].float().mean(0) for i in range(len(texts))]).numpy()  # (n, d)
     if embeddings and outputs.embeddings is None:
-        outputs.embeddings = encode_pool(model, texts, ensemble.batch_size)
+        outputs.embeddings = model.embeddings(texts, ensemble.batch_size)
     return _Decoded(outputs, suggestions, time.perf_counter() - started)
 
 
@@ -160,10 +158,12 @@ def score_pool(
         ``(scores (n_docs,), decoded outputs, seconds)``, the seconds being what decoding and scoring
         cost when computed (also on a cache hit).
     """
+    if why := unsupported(model, cfg.strategy):
+        raise ValueError(why)
     cache = cache if cache is not None else ScoreCache()
     strategy = get_strategy(cfg.strategy, cfg.seed)
     ids = hashlib.sha256("\x00".join(d.id for d in docs).encode()).hexdigest()
-    key = (model_version(model), ids, strategy.needs, repr(cfg.ensemble), cfg.diversity)
+    key = (model.weights_version(), ids, strategy.needs, repr(cfg.ensemble), cfg.diversity)
     # richer outputs of the same model serve too: the ensemble's first member is the reference beam search
     richer = [(*key[:2], n, *key[3:]) for n in NEEDS[NEEDS.index(strategy.needs) :]]
     decoded = next((cache.decoded[k] for k in richer if k in cache.decoded), None)

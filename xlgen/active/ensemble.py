@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from xlgen.cluster_head import masked_mean
 from xlgen.decoding import Candidate, DecodingConfig
 from xlgen.model import XLGenModel
 
@@ -122,15 +121,6 @@ def combine_votes(member_sets: Sequence[Iterable[str]], how: str, min_votes: flo
 def encoder_embeddings(cache: dict[int, torch.Tensor], n_docs: int) -> np.ndarray:
     """Mean of each document's cached encoder states over its real tokens: ``(n_docs, d_model)``."""
     return torch.stack([cache[i].float().mean(dim=0) for i in range(n_docs)]).numpy()  # (n_docs, d_model)
-
-
-@torch.inference_mode()
-def encode_pool(model: XLGenModel, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """Mean-pooled encoder states only (no decoding): ``(n_docs, d_model)``."""
-    out = [masked_mean(states, mask).float().cpu() for states, mask in model.encoded_batches(texts, batch_size)]  # (batch, d) each
-    if not out:
-        return np.zeros((0, model.t5.config.d_model), dtype=np.float32)
-    return torch.cat(out).numpy()  # (n_docs, d)
 
 
 def decode_ensemble(

@@ -1,0 +1,116 @@
+"""The ``retrieval`` variant on the tiny preset and a tiny sentence encoder: candidates appended to the
+input (leak-free in training), fused scores with their sources, the three scorings, save/load equality,
+the oracle, and the fusion's calibrators."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xlgen.data import Document, read_documents, write_jsonl
+from xlgen.decoding import DecodingConfig
+from xlgen.fusion import GENERATOR, LogisticCalibrator
+from xlgen.model import XLGenModel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def retrieval_run(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from training.config import TrainConfig
+    from training.train import run
+
+    root = tmp_path_factory.mktemp("retrieval")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XLGEN_CACHE_DIR", str(root / "cache"))
+    data = root / "data"
+    data.mkdir()
+    for split, n in (("train", 300), ("dev", 50), ("test", 50)):
+        write_jsonl(read_documents(ROOT / "data" / "goemotions" / f"{split}.jsonl.gz")[:n], data / f"{split}.jsonl")
+    run(TrainConfig(data=str(data), output_dir=str(root / "run"), preset="tiny", max_steps=12, eval_every=12, batch_size=16,
+                    lr=3e-2, max_target_length=16, max_input_length=64, progress=False, variant="retrieval",
+                    encoder=str(tiny_encoder_dir), candidates_in_input=4))
+    yield root
+    mp.undo()
+
+
+def test_trains_saves_and_reloads(retrieval_run: Path) -> None:
+    model_dir = retrieval_run / "run" / "model"
+    assert (model_dir / "guidance" / "retriever" / "retriever.json").is_file()
+    fusion = json.loads((model_dir / "guidance" / "fusion.json").read_text())
+    assert fusion["generator"] is not None  # the generator stage was fitted on dev after training
+    metrics = json.loads((retrieval_run / "run" / "metrics.json").read_text())
+    assert 0.0 <= metrics["dev_candidate_recall"] <= 1.0 and "dev_oof_micro_f1" in metrics and "test_micro_f1" in metrics
+    assert metrics["dev_threshold"] == XLGenModel.load(model_dir).threshold
+    m = XLGenModel.load(model_dir)
+    m.decoding = DecodingConfig(max_new_tokens=8)
+    texts = ["thank you so much!", "this is awful and I hate it"]
+    preds = m.predict(texts)
+    assert all(p.labels for p in preds)
+    for p in preds:
+        assert list(p.all_scores.values()) == sorted(p.all_scores.values(), reverse=True)
+        assert all(0.0 <= v <= 1.0 for v in p.all_scores.values())
+        for label in p.labels:  # every returned label says what proposed it
+            assert p.sources[label] and set(p.sources[label]) <= {"knn", "label_text", "linear", GENERATOR}
+    m.save(retrieval_run / "copy")
+    again = XLGenModel.load(retrieval_run / "copy")
+    again.decoding = m.decoding
+    assert [p.all_scores for p in again.predict(texts)] == [p.all_scores for p in preds]
+
+
+def test_input_carries_the_ordered_candidates(retrieval_run: Path) -> None:
+    m = XLGenModel.load(retrieval_run / "run" / "model")
+    g = m.guidance
+    texts = ["thank you so much!"]
+    plan = m.plan(texts)
+    ordered = g.ordered(plan.extra["candidates"])[0]
+    ids = m.encode_inputs(texts, plan=plan)[0]
+    suffix = g.suffix(m, ordered)
+    assert ids[-1] == m.tokenizer.eos_id and ids[-1 - len(suffix) : -1] == suffix
+    assert suffix.count(m.tokenizer.sep_id) == min(4, len(ordered))  # candidates_in_input
+    # the oracle appends the gold labels instead
+    gold = m.encode_inputs(texts, given=[["gratitude"]])[0]
+    assert gold[-2 - len(m.tokenizer.encode("gratitude")) : -1] == [m.tokenizer.sep_id, *m.tokenizer.encode("gratitude")]
+
+
+def test_three_scorings(retrieval_run: Path) -> None:
+    m = XLGenModel.load(retrieval_run / "run" / "model")
+    m.decoding = DecodingConfig(max_new_tokens=8)
+    texts = ["I love this so much"]
+    retr = m.predict(texts, scoring="retriever")[0]
+    gen = m.predict(texts, scoring="generator")[0]
+    fused = m.predict(texts, scoring="fused")[0]
+    assert retr.candidates == [] and GENERATOR not in {s for v in retr.sources.values() for s in v}
+    assert gen.sources == {} and all(gen.sources_of(x) == [GENERATOR] for x in gen.labels) and gen.candidates
+    assert set(retr.all_scores) <= set(fused.all_scores)
+    with pytest.raises(ValueError, match="scoring"):
+        m.predict(texts, scoring="nonsense")
+
+
+def test_training_candidates_are_leak_free(retrieval_run: Path, tiny_encoder_dir: Path) -> None:
+    """kNN never votes with the document itself when scoring training documents."""
+    from xlgen.encoders import LabelRetriever, RetrieverConfig, SentenceEncoder
+
+    docs = [Document(str(i), t, (x,)) for i, (t, x) in enumerate(
+        [("oil price crude", "crude"), ("wheat corn grain", "grain"), ("stock shares bank", "earn"), ("happy love thanks", "joy")])]
+    r = LabelRetriever.fit(docs, config=RetrieverConfig(sources=("knn",), k_neighbours=3), encoder=SentenceEncoder.load(str(tiny_encoder_dir)))
+    train = r.score_train(docs)
+    for i, d in enumerate(docs):  # each document's own label comes from other documents only: here, no other has it
+        assert d.labels[0] not in train.source_scores("knn")[i]
+    assert docs[0].labels[0] in r.score([docs[0].text]).source_scores("knn")[0]  # as a new document it finds its twin
+
+
+def test_logistic_calibrator_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] * x[:, 2] + rng.normal(scale=0.3, size=400) > 0).astype(int)
+    cal = LogisticCalibrator(("a", "b", "c"), pairs=True).fit(x, y)
+    again = LogisticCalibrator.from_dict(json.loads(json.dumps(cal.to_dict())))
+    np.testing.assert_allclose(again.predict(x), cal.predict(x))
+    assert ((cal.predict(x) > 0.5) == y).mean() > 0.85  # the product term is learnable through the pairs
+    const = LogisticCalibrator(("a",)).fit(np.zeros((5, 1)), np.ones(5))
+    assert np.allclose(const.predict(np.zeros((2, 1))), 1.0, atol=1e-5)

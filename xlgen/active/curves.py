@@ -1,0 +1,109 @@
+"""Summaries of active-learning curves: area under the curve, deficiency against random, the share
+of the pool needed to reach the full-pool reference, a Markdown table and a plot.
+
+A curve is a list of points, one per round, each a dict with at least ``share`` (labelled share of
+the pool), ``micro_f1``, ``acq_s`` and ``n_scored``; ``curves`` maps strategy -> seed -> curve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def area_under_curve(share: Sequence[float], f1: Sequence[float]) -> float:
+    """Trapezoid area under micro-F1 against the labelled share, divided by the share's range (a mean F1)."""
+    x, y = np.asarray(share, dtype=float), np.asarray(f1, dtype=float)
+    if len(x) < 2 or x[-1] == x[0]:
+        return float(y.mean()) if len(y) else 0.0
+    return float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum() / (x[-1] - x[0]))
+
+
+def deficiency(f1: Sequence[float], random_f1: Sequence[float], reference: float) -> float | None:
+    """``sum_r (ref - F1_r) / sum_r (ref - F1_random_r)``: below 1 beats random (Zhang and Plank, 2021)."""
+    den = float(np.sum(reference - np.asarray(random_f1)))
+    return float(np.sum(reference - np.asarray(f1))) / den if den > 0 else None
+
+
+def share_to_reach(share: Sequence[float], f1: Sequence[float], target: float) -> float | None:
+    """The first labelled share whose F1 reaches ``target`` (``None``: never within the simulation)."""
+    return next((float(s) for s, y in zip(share, f1, strict=True) if y >= target - 1e-12), None)
+
+
+def summarize(curves: dict[str, dict[str, list[dict]]], full_f1: float | None) -> dict[str, dict]:
+    """Per strategy: micro-F1 AUC (mean, std over seeds), macro-F1 AUC, deficiency against random, the
+    shares needed to reach 95% and 100% of full-pool micro-F1 (on the seed-mean curve), and acquisition
+    seconds per 1,000 scored documents."""
+    f1s = {n: {s: [p["micro_f1"] for p in pts] for s, pts in by_seed.items()} for n, by_seed in curves.items()}
+    best = max(max(max(v) for v in by_seed.values()) for by_seed in f1s.values())
+    reference = max(full_f1 or 0.0, best)
+    out: dict[str, dict] = {}
+    for name, by_seed in curves.items():
+        seeds = list(by_seed)
+        share = [p["share"] for p in by_seed[seeds[0]]]
+        aucs = [area_under_curve(share, f1s[name][s]) for s in seeds]
+        defs = [deficiency(f1s[name][s][1:], f1s["random"][s][1:], reference) for s in seeds]
+        mean = np.mean([f1s[name][s] for s in seeds], axis=0)  # (n_rounds + 1,)
+        scored = sum(p["n_scored"] for s in seeds for p in by_seed[s])
+        acq = sum(p["acq_s"] for s in seeds for p in by_seed[s])
+        valid = [d for d in defs if d is not None]
+        macro = [area_under_curve(share, [p["macro_f1"] for p in by_seed[s]]) for s in seeds if "macro_f1" in by_seed[s][0]]
+        out[name] = {
+            "auc_mean": float(np.mean(aucs)),
+            "auc_std": float(np.std(aucs)),
+            "final_f1_mean": float(mean[-1]),
+            "macro_auc_mean": float(np.mean(macro)) if macro else None,
+            "deficiency": float(np.mean(valid)) if valid else None,
+            "share_to_95": share_to_reach(share, mean, 0.95 * full_f1) if full_f1 else None,
+            "share_to_100": share_to_reach(share, mean, full_f1) if full_f1 else None,
+            "acq_s_per_1000": 1000 * acq / scored if scored else 0.0,
+        }
+    return out
+
+
+def format_table(result: dict, dataset: str = "") -> str:
+    """The summary as a Markdown table."""
+    def cell(v: float | None, pct: bool = False) -> str:
+        if v is None:
+            return "not reached" if pct else "-"
+        return f"{100 * v:.0f}%" if pct else f"{v:.3f}"
+
+    rows = ["| dataset | strategy | micro-F1 AUC (mean ± std) | final micro-F1 | macro-F1 AUC | deficiency vs random "
+            "| share to 95% | share to 100% | acq. s / 1k docs |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in result["summary"].items():
+        rows.append(f"| {dataset} | {name} | {s['auc_mean']:.3f} ± {s['auc_std']:.3f} | {s['final_f1_mean']:.3f} | "
+                    f"{cell(s.get('macro_auc_mean'))} | "
+                    f"{cell(s['deficiency'])} | {cell(s['share_to_95'], True)} | {cell(s['share_to_100'], True)} | "
+                    f"{s['acq_s_per_1000']:.1f} |")
+    return "\n".join(rows)
+
+
+def plot(result: dict, path: Path, title: str = "", ax=None) -> None:  # type: ignore[no-untyped-def]
+    """Mean test micro-F1 per strategy against the labelled share, min-max over seeds shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(6, 4))
+    for name, by_seed in result["curves"].items():
+        seeds = list(by_seed)
+        x = 100 * np.array([p["share"] for p in by_seed[seeds[0]]])
+        y = np.array([[p["micro_f1"] for p in by_seed[s]] for s in seeds])  # (n_seeds, n_rounds + 1)
+        ax.plot(x, y.mean(0), marker="o", label=name, linestyle="--" if name == "random" else "-")
+        ax.fill_between(x, y.min(0), y.max(0), alpha=0.15)
+    if result["full_data"]:
+        ax.axhline(result["full_data"]["micro_f1"], color="grey", linestyle=":", label="full pool")
+    ax.set_xlabel("labelled share of the pool (%)")
+    ax.set_ylabel("test micro-F1")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    if own:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
