@@ -58,6 +58,9 @@ def load_served_model(path: str | Path, device: str = "auto", threads: int = 0, 
     if dev == "cpu" and threads:
         torch.set_num_threads(threads)
     xm = XLGenModel.load(path, device=dev, backend=backend)
+    retriever = getattr(xm.guidance, "retriever", None)
+    if retriever is not None:
+        retriever.cache = None  # requests' texts are not written to the on-disk embedding cache
     dtype = torch.float32
     if bf16 and bf16_supported(dev):
         xm.model.to(torch.bfloat16)

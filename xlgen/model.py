@@ -177,8 +177,16 @@ class XLGenModel:
             yield encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
 
     @torch.inference_mode()
+    def guidance_embeddings(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The guidance's pretrained document vectors (see :meth:`Guidance.document_embeddings`), or None."""
+        return self.guidance.document_embeddings(texts) if self.guidance is not None else None
+
     def embeddings(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Mean-pooled encoder states of the texts' label inputs: ``(n_texts, d_model)``."""
+        """Document vectors for diversity and similarity: the guidance's pretrained sentence-encoder
+        vectors when it holds an encoder (retrieval), else mean-pooled T5 encoder states of the texts'
+        label inputs: ``(n_texts, dim)``."""
+        if (pretrained := self.guidance_embeddings(texts)) is not None:
+            return pretrained
         out = [masked_mean(states, mask).float().cpu()  # (batch, d_model)
                for states, mask in self.encoded_batches(self.encode_inputs(texts), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.t5.config.d_model), dtype=np.float32)  # (n_texts, d_model)

@@ -111,3 +111,10 @@ def test_ensemble_strategies_need_members():
     for name in ("vote", "variance", "beal"):
         with pytest.raises(ValueError, match="members"):
             get_strategy(name).score(PoolOutputs(["x"]))
+
+
+def test_subword_counts_pieces_of_the_pretrained_vocabulary() -> None:
+    from xlgen.encoders.packaged import wordpiece_counts
+
+    counts = wordpiece_counts(["the cat sat", "electroencephalography", ""])
+    assert counts[0] == 3 and counts[1] > 3 and counts[2] == 0  # common words are one piece each; a rare one splits

@@ -114,3 +114,44 @@ def test_logistic_calibrator_round_trip() -> None:
     assert ((cal.predict(x) > 0.5) == y).mean() > 0.85  # the product term is learnable through the pairs
     const = LogisticCalibrator(("a",)).fit(np.zeros((5, 1)), np.ones(5))
     assert np.allclose(const.predict(np.zeros((2, 1))), 1.0, atol=1e-5)
+
+
+def test_document_vectors_come_from_the_sentence_encoder(retrieval_run: Path) -> None:
+    """Diversity and similarity use the retriever's pretrained vectors, not the T5's states."""
+    m = XLGenModel.load(retrieval_run / "run" / "model")
+    texts = ["thank you so much!", "this is awful and I hate it"]
+    vectors = m.embeddings(texts)
+    assert vectors.shape == (2, 32)  # the tiny sentence encoder's width, not the T5's d_model
+    assert np.allclose(vectors, m.guidance.retriever.embed(texts), atol=1e-5)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_the_service_answers_sources_and_selects_with_diversity(retrieval_run: Path, tmp_path: Path) -> None:
+    from tests.support import KEY, running, settings_for
+
+    with running(settings_for(retrieval_run / "run" / "model", tmp_path / "svc")) as client:
+        r = client.post("/v1/tag", json={"texts": ["thank you so much!", "I am so angry"], "max_new_tokens": 8})
+        assert r.status_code == 400 and r.json()["extra"][0]["key"] == "max_new_tokens"  # not a request option
+        r = client.post("/v1/tag", json={"texts": ["thank you so much!", "I am so angry"], "top_k": 3})
+        assert r.status_code == 200, r.text
+        for result in r.json()["results"]:
+            for label in result["labels"]:
+                assert label["sources"] and set(label["sources"]) <= {"knn", "label_text", "linear", GENERATOR}
+        assert client.get("/v1/model").json()["variant"] == "retrieval"
+        docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(["thanks a lot", "so sad today", "what a surprise",
+                                                                  "I love it", "this is annoying", "I am scared"])]
+        assert client.post("/v1/pool", json={"documents": docs}, headers=KEY).status_code == 200
+        r = client.post("/v1/al/next-batch", json={"strategy": "margin", "size": 2, "diversity": True, "annotator": "a"},
+                        headers=KEY)
+        assert r.status_code == 200 and len(r.json()["documents"]) == 2, r.text
+        for doc in r.json()["documents"]:
+            assert all(x["sources"] for x in doc["suggested"])
+        r = client.post("/v1/al/next-batch", json={"strategy": "subword", "size": 2, "annotator": "b"}, headers=KEY)
+        assert r.status_code == 200 and len(r.json()["documents"]) == 2, r.text
+
+
+def test_the_service_keeps_no_embedding_of_requests(retrieval_run: Path) -> None:
+    from service.inference import load_served_model
+
+    served = load_served_model(retrieval_run / "run" / "model", device="cpu", threads=1, backend="torch", bf16=False)
+    assert served.model.guidance.retriever.cache is None

@@ -88,7 +88,8 @@ class SubwordRatio(Strategy):
     """Sub-word pieces per word: ``s(x) = n_pieces(x) / n_words(x)``.
 
     Documents the tokenizer splits finely hold rare words, which the model knows least; needs no
-    model (only its tokenizer).
+    model. The pieces are those of the pretrained WordPiece vocabulary of the packaged sentence
+    encoder (see :func:`xlgen.encoders.packaged.wordpiece_counts`), else the model's own tokenizer.
     """
 
     name, needs = "subword", "none"

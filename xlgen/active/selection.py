@@ -118,13 +118,24 @@ def unsupported(model: XLGenModel, strategy: str) -> str | None:
     return None
 
 
+def subword_counts(model: XLGenModel, texts: Sequence[str]) -> np.ndarray:
+    """Pieces per text for the ``subword`` strategy: the pretrained WordPiece vocabulary when the
+    packaged encoder is installed, else the model's own tokenizer: ``(n_texts,)``."""
+    from xlgen.encoders.packaged import EncoderUnavailableError, wordpiece_counts
+
+    try:
+        return wordpiece_counts(texts)
+    except EncoderUnavailableError:
+        return np.array([len(model.tokenizer.encode(t)) for t in texts])
+
+
 def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: EnsembleConfig, embeddings: bool) -> _Decoded:
     """Decodes as much as ``needs`` asks (``none``, ``beams``, ``clusters`` or ``ensemble``)."""
     if needs not in NEEDS:
         raise ValueError(f"unknown need {needs!r}")
     started = time.perf_counter()
     texts = list(texts)
-    outputs = PoolOutputs(texts, n_pieces=np.array([len(model.tokenizer.encode(t)) for t in texts]))
+    outputs = PoolOutputs(texts, n_pieces=subword_counts(model, texts))
     suggestions: list[list[tuple[str, float]]] = [[] for _ in texts]
     if needs == "ensemble":
         out = decode_ensemble(model, texts, ensemble)
@@ -142,7 +153,7 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
         outputs.beams = beams
         outputs.members = [[dict(zip(p.labels, p.scores, strict=True)) for p in preds]]
         suggestions = [list(zip(p.labels, p.scores, strict=True)) for p in preds]
-        if texts:
+        if texts and not (model.guidance is not None and model.guidance.has_document_embeddings):  # else on demand, below
             outputs.embeddings = torch.stack([cache[i].float().mean(0) for i in range(len(texts))]).numpy()  # (n, d)
     if embeddings and outputs.embeddings is None:
         outputs.embeddings = model.embeddings(texts, ensemble.batch_size)

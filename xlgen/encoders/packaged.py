@@ -8,8 +8,12 @@ weights are checked against the published digest before anything loads them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from xlgen.digests import file_sha256
 
@@ -67,3 +71,27 @@ def verify_weights(model_dir: str | Path) -> str:
     if digest != WEIGHTS_SHA256:
         raise EncoderUnavailableError(f"{path} has sha256 {digest}, expected {WEIGHTS_SHA256}: the packaged encoder is damaged")
     return digest
+
+
+_WORDPIECE: Any = None
+
+
+def wordpiece_counts(texts: Sequence[str]) -> np.ndarray:
+    """Word pieces per text under the packaged encoder's pretrained WordPiece vocabulary (BERT's
+    uncased 30,522 pieces), special tokens left out: ``(n_texts,)``. A pretrained vocabulary splits
+    words that are rare in general language, not rare in one corpus (as the XMC active-learning study
+    counted sub-words with a pretrained tokenizer). Reads only the tokenizer file, not the weights.
+
+    Raises:
+        EncoderUnavailableError: If the packaged encoder is not installed.
+    """
+    global _WORDPIECE
+    if _WORDPIECE is None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(packaged_model_dir() / "tokenizer.json"))
+        tok.no_truncation()
+        tok.no_padding()
+        _WORDPIECE = tok
+    encodings = _WORDPIECE.encode_batch(list(texts), add_special_tokens=False)
+    return np.array([len(e.ids) for e in encodings], dtype=np.int64)

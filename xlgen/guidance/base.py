@@ -198,6 +198,15 @@ class Guidance(ABC):
             self.head.to(device)
         return self
 
+    has_document_embeddings: ClassVar[bool] = False
+    """Whether :meth:`document_embeddings` gives vectors."""
+
+    def document_embeddings(self, texts: Sequence[str]) -> np.ndarray | None:
+        """Document vectors of a pretrained encoder the guidance holds, ``(n_texts, dim)``, for
+        batch diversity and other uses of document similarity; None when it holds none (the model's
+        own encoder states serve then)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """A few facts for ``/v1/model`` and logs."""
         return {"kind": self.name}

@@ -153,6 +153,12 @@ class RetrievalGuidance(Guidance):
         retriever.fit_seconds = dict(meta.get("fit_seconds") or {})
         return cls(retriever, Fusion.load(directory / "fusion.json"), int(meta["k_input"]), int(meta["max_suffix_tokens"]))
 
+    has_document_embeddings = True
+
+    def document_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """The retriever's sentence-encoder vectors (normalised; the embedding cache serves repeats)."""
+        return self.retriever.embed(texts)
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.name, "sources": list(self.retriever.sources), "k_input": self.k_input,
                 "encoder": self.retriever.encoder.name, "labels": len(self.retriever.labels),
