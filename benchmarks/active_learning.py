@@ -29,7 +29,7 @@ from training.active_learning import SimulationConfig, format_table, plot, simul
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["goemotions", "reuters21578"])
-    p.add_argument("--strategies", nargs="+", default=["random", "margin", "vote", "beal"])
+    p.add_argument("--strategies", nargs="+", default=["random", "margin", "vote", "beal_adapted", "beal"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     for f in fields(SimulationConfig):
         if f.name in ("rounds", "pool_size", "initial", "batch", "initial_steps", "round_steps", "test_size", "preset",

@@ -56,7 +56,7 @@ class SimulationConfig:
 
     data: str = opt(DEFAULT_DATA, "dataset folder holding train/dev/test splits")
     output_dir: str = opt("runs/al/goemotions", "folder for active_learning.json and active_learning.png")
-    strategies: tuple[str, ...] = opt(("random", "margin", "vote", "beal"), "acquisition strategies (random is always added)")
+    strategies: tuple[str, ...] = opt(("random", "margin", "vote", "beal_adapted", "beal"), "acquisition strategies (random is always added)")
     seeds: tuple[int, ...] = opt((0, 1), "seeds: each draws its own initial set and trains its own models")
     pool_size: int | None = opt(1000, "pool: a fixed random sample of this many train documents (all if not set)")
     initial: int = opt(100, "randomly labelled documents to start from")

@@ -1,7 +1,7 @@
 """Command-line glue of ``xlgen select`` and ``xlgen simulate-al``.
 
     xlgen select --model runs/goemotions/model --pool pool.jsonl --strategy vote --batch-size 200 --output next.jsonl
-    xlgen simulate-al --data ../shared/data/goemotions --output-dir runs/al/goemotions --strategies random margin vote beal
+    xlgen simulate-al --data ../shared/data/goemotions --output-dir runs/al/goemotions --strategies random margin vote beal_adapted beal
 """
 
 from __future__ import annotations

@@ -206,6 +206,7 @@ class XLGenModel:
         plan: Plan | None = None,
         should_stop: Callable[[], bool] | None = None,
         scoring: str = "fused",
+        dropout: bool = False,
     ) -> list[Prediction]:
         """Labels with scores for each text.
 
@@ -222,6 +223,8 @@ class XLGenModel:
                 retrieval guidance's calibrated probabilities), ``generator`` (beam mass alone) or
                 ``retriever`` (the guidance's own scores, no decoding at all). The tuned threshold
                 belongs to ``fused``; the others need their own.
+            dropout: Decode with dropout on in the whole network (one stochastic pass of MC dropout,
+                on torch); the model is left in that mode, the caller switches it back.
 
         Raises:
             xlgen.backends.Cancelled: When ``should_stop`` returned True.
@@ -230,7 +233,7 @@ class XLGenModel:
             raise ValueError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
         cfg = decoding or self.decoding
         thr = self.threshold if threshold is None else threshold
-        self.model.eval()
+        self.model.train(dropout)
         plan = plan if plan is not None else self.plan(texts, given)
         if scoring == "retriever":
             fused = self.guidance.rescore(self, plan, None, use_generator=False) if self.guidance is not None else None

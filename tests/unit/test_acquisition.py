@@ -24,7 +24,7 @@ def outputs_with_members(*members: list[dict[str, float]]) -> PoolOutputs:
 
 
 def test_registry_names_and_docstrings():
-    assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "cluster", "vote", "variance", "beal"}
+    assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "cluster", "vote", "variance", "beal_adapted", "beal", "beal_det"}
     for name, cls in STRATEGIES.items():
         s = get_strategy(name)
         assert s.name == name and s.needs in NEEDS
@@ -100,7 +100,7 @@ def test_label_set_variance():
 def test_expected_confidence_puts_the_least_confident_first():
     confident = {"a": 1.0}
     unsure = {"a": 0.4, "b": 0.3}
-    s = get_strategy("beal").score(outputs_with_members([confident, unsure], [confident, unsure]))
+    s = get_strategy("beal_adapted").score(outputs_with_members([confident, unsure], [confident, unsure]))
     assert s[0] == pytest.approx(-1.0)  # R(1) / log2(2)
     expected = (2**0.4 - 1) + (2**0.3 - 1) / math.log2(3)
     assert s[1] == pytest.approx(-expected)
@@ -108,7 +108,7 @@ def test_expected_confidence_puts_the_least_confident_first():
 
 
 def test_ensemble_strategies_need_members():
-    for name in ("vote", "variance", "beal"):
+    for name in ("vote", "variance", "beal_adapted"):
         with pytest.raises(ValueError, match="members"):
             get_strategy(name).score(PoolOutputs(["x"]))
 
@@ -118,3 +118,19 @@ def test_subword_counts_pieces_of_the_pretrained_vocabulary() -> None:
 
     counts = wordpiece_counts(["the cat sat", "electroencephalography", ""])
     assert counts[0] == 3 and counts[1] > 3 and counts[2] == 0  # common words are one piece each; a rare one splits
+
+
+def test_beal_expected_confidence_follows_the_paper() -> None:
+    from xlgen.active.acquisition import expected_confidence
+
+    r = lambda y: 2.0**y - 1.0  # noqa: E731 - the paper's relevance
+    # two passes over one document: mean relevance ranks a (0.9, 0.7) first, b (0.2, 0.6) second, c (0, 0.1) third
+    passes = [[{"a": 0.9, "b": 0.2}], [{"a": 0.7, "b": 0.6, "c": 0.1}]]
+    want = ((r(0.9) / 1 + r(0.2) / 2) + (r(0.7) / 1 + r(0.6) / 2 + r(0.1) / 3)) / 2
+    assert expected_confidence(passes, 1)[0] == pytest.approx(want)
+    # every label of the document counts, not only those above a threshold; no label: confidence 0
+    assert expected_confidence([[{}]], 1)[0] == 0.0
+    confident, unsure = {"a": 0.95}, {"a": 0.5, "b": 0.45}
+    s = get_strategy("beal").score(PoolOutputs(["x", "y"], passes=[[confident, unsure], [confident, unsure]]))
+    assert s[1] > s[0]  # the less confident document first
+    assert get_strategy("beal_det").needs == "beams" and get_strategy("beal").needs == "passes"

@@ -60,7 +60,7 @@ def test_cache_per_model_version(tiny_model):
     cache = ScoreCache()
     first = select_batch(tiny_model, POOL, SelectionConfig(strategy="vote", batch_size=3, ensemble=SMALL), cache)
     n = calls[0]
-    again = select_batch(tiny_model, POOL, SelectionConfig(strategy="beal", batch_size=3, ensemble=SMALL), cache)
+    again = select_batch(tiny_model, POOL, SelectionConfig(strategy="beal_adapted", batch_size=3, ensemble=SMALL), cache)
     assert calls[0] == n and again.cached and not first.cached  # same model: decoded once for both strategies
     beams = select_batch(tiny_model, POOL, SelectionConfig(strategy="margin", batch_size=3, ensemble=SMALL), cache)
     assert beams.cached and calls[0] == n  # the ensemble's first member is the reference beam search
@@ -77,3 +77,32 @@ def test_pool_sample_and_diversity(tiny_model):
     cfg = SelectionConfig(strategy="margin", batch_size=3, pool_sample=8, diversity=True, candidate_factor=2, ensemble=SMALL)
     sel = select_batch(tiny_model, POOL, cfg)
     assert sel.n_scored == 8 and len(sel.indices) == 3 and len(set(sel.indices)) == 3
+
+
+def test_beal_decodes_stochastic_passes_of_the_whole_network(tiny_model):
+    """T passes with dropout on differ from each other (the encoder too is perturbed); the same seed
+    repeats them; the model is back in eval mode afterwards; the deterministic ablation needs no pass."""
+    from xlgen.active.ensemble import mc_passes
+
+    tiny_model.t5.config.dropout_rate = 0.3
+    for m in tiny_model.t5.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.3
+    texts = [d.text for d in POOL[:4]]
+    cfg = EnsembleConfig(members=(DecodingConfig(num_beams=3),), mc_passes=3, max_new_tokens=6)
+    passes = mc_passes(tiny_model, texts, cfg, seed=0)
+    assert len(passes) == 3 and all(len(p) == 4 for p in passes)
+    assert passes[0] != passes[1]  # dropout on
+    assert mc_passes(tiny_model, texts, cfg, seed=0) == passes  # seeded
+    assert not tiny_model.model.training
+    encoder_calls = []
+    hook = tiny_model.t5.get_encoder().register_forward_hook(lambda *a: encoder_calls.append(1))
+    try:
+        mc_passes(tiny_model, texts, cfg, seed=1)
+    finally:
+        hook.remove()
+    assert len(encoder_calls) >= 3  # the encoder runs in every pass: no state shared between passes
+    sel = select_batch(tiny_model, POOL, SelectionConfig(strategy="beal", batch_size=3, ensemble=cfg))
+    assert len(sel.ids) == 3
+    det = select_batch(tiny_model, POOL, SelectionConfig(strategy="beal_det", batch_size=3, ensemble=cfg))
+    assert len(det.ids) == 3

@@ -22,7 +22,10 @@ import numpy as np
 
 from xlgen.decoding import Candidate
 
-NEEDS = ("none", "beams", "clusters", "ensemble")
+NEEDS = ("none", "beams", "clusters", "ensemble", "passes")
+"""What a strategy needs decoded, cheapest first; each of the first four also serves the ones before it
+(the ensemble's first member is the reference beam search); ``passes`` (T stochastic passes of the
+whole network) serves only itself."""
 
 
 @dataclass
@@ -34,6 +37,9 @@ class PoolOutputs:
         n_pieces: Sub-word pieces per document (the model's tokenizer), ``(n_docs,)``.
         beams: ``[doc]`` -> the reference member's beams (with exact, unnormalised log-probs).
         members: ``[member][doc]`` -> the labels that member predicts, with their scores.
+        passes: ``[pass][doc]`` -> every label's probability in that pass (uncut: the model's scores,
+            fused where the model fuses), for BEAL; one deterministic pass (the reference beam
+            search) when the strategy needs ``beams``, T passes with dropout on when it needs ``passes``.
         embeddings: Encoder embeddings ``(n_docs, d_model)``, for diversity.
         cluster_probs: Probability of each label cluster ``(n_docs, n_clusters)`` (``bcl``: its
             head; ``mcg``: the beam mass of its first stage).
@@ -43,6 +49,7 @@ class PoolOutputs:
     n_pieces: np.ndarray | None = None
     beams: list[list[Candidate]] | None = None
     members: list[list[dict[str, float]]] | None = None
+    passes: list[list[dict[str, float]]] | None = None
     embeddings: np.ndarray | None = None
     cluster_probs: np.ndarray | None = None
 
@@ -52,6 +59,7 @@ class PoolOutputs:
 
     def require(self, what: str) -> None:
         missing = {"n_pieces": self.n_pieces is None, "beams": self.beams is None, "members": self.members is None,
+                   "passes": self.passes is None,
                    "cluster_probs": self.cluster_probs is None}
         if missing.get(what, False):
             raise ValueError(f"this acquisition function needs {what!r}, which the outputs lack")
@@ -211,7 +219,7 @@ class LabelSetVariance(Strategy):
 
 
 class ExpectedConfidence(Strategy):
-    """BEAL expected confidence adapted to generation, lowest first:
+    """BEAL expected confidence adapted to generation (``beal_adapted``; :class:`BEAL` is the paper's), lowest first:
     ``s(x) = -(1/M) sum_m sum_r R(y_{m,r}) / log2(r + 1)``, ``R(y) = 2^y - 1``,
     where member ``m``'s predicted labels are ranked ``r = 1, 2, ...`` by their score ``y`` in [0, 1].
 
@@ -219,7 +227,7 @@ class ExpectedConfidence(Strategy):
     the least confident first.
     """
 
-    name, needs = "beal", "ensemble"
+    name, needs = "beal_adapted", "ensemble"
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         outputs.require("members")
@@ -235,10 +243,53 @@ class ExpectedConfidence(Strategy):
         return out  # (n_docs,)
 
 
+def expected_confidence(passes: Sequence[Sequence[dict[str, float]]], n_docs: int) -> np.ndarray:
+    """BEAL's expected confidence per document, as the BEAL paper defines it: with relevance ``R(y) = 2^y - 1`` of a label's
+    probability ``y``, one ranking ``pi`` of *all* the document's labels by their mean relevance over
+    the passes, and per pass ``conf_t = sum_j R(y_tj) / pi(j)`` (a reciprocal-rank discount), the
+    expectation ``(1/T) sum_t conf_t``. Labels a pass does not propose have ``y = 0``, so ``R = 0``.
+
+    Returns:
+        ``(n_docs,)`` expected confidences (0 for a document no pass labelled).
+    """
+    out = np.zeros(n_docs)
+    for i in range(n_docs):
+        labels = sorted({x for p in passes for x in p[i]})
+        if not labels:
+            continue
+        y = np.array([[min(max(p[i].get(x, 0.0), 0.0), 1.0) for x in labels] for p in passes])  # (T, n_labels)
+        relevance = 2.0**y - 1.0  # (T, n_labels)
+        order = np.lexsort((np.arange(len(labels)), -relevance.mean(axis=0)))  # best mean relevance first, ties by name
+        rank = np.empty(len(labels))
+        rank[order] = np.arange(1, len(labels) + 1)  # (n_labels,) pi(j), 1-based
+        out[i] = float((relevance / rank).sum(axis=1).mean())
+    return out  # (n_docs,)
+
+
+class BEAL(Strategy):
+    """BEAL as published, lowest expected confidence first:
+    ``s(x) = -(1/T) sum_t sum_j R(y_tj) / pi(j)`` (see :func:`expected_confidence`) over T passes
+    of the whole network with dropout on (``SelectionConfig.ensemble.mc_passes``; encoder states
+    recomputed in every pass, since dropout changes them)."""
+
+    name, needs = "beal", "passes"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("passes")
+        return -expected_confidence(outputs.passes or [], outputs.n_docs)  # (n_docs,)
+
+
+class DeterministicBEAL(BEAL):
+    """BEAL's deterministic ablation, ``s(x) = -sum_j R(y_j) / pi(j)``: one pass with dropout off
+    (T = 1), the reference beam search's label probabilities."""
+
+    name, needs = "beal_det", "beams"
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, ClusterEntropy, VoteDisagreement, LabelSetVariance,
-                ExpectedConfidence)
+                ExpectedConfidence, BEAL, DeterministicBEAL)
 }
 
 

@@ -43,6 +43,8 @@ class EnsembleConfig:
         combine: ``union``, ``intersection`` or ``vote``.
         min_votes: For ``vote``: the share of members that must predict a label.
         mc_dropout: Extra members: this many stochastic passes of the first member with dropout on.
+        mc_passes: T of BEAL (the ``beal`` strategy): passes of the whole network, encoder included,
+            with dropout on, each decoding like the first member (see :func:`mc_passes`).
         max_new_tokens: Overrides every member's ``max_new_tokens`` when set.
         batch_size: Documents per forward pass, for every member.
     """
@@ -51,6 +53,7 @@ class EnsembleConfig:
     combine: str = "vote"
     min_votes: float = 0.5
     mc_dropout: int = 0
+    mc_passes: int = 10
     max_new_tokens: int | None = None
     batch_size: int = 32
 
@@ -61,8 +64,8 @@ class EnsembleConfig:
             raise ValueError(f"unknown combination {self.combine!r}; choose one of {', '.join(COMBINE)}")
         if not 0 < self.min_votes <= 1:
             raise ValueError("min_votes must lie in (0, 1]")
-        if self.mc_dropout < 0 or self.batch_size < 1:
-            raise ValueError("mc_dropout must not be negative and batch_size must be positive")
+        if self.mc_dropout < 0 or self.batch_size < 1 or self.mc_passes < 1:
+            raise ValueError("mc_dropout must not be negative; batch_size and mc_passes must be positive")
 
     def member_configs(self) -> list[DecodingConfig]:
         """Every member's decoding settings, MC-dropout passes last (each with its own seed)."""
@@ -159,3 +162,27 @@ def decode_ensemble(
     emb = encoder_embeddings(cache, len(texts)) if texts else np.zeros((0, model.t5.config.d_model), dtype=np.float32)
     return EnsembleOutput(candidates, member_labels, votes, combined, emb)
 
+
+
+def mc_passes(model: XLGenModel, texts: Sequence[str], cfg: EnsembleConfig | None = None, seed: int = 0) -> list[list[dict[str, float]]]:
+    """``cfg.mc_passes`` stochastic passes of the whole network (dropout on in the encoder and the
+    decoder, no encoder state shared between passes), each decoding like the first member: ``[pass][doc]``
+    -> every proposed label's probability, uncut (fused with the guidance's scores where the model fuses).
+    The guidance plans once (retrieval candidates do not depend on dropout). Runs on torch: the exported
+    backends have no dropout.
+    """
+    cfg = cfg or EnsembleConfig()
+    member = cfg.member_configs()[0]
+    texts = list(texts)
+    plan = model.plan(texts)
+    out: list[list[dict[str, float]]] = []
+    state = torch.random.get_rng_state()
+    try:
+        for t in range(cfg.mc_passes):
+            # decoding seeds torch with the member's seed: each pass gets its own, so its own dropout masks
+            run = replace(member, seed=member.seed + 1_000_003 * seed + 7_919 * (t + 1))
+            out.append([dict(p.all_scores) for p in model.predict(texts, run, threshold=0.0, plan=plan, dropout=True)])
+    finally:
+        model.model.eval()
+        torch.random.set_rng_state(state)
+    return out

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from xlgen.active.acquisition import NEEDS, PoolOutputs, get_strategy
-from xlgen.active.ensemble import EnsembleConfig, decode_ensemble
+from xlgen.active.ensemble import EnsembleConfig, decode_ensemble, mc_passes
 from xlgen.data import Document
 from xlgen.model import XLGenModel
 
@@ -129,15 +129,19 @@ def subword_counts(model: XLGenModel, texts: Sequence[str]) -> np.ndarray:
         return np.array([len(model.tokenizer.encode(t)) for t in texts])
 
 
-def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: EnsembleConfig, embeddings: bool) -> _Decoded:
-    """Decodes as much as ``needs`` asks (``none``, ``beams``, ``clusters`` or ``ensemble``)."""
+def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: EnsembleConfig, embeddings: bool,
+                seed: int = 0) -> _Decoded:
+    """Decodes as much as ``needs`` asks (``none``, ``beams``, ``clusters``, ``ensemble`` or ``passes``;
+    ``seed`` seeds the dropout of ``passes``)."""
     if needs not in NEEDS:
         raise ValueError(f"unknown need {needs!r}")
     started = time.perf_counter()
     texts = list(texts)
     outputs = PoolOutputs(texts, n_pieces=subword_counts(model, texts))
     suggestions: list[list[tuple[str, float]]] = [[] for _ in texts]
-    if needs == "ensemble":
+    if needs == "passes":
+        outputs.passes = mc_passes(model, texts, ensemble, seed)
+    elif needs == "ensemble":
         out = decode_ensemble(model, texts, ensemble)
         outputs.beams, outputs.members, outputs.embeddings = out.candidates[0], out.member_labels, out.embeddings
         suggestions = out.labels
@@ -152,6 +156,7 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
         preds = [model.to_prediction(c, cfg, model.threshold) for c in beams]
         outputs.beams = beams
         outputs.members = [[dict(zip(p.labels, p.scores, strict=True)) for p in preds]]
+        outputs.passes = [[dict(p.all_scores) for p in preds]]  # the deterministic pass (dropout off)
         suggestions = [list(zip(p.labels, p.scores, strict=True)) for p in preds]
         if texts and not (model.guidance is not None and model.guidance.has_document_embeddings):  # else on demand, below
             outputs.embeddings = torch.stack([cache[i].float().mean(0) for i in range(len(texts))]).numpy()  # (n, d)
@@ -174,12 +179,13 @@ def score_pool(
     cache = cache if cache is not None else ScoreCache()
     strategy = get_strategy(cfg.strategy, cfg.seed)
     ids = hashlib.sha256("\x00".join(d.id for d in docs).encode()).hexdigest()
-    key = (model.weights_version(), ids, strategy.needs, repr(cfg.ensemble), cfg.diversity)
+    # the seed only changes what the dropout passes decode
+    key = (model.weights_version(), ids, strategy.needs, repr(cfg.ensemble), cfg.diversity, cfg.seed if strategy.needs == "passes" else 0)
     # richer outputs of the same model serve too: the ensemble's first member is the reference beam search
-    richer = [(*key[:2], n, *key[3:]) for n in NEEDS[NEEDS.index(strategy.needs) :]]
+    richer = [(*key[:2], n, *key[3:]) for n in NEEDS[NEEDS.index(strategy.needs) :] if n != "passes" or strategy.needs == "passes"]
     decoded = next((cache.decoded[k] for k in richer if k in cache.decoded), None)
     if decoded is None:
-        decoded = decode_pool(model, [d.text for d in docs], strategy.needs, cfg.ensemble, cfg.diversity)
+        decoded = decode_pool(model, [d.text for d in docs], strategy.needs, cfg.ensemble, cfg.diversity, cfg.seed)
         cache.decoded[key] = decoded
     else:
         cache.hits += 1
