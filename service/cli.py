@@ -4,6 +4,7 @@
     xlgen evaluate   metrics of a model on a labelled split, as JSON
     xlgen predict    labels with scores for texts or a JSON Lines file
     xlgen cluster    label clusters for the bcl / mcg variants (xlgen train --variant bcl|mcg)
+    xlgen select, simulate-al, simulate-new-labels, serve, export   (see their --help)
 
 Run ``xlgen <command> --help`` for every option.
 """
@@ -155,6 +156,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                           *lazy("training.al_cli", "add_select_arguments", "cmd_select"))
     commands["simulate-al"] = ("active-learning simulation: strategies against random on a labelled dataset",
                                *lazy("training.al_cli", "add_simulate_arguments", "cmd_simulate"))
+    commands["simulate-new-labels"] = ("new labels added by name: binary questions, greedy against random, recall@10 and forgetting",
+                                       *lazy("training.new_labels", "add_simulate_arguments", "cmd_simulate"))
     commands["serve"] = ("run the REST service", *lazy("service.serve", "add_serve_arguments", "cmd_serve"))
     commands["export"] = ("write an ONNX Runtime or CTranslate2 backend into a model directory",
                           *lazy("service.export_cli", "add_export_arguments", "cmd_export"))

@@ -73,7 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
         if tp is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typing.get_origin(tp) is tuple:
-            group.add_argument(flag, dest=f.name, nargs="+", default=default, help=help_text)
+            item = (typing.get_args(tp) or (str,))[0]
+            convert: Any = item if item in (int, float) else str
+            group.add_argument(flag, dest=f.name, nargs="+", default=default, help=help_text, type=convert,
+                               choices=f.metadata.get("choices"))
         else:
             group.add_argument(
                 flag, dest=f.name, type=tp, default=default, help=help_text, choices=f.metadata.get("choices")

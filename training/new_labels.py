@@ -1,0 +1,187 @@
+"""``xlgen simulate-new-labels``: cold-start active learning for labels added by name, measured.
+
+K labels with at least ``min_train`` train documents are hidden from the train split; the rest are the
+old labels. The hidden labels are then added by name only; the train documents are the pool whose
+binary questions ("does this document carry label c?") are answered from the hidden gold labels. After
+every ``step`` answers each new label's vector becomes the normalised mean of its name and its positives
+(exactly what ``LabelRetriever.add_label(name, examples=positives)`` computes), and the test split is
+ranked against all labels: recall@10 of the new labels (on test documents that carry one) against the
+number of answers, and recall@10 of the old labels before the new ones arrived and after (what the new
+labels take from them). Orders: ``greedy`` (a new label uniformly at random, its best-ranked unasked
+document) against ``random``. Writes ``new_labels.json``, ``new_labels.md`` and ``new_labels.png``.
+
+    xlgen simulate-new-labels --data ../shared/data/reuters21578 --output-dir runs/new_labels/reuters21578
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xlgen.active.new_labels import ORDERS, candidate_questions, order_questions, recall_at_k
+from xlgen.config import add_arguments, from_arguments, opt
+from xlgen.data import find_split, read_documents
+from xlgen.encoders.label_texts import label_name_text
+
+
+@dataclass(frozen=True)
+class NewLabelConfig:
+    """Settings of the new-label simulation."""
+
+    data: str = opt(None, "dataset folder with train and test splits (JSON Lines)")
+    output_dir: str = opt("runs/new_labels", "where new_labels.json, .md and .png are written")
+    hidden: int = opt(20, "labels hidden from train and added back by name")
+    min_train: int = opt(20, "a hidden label has at least this many train documents")
+    top_n: int = opt(100, "questions per new label: its most similar pool documents")
+    answers: int | None = opt(None, "answers in all (default: every question)")
+    step: int = opt(50, "answers between two evaluations (and prototype updates)")
+    orders: tuple[str, ...] = opt(ORDERS, "question orders compared")
+    seeds: tuple[int, ...] = opt((0, 1, 2), "seeds: each draws its hidden labels and its orders")
+    encoder: str = opt("all-MiniLM-L6-v2", "sentence encoder (the packaged all-MiniLM-L6-v2, a directory or a hub name)")
+    k: int = opt(10, "recall@k cut-off")
+    max_test: int | None = opt(None, "use the first N test documents (default: all)")
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("--data is required")
+        if self.hidden < 1 or self.min_train < 1 or self.top_n < 1 or self.step < 1 or self.k < 1:
+            raise ValueError("--hidden, --min-train, --top-n, --step and --k must be positive")
+        if self.answers is not None and self.answers < 1:
+            raise ValueError("--answers must be positive")
+        if not self.seeds:
+            raise ValueError("--seeds needs at least one seed")
+        for how in self.orders:
+            if how not in ORDERS:
+                raise ValueError(f"unknown order {how!r}; choose from {', '.join(ORDERS)}")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def point(answers: int, positives: int, queries: np.ndarray, old_vecs: np.ndarray, new_sums: np.ndarray, old: list[str],
+          hidden: list[str], gold: list[set[str]], k: int) -> dict:
+    """One point of a curve: the test split ranked against the old labels and the new labels' current
+    vectors (``new_sums`` normalised), recall@k of each group."""
+    all_vecs = np.concatenate([old_vecs, _unit(new_sums)])  # (n_old + n_new, dim)
+    scores = queries @ all_vecs.T  # (n_test, n_labels)
+    labels = old + hidden
+    return {"answers": answers, "positives": positives, "new_recall": recall_at_k(scores, labels, gold, set(hidden), k),
+            "old_recall": recall_at_k(scores, labels, gold, set(old), k)}
+
+
+def simulate_new_labels(cfg: NewLabelConfig, progress: bool = True) -> dict:
+    """Runs the simulation; returns (and writes) the results."""
+    from xlgen.encoders import EmbeddingCache, EncoderConfig, SentenceEncoder
+
+    data = Path(cfg.data)
+    train = read_documents(find_split(data, "train"))
+    test = read_documents(find_split(data, "test"))[: cfg.max_test]
+    counts = Counter(x for d in train for x in d.labels)
+    eligible = sorted(x for x, c in counts.items() if c >= cfg.min_train)
+    if len(eligible) < 2:
+        raise ValueError(f"{data}: fewer than 2 labels with at least {cfg.min_train} train documents")
+    encoder = SentenceEncoder.load(EncoderConfig(name=cfg.encoder))
+    cache = EmbeddingCache()
+    pool = encoder.encode([d.text for d in train], cache=cache, progress=progress)  # (n_pool, dim)
+    queries = encoder.encode([d.text for d in test], cache=cache, progress=progress)  # (n_test, dim)
+    names = sorted(counts)
+    name_vecs = dict(zip(names, encoder.encode([label_name_text(x) for x in names], cache=cache), strict=True))
+    gold_test = [set(d.labels) for d in test]
+    runs = []
+    for seed in cfg.seeds:
+        rng = np.random.default_rng(seed)
+        hidden = sorted(str(x) for x in rng.choice(eligible, min(cfg.hidden, len(eligible) - 1), replace=False))
+        old = [x for x in names if x not in set(hidden)]
+        old_vecs = np.stack([name_vecs[x] for x in old])  # (n_old, dim): name only, as every label here
+        before = recall_at_k(queries @ old_vecs.T, old, gold_test, set(old), cfg.k)
+        new_names = np.stack([name_vecs[x] for x in hidden])  # (n_new, dim)
+        questions = candidate_questions(pool @ _unit(new_names).T, hidden, cfg.top_n)
+        for how in cfg.orders:
+            seq = order_questions(questions, how, seed)[: cfg.answers]
+            sums = new_names.copy()  # name + positives, normalised when scored
+            positives = 0
+            curve = [point(0, 0, queries, old_vecs, sums, old, hidden, gold_test, cfg.k)]
+            for n, (label, i) in enumerate(seq, 1):
+                if label in train[i].labels:  # the annotator says yes
+                    sums[hidden.index(label)] += pool[i]
+                    positives += 1
+                if n % cfg.step == 0 or n == len(seq):
+                    curve.append(point(n, positives, queries, old_vecs, sums, old, hidden, gold_test, cfg.k))
+            runs.append({"seed": seed, "order": how, "hidden": hidden, "old_recall_before": before, "curve": curve})
+    result = {"config": asdict(cfg), "encoder": encoder.name, "n_pool": len(train), "n_test": len(test), "runs": runs}
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "new_labels.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "new_labels.md").write_text(format_table(result) + "\n")
+    plot(result, out / "new_labels.png")
+    return result
+
+
+def summary(result: dict) -> list[dict]:
+    """Per order and answer count: mean and spread over seeds of new and old recall@k."""
+    rows = []
+    for how in result["config"]["orders"]:
+        runs = [r for r in result["runs"] if r["order"] == how]
+        for p in range(len(runs[0]["curve"])):
+            pts = [r["curve"][p] for r in runs if p < len(r["curve"])]
+            new = np.array([x["new_recall"] for x in pts])
+            old = np.array([x["old_recall"] for x in pts])
+            rows.append({"order": how, "answers": pts[0]["answers"], "positives": float(np.mean([x["positives"] for x in pts])),
+                         "new_recall": float(new.mean()), "new_recall_std": float(new.std()), "old_recall": float(old.mean()),
+                         "old_recall_before": float(np.mean([r["old_recall_before"] for r in runs]))})
+    return rows
+
+
+def format_table(result: dict) -> str:
+    """A Markdown table of :func:`summary`."""
+    k = result["config"]["k"]
+    lines = [f"| order | answers | positives found | new labels recall@{k} | old labels recall@{k} (before: no new label) |",
+             "|---|---|---|---|---|"]
+    for r in summary(result):
+        lines.append(f"| {r['order']} | {r['answers']} | {r['positives']:.1f} | {r['new_recall']:.3f} ± {r['new_recall_std']:.3f} "
+                     f"| {r['old_recall']:.3f} ({r['old_recall_before']:.3f}) |")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    """New labels' recall@k against answers per order (mean over seeds), old labels' recall dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary(result)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for how in result["config"]["orders"]:
+        rs = [r for r in rows if r["order"] == how]
+        x = [r["answers"] for r in rs]
+        line = ax.plot(x, [r["new_recall"] for r in rs], marker="o", label=f"new labels, {how}")[0]
+        ax.fill_between(x, [r["new_recall"] - r["new_recall_std"] for r in rs], [r["new_recall"] + r["new_recall_std"] for r in rs],
+                        alpha=0.2, color=line.get_color())
+        ax.plot(x, [r["old_recall"] for r in rs], linestyle="--", color=line.get_color(), label=f"old labels, {how}")
+    k = result["config"]["k"]
+    ax.set_xlabel("binary answers")
+    ax.set_ylabel(f"recall@{k}")
+    ax.set_title(f"{Path(result['config']['data']).name}: {len(result['runs'][0]['hidden'])} labels added by name")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``xlgen simulate-new-labels``."""
+    add_arguments(p, NewLabelConfig)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    result = simulate_new_labels(from_arguments(NewLabelConfig, args))
+    print(format_table(result))
+    print(f"written to {args.output_dir}")
+    return 0
