@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from service import labelstudio, routes
+from service import labelstudio, new_labels, routes
 from service.auth import HEADER
 from service.bodies import strict_input
 from service.errors import document_errors, http_error, server_error
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         description="Extreme multi-label tagging by label generation, with active learning and retraining.",
         components=Components(security_schemes={"apiKey": SecurityScheme(type="apiKey", name=HEADER, security_scheme_in="header")}),
     )
-    handlers = [*routes.ROUTES, *labelstudio.ROUTES]
+    handlers = [*routes.ROUTES, *labelstudio.ROUTES, *new_labels.ROUTES]
     app = Litestar(
         route_handlers=_options_first(handlers),
         dependencies={"rt": Provide(_runtime, sync_to_thread=False)},

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -142,3 +143,15 @@ def labels_of(tagged: Tagged, threshold: float | None, top_k: int | None, min_la
         kept = kept[:top_k]
     pred = tagged.prediction
     return [(label, score, label not in model.label_space, pred.sources_of(label)) for label, score in kept]
+
+
+def apply_labels(served: ServedModel, storage: Any) -> int:
+    """Adds every recorded new label, with its examples and positives, to the served model's retriever
+    (after a restart or a swap); returns how many. A model without a retriever is left as it is."""
+    retriever = getattr(served.model.guidance, "retriever", None)
+    if retriever is None:
+        return 0
+    labels = storage.new_labels()
+    for rec in labels:
+        retriever.add_label(rec["name"], rec["description"], [*rec["examples"], *rec["positives"]])
+    return len(labels)

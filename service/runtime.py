@@ -14,7 +14,16 @@ from litestar.exceptions import HTTPException, ServiceUnavailableException
 
 from service.batcher import MicroBatcher, QueueFull
 from service.errors import bad_request
-from service.inference import ModelHolder, ServedModel, Tagged, ensure_export, load_served_model, run_tag_batch, text_work
+from service.inference import (
+    ModelHolder,
+    ServedModel,
+    Tagged,
+    apply_labels,
+    ensure_export,
+    load_served_model,
+    run_tag_batch,
+    text_work,
+)
 from service.jobs import RetrainManager
 from service.metrics import Metrics
 from service.settings import Settings
@@ -100,9 +109,12 @@ class Runtime:
             self._storage.close()
 
     async def _load(self, path: str) -> ServedModel:
+        """Loads a model directory, with the labels added by name since (kept in the database) applied."""
         s = self.settings
-        return await asyncio.get_running_loop().run_in_executor(
+        served = await asyncio.get_running_loop().run_in_executor(
             None, lambda: load_served_model(path, s.device, s.threads, s.bf16, s.backend))
+        await asyncio.to_thread(apply_labels, served, self.storage)
+        return served
 
     async def _load_initial(self) -> None:
         """Serves what the database says was swapped in last for this base model, else the base model."""

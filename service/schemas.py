@@ -241,3 +241,55 @@ class Job(msgspec.Struct):
     started_at: float | None = None
     finished_at: float | None = None
     cancel_requested: bool = False
+
+
+# ------------------------------------------------------------------------------------ new labels
+
+
+class NewLabelRequest(Body):
+    """A label added by name, with an optional description and example phrases."""
+
+    name: Label
+    description: Annotated[str, Meta(max_length=2000)] | None = None
+    examples: Annotated[list[Annotated[str, Meta(min_length=1, max_length=2000, pattern=VISIBLE)]], Meta(max_length=50)] = msgspec.field(
+        default_factory=list)
+    annotator: Name = ""
+
+
+class NewLabel(msgspec.Struct):
+    name: str
+    description: str | None
+    examples: list[str]
+    questions: int
+    answered: int
+    positives: int
+
+
+class NewLabelsResponse(msgspec.Struct):
+    labels: list[NewLabel]
+
+
+class QuestionsRequest(Body):
+    annotator: Name = ""
+    size: Annotated[int, Meta(ge=1, le=100, description="questions to claim")] = 10
+
+
+class Question(msgspec.Struct):
+    document_id: str
+    label: str
+    text: str
+    score: float
+
+
+class QuestionsResponse(msgspec.Struct):
+    questions: list[Question]
+
+
+class AnswerRequest(Body):
+    """Whether document ``document_id`` carries label ``label``."""
+
+    document_id: Id
+    label: Label
+    answer: bool
+    annotator: Name = ""
+    seconds: Annotated[float, Meta(ge=0.0, le=86_400.0, description="time spent on the question")] | None = None

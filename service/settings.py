@@ -103,6 +103,7 @@ class Settings:
         max_claims_per_annotator: Documents one annotator may hold claimed at once (the anonymous caller
             counts as the annotator ``""``), so that one next-batch call cannot claim the whole pool.
         pool_scan: Pool documents scored per next-batch call (a random sample when the pool is larger).
+        new_label_questions: Pool documents asked about per label added by name (``POST /v1/labels``).
         model_poll_s: How often a worker checks the database for a model swapped in by another
             worker or replica (0 turns it off).
         log_level: Logging level.
@@ -132,12 +133,13 @@ class Settings:
     claim_ttl_s: float = _env_field(1800.0, "next-batch claim lifetime in seconds")
     max_claims_per_annotator: int = _env_field(50, "documents one annotator may hold claimed at once")
     pool_scan: int = _env_field(512, "pool documents scored per next-batch call")
+    new_label_questions: int = _env_field(50, "pool documents asked about per label added by name (its most similar ones)")
     model_poll_s: float = _env_field(5.0, "seconds between checks for a model swapped in elsewhere")
     log_level: str = _env_field("INFO", "logging level")
 
     def __post_init__(self) -> None:
         for name in ("max_texts", "max_pool_docs", "max_chars", "max_body_bytes", "max_batch_size", "max_queue", "pool_scan",
-                     "max_claims_per_annotator", "max_request_work", "chunk_work"):
+                     "max_claims_per_annotator", "max_request_work", "chunk_work", "new_label_questions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.max_wait_ms < 0 or self.request_timeout_s <= 0 or self.claim_ttl_s <= 0 or self.threads < 0:

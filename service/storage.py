@@ -36,6 +36,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    or_,
     select,
     text,
     update,
@@ -184,6 +185,27 @@ def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
             Column("owner", String(64), nullable=False),
             Column("acquired_at", Float, nullable=False),
         ),
+        "new_labels": Table(
+            prefix + "new_labels", metadata,
+            Column("name", String(256), primary_key=True),
+            Column("description", Text, nullable=True),
+            Column("examples", JSON, nullable=False),
+            Column("annotator", String(256), nullable=False, server_default=""),
+            Column("created_at", Float, nullable=False),
+        ),
+        "questions": Table(
+            prefix + "questions", metadata,
+            Column("document_id", String(256), primary_key=True),
+            Column("label", String(256), primary_key=True, index=True),
+            Column("rank", Integer, nullable=False),
+            Column("score", Float, nullable=False),
+            Column("claimed_by", String(256), nullable=True),
+            Column("claimed_until", Float, nullable=True),
+            Column("answer", Boolean, nullable=True),
+            Column("annotator", String(256), nullable=True),
+            Column("seconds", Float, nullable=True),
+            Column("answered_at", Float, nullable=True),
+        ),
         "meta": Table(
             prefix + "meta", metadata,
             Column("key", String(64), primary_key=True),
@@ -250,6 +272,93 @@ class Storage:
         if self.dialect not in ("postgresql", "sqlite"):
             raise RuntimeError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
         return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    # ------------------------------------------------------------------------------- new labels
+
+    def add_new_label(self, name: str, description: str | None, examples: Sequence[str], annotator: str = "") -> bool:
+        """Records a label added by name; False if it was added before."""
+        t = self.t["new_labels"]
+        with self.engine.begin() as conn:
+            stmt = self._insert(t).values(name=name, description=description, examples=list(examples), annotator=annotator,
+                                          created_at=time.time()).on_conflict_do_nothing(index_elements=[t.c.name])
+            return conn.execute(stmt.returning(t.c.name)).first() is not None
+
+    def new_labels(self) -> list[dict[str, Any]]:
+        """Every label added by name, oldest first, with its question counts and the texts of its positives."""
+        t, q, d = self.t["new_labels"], self.t["questions"], self.t["documents"]
+        with self.engine.connect() as conn:
+            labels = [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.created_at, t.c.name))]
+            rows = conn.execute(select(q.c.label, q.c.answer, d.c.text).select_from(q.outerjoin(d, d.c.id == q.c.document_id))).all()
+        for rec in labels:
+            mine = [r for r in rows if r.label == rec["name"]]
+            rec["questions"] = len(mine)
+            rec["answered"] = sum(r.answer is not None for r in mine)
+            rec["positives"] = [r.text for r in mine if r.answer and r.text is not None]
+        return labels
+
+    def add_questions(self, label: str, ranked: Sequence[tuple[str, float]]) -> int:
+        """Adds the binary questions of ``label`` for documents ``(id, score)``, best first; returns how
+        many were new."""
+        q = self.t["questions"]
+        added = 0
+        with self.engine.begin() as conn:
+            for rank, (doc_id, score) in enumerate(ranked):
+                stmt = self._insert(q).values(document_id=doc_id, label=label, rank=rank, score=float(score))
+                stmt = stmt.on_conflict_do_nothing(index_elements=[q.c.document_id, q.c.label])
+                added += conn.execute(stmt.returning(q.c.label)).first() is not None
+        return added
+
+    def claim_questions(self, annotator: str, size: int, ttl_s: float, seed: int | None = None) -> list[dict[str, Any]]:
+        """Claims up to ``size`` open questions (unanswered, unclaimed or their claim expired) for
+        ``annotator``, greedily: a new label drawn uniformly among those with open questions, then its
+        best-ranked open question, repeated; a question claimed by someone else meanwhile is skipped.
+
+        Returns:
+            ``{document_id, label, score, text}`` per claimed question, in the order asked.
+        """
+        import random
+
+        q, d = self.t["questions"], self.t["documents"]
+        now = time.time()
+        open_ = and_(q.c.answer.is_(None), or_(q.c.claimed_until.is_(None), q.c.claimed_until < now))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(q.c.document_id, q.c.label, q.c.score, d.c.text)
+                                .select_from(q.join(d, d.c.id == q.c.document_id)).where(open_)
+                                .order_by(q.c.label, q.c.rank)).all()
+        left: dict[str, list[Any]] = {}
+        for r in rows:
+            left.setdefault(r.label, []).append(r)
+        rng = random.Random(seed)
+        got: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            while left and len(got) < size:
+                label = rng.choice(sorted(left))
+                r = left[label].pop(0)
+                if not left[label]:
+                    del left[label]
+                done = conn.execute(update(q).where(q.c.document_id == r.document_id, q.c.label == r.label, open_)
+                                    .values(claimed_by=annotator, claimed_until=now + ttl_s))
+                if done.rowcount == 1:
+                    got.append({"document_id": r.document_id, "label": r.label, "score": r.score, "text": r.text})
+        return got
+
+    def answer_question(self, document_id: str, label: str, answer: bool, annotator: str = "", seconds: float | None = None) -> bool:
+        """Stores the answer to a question (a later answer replaces it) and frees its claim; False when
+        there is no such question."""
+        q = self.t["questions"]
+        with self.engine.begin() as conn:
+            done = conn.execute(update(q).where(q.c.document_id == document_id, q.c.label == label)
+                                .values(answer=answer, annotator=annotator, seconds=seconds, answered_at=time.time(),
+                                        claimed_by=None, claimed_until=None))
+            return done.rowcount == 1
+
+    def answers(self) -> list[dict[str, Any]]:
+        """Every answered question, oldest answer first."""
+        q = self.t["questions"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(q.c.document_id, q.c.label, q.c.answer, q.c.annotator, q.c.seconds, q.c.answered_at)
+                                .where(q.c.answer.is_not(None)).order_by(q.c.answered_at)).all()
+        return [dict(r._mapping) for r in rows]
 
     # ------------------------------------------------------------------------------------- pool
 

@@ -4,8 +4,9 @@ K labels with at least ``min_train`` train documents are hidden from the train s
 old labels. The hidden labels are then added by name only; the train documents are the pool whose
 binary questions ("does this document carry label c?") are answered from the hidden gold labels. After
 every ``step`` answers each new label's vector becomes the normalised mean of its name and its positives
-(exactly what ``LabelRetriever.add_label(name, examples=positives)`` computes), and the test split is
-ranked against all labels: recall@10 of the new labels (on test documents that carry one) against the
+(exactly what ``LabelRetriever.add_label(name, examples=positives)`` computes); an old label's vector is
+its name plus its train documents (``--old-vectors prototype``, the replay of old pairs) or its name
+alone. The test split is ranked against all labels: recall@10 of the new labels (on test documents that carry one) against the
 number of answers, and recall@10 of the old labels before the new ones arrived and after (what the new
 labels take from them). Orders: ``greedy`` (a new label uniformly at random, its best-ranked unasked
 document) against ``random``. Writes ``new_labels.json``, ``new_labels.md`` and ``new_labels.png``.
@@ -43,6 +44,8 @@ class NewLabelConfig:
     orders: tuple[str, ...] = opt(ORDERS, "question orders compared")
     seeds: tuple[int, ...] = opt((0, 1, 2), "seeds: each draws its hidden labels and its orders")
     encoder: str = opt("all-MiniLM-L6-v2", "sentence encoder (the packaged all-MiniLM-L6-v2, a directory or a hub name)")
+    old_vectors: str = opt("prototype", "old labels' vectors: 'prototype' (name + their train documents, as the new labels "
+                           "get name + positives: the replay of old pairs) or 'name' (name only)", choices=("prototype", "name"))
     k: int = opt(10, "recall@k cut-off")
     max_test: int | None = opt(None, "use the first N test documents (default: all)")
 
@@ -98,7 +101,14 @@ def simulate_new_labels(cfg: NewLabelConfig, progress: bool = True) -> dict:
         rng = np.random.default_rng(seed)
         hidden = sorted(str(x) for x in rng.choice(eligible, min(cfg.hidden, len(eligible) - 1), replace=False))
         old = [x for x in names if x not in set(hidden)]
-        old_vecs = np.stack([name_vecs[x] for x in old])  # (n_old, dim): name only, as every label here
+        old_vecs = np.stack([name_vecs[x] for x in old])  # (n_old, dim)
+        if cfg.old_vectors == "prototype":  # name + the old label's train documents (the hidden labels taken out)
+            index = {x: j for j, x in enumerate(old)}
+            for i, d in enumerate(train):
+                for x in d.labels:
+                    if x in index:
+                        old_vecs[index[x]] += pool[i]
+            old_vecs = _unit(old_vecs)
         before = recall_at_k(queries @ old_vecs.T, old, gold_test, set(old), cfg.k)
         new_names = np.stack([name_vecs[x] for x in hidden])  # (n_new, dim)
         questions = candidate_questions(pool @ _unit(new_names).T, hidden, cfg.top_n)

@@ -155,3 +155,49 @@ def test_the_service_keeps_no_embedding_of_requests(retrieval_run: Path) -> None
 
     served = load_served_model(retrieval_run / "run" / "model", device="cpu", threads=1, backend="torch", bf16=False)
     assert served.model.guidance.retriever.cache is None
+
+
+def test_a_label_added_by_name_gets_questions_answers_and_survives_a_restart(retrieval_run: Path, tmp_path: Path) -> None:
+    from tests.support import KEY, running, settings_for
+
+    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(
+        ["python code bug", "java code error", "python error", "oil price crude", "wheat corn grain", "bank rates money",
+         "code python java", "happy love thanks"])]
+    settings = settings_for(retrieval_run / "run" / "model", tmp_path / "svc", new_label_questions=4)
+    with running(settings) as client:
+        assert client.post("/v1/pool", json={"documents": docs}, headers=KEY).status_code == 200
+        r = client.post("/v1/labels", json={"name": "programming", "examples": ["python code"]})
+        assert r.status_code == 401  # writes need the key
+        r = client.post("/v1/labels", json={"name": "programming", "examples": ["python code"]}, headers=KEY)
+        assert r.status_code == 201 and r.json()["questions"] == 4, r.text
+        assert client.post("/v1/labels", json={"name": "programming"}, headers=KEY).status_code == 409  # added before
+        assert client.post("/v1/labels", json={"name": "joy"}, headers=KEY).status_code == 409  # in the label space
+        r = client.post("/v1/labels", json={"name": " "}, headers=KEY)
+        assert r.status_code == 400 and r.json()["extra"][0]["key"] == "name"
+        r = client.post("/v1/labels", json={"name": "finance", "description": "banks, money and rates"}, headers=KEY)
+        assert r.status_code == 201
+        # two annotators at once never get the same question; the greedy order spreads them over both labels
+        a = client.post("/v1/labels/questions", json={"annotator": "ann", "size": 3}, headers=KEY).json()["questions"]
+        b = client.post("/v1/labels/questions", json={"annotator": "bob", "size": 3}, headers=KEY).json()["questions"]
+        assert len(a) == 3 and len(b) == 3
+        assert not {(q["document_id"], q["label"]) for q in a} & {(q["document_id"], q["label"]) for q in b}
+        assert {q["label"] for q in a + b} == {"programming", "finance"}
+        yes = next(q for q in a + b if q["label"] == "programming")
+        r = client.post("/v1/labels/answers", json={"document_id": yes["document_id"], "label": "programming", "answer": True,
+                                                    "annotator": "ann", "seconds": 2.5}, headers=KEY)
+        assert r.status_code == 200 and r.json()["positives"] == 1 and r.json()["answered"] == 1
+        r = client.post("/v1/labels/answers", json={"document_id": "nope", "label": "programming", "answer": False}, headers=KEY)
+        assert r.status_code == 404
+        listed = {x["name"]: x for x in client.get("/v1/labels").json()["labels"]}
+        assert listed["programming"]["positives"] == 1 and listed["finance"]["questions"] == 4
+        tagged = client.post("/v1/tag", json={"texts": ["python code bug"], "threshold": 0.0, "top_k": 50}).json()
+        assert tagged["results"][0]["labels"]  # the new labels compete with the old ones at once
+    with running(settings) as client:  # a restart re-applies what the database holds
+        retriever = client.app.state.runtime.holder.current.model.guidance.retriever
+        assert {"programming", "finance"} <= set(retriever.labels)
+        programming = next(t for t in retriever.label_texts if t.label == "programming")
+        assert yes_text(docs, yes["document_id"]) in programming.examples
+
+
+def yes_text(docs: list[dict], doc_id: str) -> str:
+    return next(d["text"] for d in docs if d["id"] == doc_id)
