@@ -45,6 +45,7 @@ from service.schemas import (
     TagResult,
 )
 from service.storage import Annotation, PoolDocument
+from xlgen.active.acquisition import get_strategy
 from xlgen.active.selection import SelectionConfig, unsupported
 from xlgen.config import overrides
 from xlgen.data import Document
@@ -215,7 +216,9 @@ async def next_batch(data: NextBatchRequest, rt: Runtime) -> NextBatchResponse:
     # a few more than asked, best first, in case another annotator claims some of them meanwhile
     cfg = SelectionConfig(strategy=data.strategy, batch_size=min(len(docs), 2 * data.size), diversity=data.diversity,
                           candidate_factor=data.candidate_factor, pool_sample=data.pool_sample, drop_top=data.drop_top, seed=data.seed)
-    selection = await rt.select(served, [Document(d.id, d.text) for d in docs], cfg)
+    strategy = get_strategy(data.strategy)
+    labelled = [Document(i, t) for i, t, _ in await asyncio.to_thread(rt.storage.labelled_documents)] if strategy.uses_labelled else []
+    selection = await rt.select(served, [Document(d.id, d.text) for d in docs], cfg, labelled)
     claim_id, claimed = await asyncio.to_thread(rt.storage.claim, selection.ids, data.annotator, s.claim_ttl_s, data.size,
                                                 s.max_claims_per_annotator)
     score = dict(zip(selection.ids, selection.scores, strict=True))

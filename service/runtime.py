@@ -202,7 +202,8 @@ class Runtime:
             self.metrics.rejected.labels(reason="timeout").inc()
             raise HTTPException(status_code=504, detail=f"no answer within {self.settings.request_timeout_s} s") from None
 
-    async def select(self, served: ServedModel, docs: Sequence[Document], cfg: SelectionConfig) -> Selection:
+    async def select(self, served: ServedModel, docs: Sequence[Document], cfg: SelectionConfig,
+                     labelled: Sequence[Document] = ()) -> Selection:
         """The acquisition library's batch selection (score, rank, diversity, noise cut) over pool
         documents, on the model thread (between micro-batches); scores are cached by the served
         model's version."""
@@ -210,7 +211,7 @@ class Runtime:
         def run() -> Selection:
             if len(self._score_cache.decoded) > SCORE_CACHE_ENTRIES:
                 self._score_cache.clear()
-            return select_batch(served.model, docs, cfg, self._score_cache)
+            return select_batch(served.model, docs, cfg, self._score_cache, labelled)
 
         return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 

@@ -26,6 +26,7 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--pool", required=True, help="JSON Lines file of unlabelled documents ({'id', 'text'})")
     p.add_argument("--output", help="ranked JSON Lines here (default: standard output)")
+    p.add_argument("--labelled", help="JSON Lines of the documents labelled so far (coreset and dal compare the pool with them)")
     p.add_argument("--strategy", default="vote", choices=tuple(STRATEGIES), help="acquisition function")
     p.add_argument("--batch-size", type=int, default=None, help="documents to return (default: the whole pool, ranked)")
     p.add_argument("--diversity", action="store_true", help="K-means over the best candidates' encoder embeddings")
@@ -50,7 +51,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     ensemble = EnsembleConfig(combine=args.combine, mc_dropout=args.mc_dropout)
     cfg = SelectionConfig(strategy=args.strategy, batch_size=args.batch_size or len(pool), diversity=args.diversity,
                           pool_sample=args.pool_sample, drop_top=args.drop_top, seed=args.seed, ensemble=ensemble)
-    sel = select_batch(model, pool, cfg)
+    labelled = read_documents(args.labelled, require_labels=False) if args.labelled else []
+    sel = select_batch(model, pool, cfg, labelled=labelled)
     suggestions = sel.suggestions
     missing = [k for k, s in enumerate(suggestions) if not s]
     if missing:  # strategies that decode nothing: suggest the model's own prediction

@@ -187,8 +187,10 @@ class XLGenModel:
         label inputs: ``(n_texts, dim)``."""
         if (pretrained := self.guidance_embeddings(texts)) is not None:
             return pretrained
-        out = [masked_mean(states, mask).float().cpu()  # (batch, d_model)
-               for states, mask in self.encoded_batches(self.encode_inputs(texts), batch_size)]
+        self.model.eval()
+        with torch.inference_mode():
+            out = [masked_mean(states, mask).float().cpu()  # (batch, d_model)
+                   for states, mask in self.encoded_batches(self.encode_inputs(texts), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.t5.config.d_model), dtype=np.float32)  # (n_texts, d_model)
 
     def canonical(self, label: str) -> str:

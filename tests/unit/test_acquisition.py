@@ -24,7 +24,8 @@ def outputs_with_members(*members: list[dict[str, float]]) -> PoolOutputs:
 
 
 def test_registry_names_and_docstrings():
-    assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "cluster", "vote", "variance", "beal_adapted", "beal", "beal_det"}
+    assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "cluster", "vote", "variance", "beal_adapted", "beal", "beal_det", "bald",
+                               "coreset", "dal"}
     for name, cls in STRATEGIES.items():
         s = get_strategy(name)
         assert s.name == name and s.needs in NEEDS
@@ -134,3 +135,29 @@ def test_beal_expected_confidence_follows_the_paper() -> None:
     s = get_strategy("beal").score(PoolOutputs(["x", "y"], passes=[[confident, unsure], [confident, unsure]]))
     assert s[1] > s[0]  # the less confident document first
     assert get_strategy("beal_det").needs == "beams" and get_strategy("beal").needs == "passes"
+
+
+def test_bald_is_zero_when_the_passes_agree_and_grows_with_their_disagreement() -> None:
+    agree = {"a": 0.7}
+    s = get_strategy("bald").score(PoolOutputs(["x", "y"], passes=[[agree, {"a": 0.95}], [agree, {"a": 0.05}]]))
+    assert s[0] == pytest.approx(0.0, abs=1e-9) and s[1] > 0.4  # H(0.5) - H(0.95) = 0.49 nats
+
+
+def test_coreset_takes_the_farthest_documents_one_after_the_other() -> None:
+    pool = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99], [-1.0, 0.0]])  # (n_docs, dim)
+    labelled = np.array([[1.0, 0.0]])
+    outputs = PoolOutputs(list("abcde"), embeddings=pool, labelled_embeddings=labelled)
+    strategy = get_strategy("coreset")
+    d = strategy.score(outputs)
+    assert d[0] == pytest.approx(0.0, abs=1e-6) and d.argmax() == 4  # the opposite direction is farthest
+    picked = strategy.pick(outputs, np.arange(5), 2).tolist()
+    assert picked == [4, 2]  # then the one farthest from both the labelled and the first pick, not its near twin
+    assert strategy.pick(outputs, np.array([1, 3]), 5).tolist() == [3, 1]  # only candidates, at most all of them
+
+
+def test_dal_prefers_documents_unlike_the_labelled_ones() -> None:
+    rng = np.random.default_rng(0)
+    labelled = rng.normal([3.0, 0.0], 0.3, size=(30, 2))
+    pool = np.concatenate([rng.normal([3.0, 0.0], 0.3, size=(5, 2)), rng.normal([-3.0, 0.0], 0.3, size=(5, 2))])
+    s = get_strategy("dal").score(PoolOutputs([str(i) for i in range(10)], embeddings=pool, labelled_embeddings=labelled))
+    assert s[5:].min() > s[:5].max()

@@ -106,3 +106,16 @@ def test_beal_decodes_stochastic_passes_of_the_whole_network(tiny_model):
     assert len(sel.ids) == 3
     det = select_batch(tiny_model, POOL, SelectionConfig(strategy="beal_det", batch_size=3, ensemble=cfg))
     assert len(det.ids) == 3
+
+
+def test_coreset_and_dal_read_the_labelled_documents(tiny_model):
+    labelled = POOL[:3]
+    pool = POOL[3:]
+    for name in ("coreset", "dal"):
+        sel = select_batch(tiny_model, pool, SelectionConfig(strategy=name, batch_size=4), labelled=labelled)
+        assert len(sel.ids) == 4 and len(set(sel.ids)) == 4 and not set(sel.ids) & {d.id for d in labelled}
+    # the same pool against another labelled set: other scores (the labelled set is in the cache key)
+    cache = ScoreCache()
+    a = select_batch(tiny_model, pool, SelectionConfig(strategy="coreset", batch_size=3), cache, labelled=labelled)
+    b = select_batch(tiny_model, pool, SelectionConfig(strategy="coreset", batch_size=3), cache, labelled=POOL[:1])
+    assert a.scores != b.scores  # the labelled set is part of the score, not cached away

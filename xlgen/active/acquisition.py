@@ -40,7 +40,10 @@ class PoolOutputs:
         passes: ``[pass][doc]`` -> every label's probability in that pass (uncut: the model's scores,
             fused where the model fuses), for BEAL; one deterministic pass (the reference beam
             search) when the strategy needs ``beams``, T passes with dropout on when it needs ``passes``.
-        embeddings: Encoder embeddings ``(n_docs, d_model)``, for diversity.
+        embeddings: Document vectors ``(n_docs, dim)`` (the pretrained sentence encoder's for a
+            retrieval model, else the T5 encoder's mean states), for diversity, Core-Set and DAL.
+        labelled_embeddings: The same vectors of the documents labelled so far ``(n_labelled, dim)``,
+            for the strategies that compare the pool with them (``uses_labelled``).
         cluster_probs: Probability of each label cluster ``(n_docs, n_clusters)`` (``bcl``: its
             head; ``mcg``: the beam mass of its first stage).
     """
@@ -51,6 +54,7 @@ class PoolOutputs:
     members: list[list[dict[str, float]]] | None = None
     passes: list[list[dict[str, float]]] | None = None
     embeddings: np.ndarray | None = None
+    labelled_embeddings: np.ndarray | None = None
     cluster_probs: np.ndarray | None = None
 
     @property
@@ -59,7 +63,8 @@ class PoolOutputs:
 
     def require(self, what: str) -> None:
         missing = {"n_pieces": self.n_pieces is None, "beams": self.beams is None, "members": self.members is None,
-                   "passes": self.passes is None,
+                   "passes": self.passes is None, "embeddings": self.embeddings is None,
+                   "labelled_embeddings": self.labelled_embeddings is None,
                    "cluster_probs": self.cluster_probs is None}
         if missing.get(what, False):
             raise ValueError(f"this acquisition function needs {what!r}, which the outputs lack")
@@ -70,14 +75,23 @@ class Strategy:
 
     Attributes:
         name: Registry name.
-        needs: ``none``, ``beams`` or ``ensemble``.
+        needs: What must be decoded (one of :data:`NEEDS`).
+        uses_embeddings: Reads document vectors of the pool (``outputs.embeddings``).
+        uses_labelled: Also reads those of the labelled documents (``outputs.labelled_embeddings``).
     """
 
     name = ""
     needs = "ensemble"
+    uses_embeddings = False
+    uses_labelled = False
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         raise NotImplementedError
+
+    def pick(self, outputs: PoolOutputs, candidates: np.ndarray, b: int) -> np.ndarray | None:
+        """A batch of ``b`` among ``candidates`` (pool indices, best score first) when the strategy selects
+        a batch as a whole (Core-Set's k-center greedy); None leaves it to the scores."""
+        return None
 
 
 class RandomScore(Strategy):
@@ -286,10 +300,91 @@ class DeterministicBEAL(BEAL):
     name, needs = "beal_det", "beams"
 
 
+def _bernoulli_entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
+class BALD(Strategy):
+    """BALD over MC-dropout passes, per label as a Bernoulli and summed over the document's labels:
+    ``s(x) = sum_j [H(mean_t y_tj) - mean_t H(y_tj)]``, the mutual information between a label's
+    prediction and the weights (the passes disagree where it is high), with ``y_tj`` the label's
+    probability in pass ``t`` (T passes of the whole network with dropout on, as for ``beal``)."""
+
+    name, needs = "bald", "passes"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("passes")
+        passes = outputs.passes or []
+        out = np.zeros(outputs.n_docs)
+        for i in range(outputs.n_docs):
+            labels = sorted({x for p in passes for x in p[i]})
+            if labels:
+                y = np.array([[p[i].get(x, 0.0) for x in labels] for p in passes])  # (T, n_labels)
+                out[i] = float((_bernoulli_entropy(y.mean(axis=0)) - _bernoulli_entropy(y).mean(axis=0)).sum())
+        return out  # (n_docs,)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class CoreSet(Strategy):
+    """Core-Set (Sener & Savarese): ``s(x) = min_{l in labelled} ||e(x) - e(l)||`` over unit document
+    vectors, and the batch by k-center greedy: take the document farthest from every labelled and every
+    already taken one, repeat. Needs no decoding."""
+
+    name, needs = "coreset", "none"
+    uses_embeddings = uses_labelled = True
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("embeddings")
+        pool = _unit_rows(np.asarray(outputs.embeddings, dtype=np.float64))  # (n_docs, dim)
+        labelled = outputs.labelled_embeddings
+        if labelled is None or len(labelled) == 0:
+            return np.full(outputs.n_docs, 2.0)  # nothing labelled: every document is as far as it gets
+        centers = _unit_rows(np.asarray(labelled, dtype=np.float64))  # (n_labelled, dim)
+        return np.sqrt(np.maximum(2.0 - 2.0 * (pool @ centers.T).max(axis=1), 0.0))  # (n_docs,)
+
+    def pick(self, outputs: PoolOutputs, candidates: np.ndarray, b: int) -> np.ndarray:
+        pool = _unit_rows(np.asarray(outputs.embeddings, dtype=np.float64))  # (n_docs, dim)
+        dist = self.score(outputs)  # (n_docs,) distance to the nearest center
+        allowed = np.zeros(outputs.n_docs, dtype=bool)
+        allowed[candidates] = True
+        taken: list[int] = []
+        for _ in range(min(b, int(allowed.sum()))):
+            i = int(np.argmax(np.where(allowed, dist, -np.inf)))
+            taken.append(i)
+            allowed[i] = False
+            dist = np.minimum(dist, np.sqrt(np.maximum(2.0 - 2.0 * (pool @ pool[i]), 0.0)))  # (n_docs,)
+        return np.array(taken, dtype=int)
+
+
+class DAL(Strategy):
+    """Discriminative active learning (Gissin & Shalev-Shwartz): a logistic regression told labelled from
+    unlabelled documents over their vectors; ``s(x) = P(unlabelled | e(x))``, the documents least like
+    what is labelled first. Needs no decoding."""
+
+    name, needs = "dal", "none"
+    uses_embeddings = uses_labelled = True
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        from sklearn.linear_model import LogisticRegression
+
+        outputs.require("embeddings")
+        labelled = outputs.labelled_embeddings
+        if labelled is None or len(labelled) == 0:
+            return np.ones(outputs.n_docs)
+        x = np.concatenate([outputs.embeddings, labelled])  # (n_docs + n_labelled, dim)
+        y = np.r_[np.ones(outputs.n_docs), np.zeros(len(labelled))]
+        clf = LogisticRegression(max_iter=1000, class_weight="balanced").fit(x, y)
+        return clf.predict_proba(np.asarray(outputs.embeddings))[:, 1]  # (n_docs,)
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, ClusterEntropy, VoteDisagreement, LabelSetVariance,
-                ExpectedConfidence, BEAL, DeterministicBEAL)
+                ExpectedConfidence, BEAL, DeterministicBEAL, BALD, CoreSet, DAL)
 }
 
 

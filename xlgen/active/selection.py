@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -165,10 +165,17 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
     return _Decoded(outputs, suggestions, time.perf_counter() - started)
 
 
+def _vectors(model: XLGenModel, docs: Sequence[Document]) -> np.ndarray | None:
+    """Document vectors of ``docs`` as the pool gets them (see :meth:`XLGenModel.embeddings`), None for none."""
+    return model.embeddings([d.text for d in docs]) if docs else None
+
+
 def score_pool(
-    model: XLGenModel, docs: Sequence[Document], cfg: SelectionConfig, cache: ScoreCache | None = None
+    model: XLGenModel, docs: Sequence[Document], cfg: SelectionConfig, cache: ScoreCache | None = None,
+    labelled: Sequence[Document] = (),
 ) -> tuple[np.ndarray, _Decoded, float]:
-    """Scores ``docs`` with ``cfg.strategy``, cached by model version.
+    """Scores ``docs`` with ``cfg.strategy``, cached by model version; ``labelled`` are the documents
+    labelled so far, which Core-Set and DAL compare the pool with.
 
     Returns:
         ``(scores (n_docs,), decoded outputs, seconds)``, the seconds being what decoding and scoring
@@ -185,11 +192,18 @@ def score_pool(
     richer = [(*key[:2], n, *key[3:]) for n in NEEDS[NEEDS.index(strategy.needs) :] if n != "passes" or strategy.needs == "passes"]
     decoded = next((cache.decoded[k] for k in richer if k in cache.decoded), None)
     if decoded is None:
-        decoded = decode_pool(model, [d.text for d in docs], strategy.needs, cfg.ensemble, cfg.diversity, cfg.seed)
+        decoded = decode_pool(model, [d.text for d in docs], strategy.needs, cfg.ensemble,
+                              cfg.diversity or strategy.uses_embeddings, cfg.seed)
         cache.decoded[key] = decoded
     else:
         cache.hits += 1
-    skey = (*key, cfg.strategy, cfg.seed)
+    if strategy.uses_embeddings and decoded.outputs.embeddings is None:
+        decoded.outputs.embeddings = model.embeddings([d.text for d in docs])  # (n_docs, dim)
+    skey: tuple = (*key, cfg.strategy, cfg.seed)
+    if strategy.uses_labelled:
+        decoded = _Decoded(replace(decoded.outputs, labelled_embeddings=_vectors(model, labelled)), decoded.suggestions,
+                           decoded.seconds)
+        skey = (*skey, hashlib.sha256("\x00".join(d.id for d in labelled).encode()).hexdigest())
     if skey not in cache.scores:
         started = time.perf_counter()
         scores = strategy.score(decoded.outputs)  # (n_docs,)
@@ -237,7 +251,8 @@ def diverse(scores: np.ndarray, embeddings: np.ndarray, candidates: np.ndarray, 
 
 
 def select_batch(
-    model: XLGenModel, pool: Sequence[Document], cfg: SelectionConfig, cache: ScoreCache | None = None
+    model: XLGenModel, pool: Sequence[Document], cfg: SelectionConfig, cache: ScoreCache | None = None,
+    labelled: Sequence[Document] = (),
 ) -> Selection:
     """The next ``cfg.batch_size`` documents of ``pool`` to annotate, most useful first.
 
@@ -246,6 +261,7 @@ def select_batch(
         pool: Unlabelled documents (labels, if any, are ignored).
         cfg: Strategy and batch settings.
         cache: Reused across calls to skip decoding a pool twice under the same model version.
+        labelled: The documents labelled so far (Core-Set and DAL compare the pool with them).
     """
     pool = list(pool)
     if cfg.pool_sample is not None and cfg.pool_sample < len(pool):
@@ -254,9 +270,13 @@ def select_batch(
         sub = np.arange(len(pool))
     cache = cache if cache is not None else ScoreCache()
     hits = cache.hits
-    scores, decoded, seconds = score_pool(model, [pool[i] for i in sub], cfg, cache)
+    scores, decoded, seconds = score_pool(model, [pool[i] for i in sub], cfg, cache, labelled)
     order = drop_noise(top_b(scores, len(scores)), cfg.drop_top)
-    if cfg.diversity and decoded.outputs.embeddings is not None:
+    strategy = get_strategy(cfg.strategy, cfg.seed)
+    batch = strategy.pick(decoded.outputs, order, cfg.batch_size) if strategy.uses_labelled else None
+    if batch is not None:
+        picked = batch
+    elif cfg.diversity and decoded.outputs.embeddings is not None:
         picked = diverse(scores, decoded.outputs.embeddings, order[: cfg.candidate_factor * cfg.batch_size], cfg.batch_size, cfg.seed)
     else:
         picked = order[: cfg.batch_size]

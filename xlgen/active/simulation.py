@@ -116,7 +116,8 @@ def run_strategies(
             bar.set_description(f"seed {rounds.seed} {name} round {r}")
             taken = set(labelled)
             unlabelled = [i for i in range(len(pool)) if i not in taken]
-            sel = select_batch(model, [pool[i] for i in unlabelled], selection(name, r), cache)
+            sel = select_batch(model, [pool[i] for i in unlabelled], selection(name, r), cache,
+                               labelled=[pool[i] for i in labelled])
             chosen = [unlabelled[i] for i in sel.indices]
             labelled += chosen  # reveal the gold labels
             t0 = time.perf_counter()
