@@ -44,6 +44,7 @@ from xlgen.data import Document, read_documents  # noqa: E402
 from xlgen.decoding import cut  # noqa: E402
 from xlgen.encoders import EmbeddingCache, EncoderConfig, LabelRetriever, RetrieverConfig, SentenceEncoder  # noqa: E402
 from xlgen.encoders.candidates import merge_sources  # noqa: E402
+from xlgen.encoders.encoder import BACKENDS as ENCODER_BACKENDS  # noqa: E402
 from xlgen.encoders.index import ExactIndex, HnswIndex, recall_at_k  # noqa: E402
 from xlgen.encoders.retriever import label_matrix  # noqa: E402
 from xlgen.encoders.sources import LabelSource, LinearSource, TrainData  # noqa: E402
@@ -132,7 +133,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["goemotions"])
     p.add_argument("--encoder", default=RetrieverConfig.encoder, help="sentence-transformers directory or hub name")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "ctranslate2"))
+    p.add_argument("--backend", default="auto", choices=ENCODER_BACKENDS)
     p.add_argument("--top", type=int, default=RetrieverConfig.candidates, help="K: scores kept per source and document")
     p.add_argument("--k-neighbours", type=int, default=RetrieverConfig.k_neighbours)
     p.add_argument("--knn-power", type=float, default=RetrieverConfig.knn_power)

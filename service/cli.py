@@ -19,7 +19,7 @@ from pathlib import Path
 
 from xlgen.config import HelpFormatter, add_arguments, from_arguments, overrides
 from xlgen.data import DataError, Document, find_split, read_documents
-from xlgen.decoding import DecodingConfig
+from xlgen.decoding import BACKENDS, DecodingConfig
 
 
 def _load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -39,7 +39,7 @@ def _decoding(args: argparse.Namespace, model) -> DecodingConfig:  # type: ignor
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model directory (the model/ folder of a training run)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
-    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "ctranslate2"),
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="inference backend: auto is the fastest valid export in the model directory (xlgen export), else torch")
     p.add_argument("--threshold", type=float, default=None, help="score threshold (default: the model's tuned one)")
     add_arguments(p, DecodingConfig, title="decoding (default: the model's saved settings)", unset=True)

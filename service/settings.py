@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from xlgen.decoding import BACKENDS
+
 PREFIX = "XLGEN_"
-BACKENDS = ("auto", "torch", "onnxruntime", "ctranslate2")  # xlgen.backends.BACKENDS, without importing torch here
 PATH_FIELDS = ("model", "work_dir", "train_data")
 # options of ``python -m training.train`` that name a file or folder: relative values in XLGEN_RETRAIN_ARGS are made
 # absolute like the settings' own paths, since the trainer runs in its job folder

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from xlgen.config import opt
 
 STRATEGIES = ("greedy", "beam", "sample")
+BACKENDS = ("auto", "torch", "onnxruntime", "ctranslate2")
+"""Decoding backends by name (:func:`xlgen.backends.load_backend`); ``auto`` is the fastest valid export
+present, else torch. Here, in the torch-free module, so that settings and command lines can offer them."""
 TEMPERATURE_RANGE = (0.01, 100.0)
 """Sampling temperatures accepted. Below 0.01 sampling is greedy decoding in all but name, and far
 below it the scaled logits overflow (5e-324 turns them into inf and the probabilities into NaN);

@@ -26,7 +26,7 @@ import torch
 from xlgen.backends.base import Backend, Generated
 from xlgen.backends.batching import MAX_BATCH_TOKENS, Cancelled, decode, length_batches
 from xlgen.backends.export import FOLDERS, INSTALL, ExportInfo, StaleExport, read_export
-from xlgen.decoding import DecodingConfig
+from xlgen.decoding import BACKENDS, DecodingConfig
 
 __all__ = [
     "BACKENDS", "MAX_BATCH_TOKENS", "SPEED_ORDER", "Backend", "Backends", "Cancelled", "ExportInfo", "Generated", "StaleExport", "decode",
@@ -35,8 +35,6 @@ __all__ = [
 
 log = logging.getLogger("xlgen.backends")
 
-BACKENDS = ("auto", "torch", "onnxruntime", "ctranslate2")
-"""Names :func:`load_backend` takes; ``auto`` is the fastest valid export present, else torch."""
 
 SPEED_ORDER = ("ctranslate2", "onnxruntime")
 """Exported backends, fastest first on beam-5 tagging (``benchmarks/inference.py``)."""
