@@ -217,7 +217,8 @@ async def next_batch(data: NextBatchRequest, rt: Runtime) -> NextBatchResponse:
     cfg = SelectionConfig(strategy=data.strategy, batch_size=min(len(docs), 2 * data.size), diversity=data.diversity,
                           candidate_factor=data.candidate_factor, pool_sample=data.pool_sample, drop_top=data.drop_top, seed=data.seed)
     strategy = get_strategy(data.strategy)
-    labelled = [Document(i, t) for i, t, _ in await asyncio.to_thread(rt.storage.labelled_documents)] if strategy.uses_labelled else []
+    labelled = ([Document(i, t, tuple(x)) for i, t, x in await asyncio.to_thread(rt.storage.labelled_documents)]
+                if strategy.uses_labelled else [])
     selection = await rt.select(served, [Document(d.id, d.text) for d in docs], cfg, labelled)
     claim_id, claimed = await asyncio.to_thread(rt.storage.claim, selection.ids, data.annotator, s.claim_ttl_s, data.size,
                                                 s.max_claims_per_annotator)

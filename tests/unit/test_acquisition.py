@@ -25,7 +25,7 @@ def outputs_with_members(*members: list[dict[str, float]]) -> PoolOutputs:
 
 def test_registry_names_and_docstrings():
     assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "cluster", "vote", "variance", "beal_adapted", "beal", "beal_det", "bald",
-                               "coreset", "dal"}
+                               "coreset", "dal", "cvirs"}
     for name, cls in STRATEGIES.items():
         s = get_strategy(name)
         assert s.name == name and s.needs in NEEDS
@@ -161,3 +161,13 @@ def test_dal_prefers_documents_unlike_the_labelled_ones() -> None:
     pool = np.concatenate([rng.normal([3.0, 0.0], 0.3, size=(5, 2)), rng.normal([-3.0, 0.0], 0.3, size=(5, 2))])
     s = get_strategy("dal").score(PoolOutputs([str(i) for i in range(10)], embeddings=pool, labelled_embeddings=labelled))
     assert s[5:].min() > s[:5].max()
+
+
+def test_cvirs_ranks_uncertain_and_inconsistent_documents_first() -> None:
+    cvirs = get_strategy("cvirs")
+    probs = [{"a": 0.49, "b": 0.45}, {"a": 0.99, "b": 0.01}, {"a": 0.02, "b": 0.97}]
+    u = cvirs.score(PoolOutputs(["x", "y", "z"], passes=[probs]))
+    assert u.argmax() == 0  # margins closest to 0 on both labels
+    # the labelled documents all carry {a}: predicting {b} is inconsistent with them, predicting {a} is not
+    s = cvirs.score(PoolOutputs(["x", "y", "z"], passes=[probs], labelled_labels=[{"a"}, {"a"}]))
+    assert s[1] == pytest.approx(0.0) and s[2] > 0.0 and s[0] > 0.0

@@ -44,6 +44,7 @@ class PoolOutputs:
             retrieval model, else the T5 encoder's mean states), for diversity, Core-Set and DAL.
         labelled_embeddings: The same vectors of the documents labelled so far ``(n_labelled, dim)``,
             for the strategies that compare the pool with them (``uses_labelled``).
+        labelled_labels: The label sets of the documents labelled so far (CVIRS).
         cluster_probs: Probability of each label cluster ``(n_docs, n_clusters)`` (``bcl``: its
             head; ``mcg``: the beam mass of its first stage).
     """
@@ -55,6 +56,7 @@ class PoolOutputs:
     passes: list[list[dict[str, float]]] | None = None
     embeddings: np.ndarray | None = None
     labelled_embeddings: np.ndarray | None = None
+    labelled_labels: list[set[str]] | None = None
     cluster_probs: np.ndarray | None = None
 
     @property
@@ -77,7 +79,8 @@ class Strategy:
         name: Registry name.
         needs: What must be decoded (one of :data:`NEEDS`).
         uses_embeddings: Reads document vectors of the pool (``outputs.embeddings``).
-        uses_labelled: Also reads those of the labelled documents (``outputs.labelled_embeddings``).
+        uses_labelled: Reads the labelled documents: their vectors too when ``uses_embeddings``
+            (``outputs.labelled_embeddings``), and their label sets (``outputs.labelled_labels``).
     """
 
     name = ""
@@ -381,10 +384,46 @@ class DAL(Strategy):
         return clf.predict_proba(np.asarray(outputs.embeddings))[:, 1]  # (n_docs,)
 
 
+class CVIRS(Strategy):
+    """CVIRS (category vector inconsistency and ranking of scores, Reyes et al.): per label, documents
+    ranked by the margin ``|2 y_j - 1|`` of the label's probability (most uncertain first), the ranks
+    aggregated Borda-style into ``u(x)`` in [0, 1]; times the inconsistency ``v(x)``, the mean normalised
+    Hamming distance between the predicted label vector (``y_j >= 0.5``) and the labelled documents'
+    label vectors: ``s(x) = u(x) * v(x)``. Probabilities from the reference beam search (fused where
+    the model fuses)."""
+
+    name, needs = "cvirs", "beams"
+    uses_labelled = True
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("passes")
+        probs = (outputs.passes or [[]])[0]
+        known = outputs.labelled_labels or []
+        labels = sorted({x for p in probs for x in p} | {x for g in known for x in g})
+        n = outputs.n_docs
+        if not labels or n == 0:
+            return np.zeros(n)
+        col = {x: j for j, x in enumerate(labels)}
+        y = np.zeros((n, len(labels)))  # (n_docs, n_labels)
+        for i, p in enumerate(probs):
+            for x, v in p.items():
+                y[i, col[x]] = v
+        ranks = np.argsort(np.argsort(np.abs(2 * y - 1), axis=0, kind="stable"), axis=0)  # (n_docs, n_labels), 0 = least margin
+        u = ((n - 1 - ranks) / max(n - 1, 1)).mean(axis=1)  # (n_docs,)
+        if not known:
+            return u
+        gold = np.zeros((len(known), len(labels)))  # (n_labelled, n_labels)
+        for k, g in enumerate(known):
+            gold[k, [col[x] for x in g]] = 1.0
+        pred = (y >= 0.5).astype(float)  # (n_docs, n_labels)
+        v = np.abs(pred[:, None, :] - gold[None, :, :]).mean(axis=2).mean(axis=1)  # (n_docs,)
+        return u * v
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, ClusterEntropy, VoteDisagreement, LabelSetVariance,
-                ExpectedConfidence, BEAL, DeterministicBEAL, BALD, CoreSet, DAL)
+                ExpectedConfidence, BEAL, DeterministicBEAL, BALD, CoreSet, DAL, CVIRS)
 }
 
 

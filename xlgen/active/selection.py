@@ -201,8 +201,9 @@ def score_pool(
         decoded.outputs.embeddings = model.embeddings([d.text for d in docs])  # (n_docs, dim)
     skey: tuple = (*key, cfg.strategy, cfg.seed)
     if strategy.uses_labelled:
-        decoded = _Decoded(replace(decoded.outputs, labelled_embeddings=_vectors(model, labelled)), decoded.suggestions,
-                           decoded.seconds)
+        vectors = _vectors(model, labelled) if strategy.uses_embeddings else None
+        decoded = _Decoded(replace(decoded.outputs, labelled_embeddings=vectors, labelled_labels=[set(d.labels) for d in labelled]),
+                           decoded.suggestions, decoded.seconds)
         skey = (*skey, hashlib.sha256("\x00".join(d.id for d in labelled).encode()).hexdigest())
     if skey not in cache.scores:
         started = time.perf_counter()
