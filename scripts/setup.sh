@@ -10,5 +10,6 @@ fi
 # torch first and pinned: the CPU build, not several GB of CUDA packages
 .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
 # XLGEN_EXTRAS=dev,gpu (in a fresh .venv) for onnxruntime-gpu instead of onnxruntime: the two must not be installed together
-.venv/bin/python -m pip install -q -e ".[${XLGEN_EXTRAS:-dev,cpu}]" 2>&1 | grep -v "^WARNING: Location" || true
+# PYTHONWARNINGS: setuptools' notes on editable installs (printed by its build backend) are not for users
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e ".[${XLGEN_EXTRAS:-dev,cpu}]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import xlgen, training, service, torch, transformers, litestar" 
