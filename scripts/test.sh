@@ -3,6 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the annotation page's browser test drives Debian's Chromium: installed here when missing (as root), else it skips
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 \
+            || echo "could not install chromium and chromium-driver: tests/integration/test_annotation_page.py needs them" >&2
+    else
+        echo "chromium and chromium-driver are missing (install them as root): tests/integration/test_annotation_page.py skips" >&2
+    fi
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -22,7 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from service import labelstudio, new_labels, routes
+from service import annotators, labelstudio, new_labels, opinions, routes, web
 from service.auth import HEADER
 from service.bodies import strict_input
 from service.errors import document_errors, http_error, server_error
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         description="Extreme multi-label tagging by label generation, with active learning and retraining.",
         components=Components(security_schemes={"apiKey": SecurityScheme(type="apiKey", name=HEADER, security_scheme_in="header")}),
     )
-    handlers = [*routes.ROUTES, *labelstudio.ROUTES, *new_labels.ROUTES]
+    handlers = [*routes.ROUTES, *labelstudio.ROUTES, *new_labels.ROUTES, *annotators.ROUTES, *opinions.ROUTES, *web.ROUTES]
     app = Litestar(
         route_handlers=_options_first(handlers),
         dependencies={"rt": Provide(_runtime, sync_to_thread=False)},
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_request=strict_input,
         exception_handlers={HTTPException: http_error, Exception: server_error},
         openapi_config=openapi,
+        template_config=web.TEMPLATES,
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
     )

@@ -21,7 +21,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from service.auth import require_api_key
+from service.auth import require_annotator, require_api_key
 
 log = logging.getLogger("xlgen.service")
 
@@ -44,11 +44,14 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 
 DESCRIPTIONS = {
     400: "Invalid input: `extra` names each field, parameter or header at fault",
-    401: "Missing or wrong API key (X-API-Key header, a bearer token, or the password of basic auth)",
+    401: "Missing or wrong API key (X-API-Key header, a bearer token, or the password of basic auth), or annotator token where "
+         "annotators may write",
+    403: "An annotator's token used to act as another annotator",
     404: "No such resource",
     409: "Conflicts with the state of the service",
     413: "Request body larger than XLGEN_MAX_BODY_BYTES",
     415: "Request body not sent as application/json (UTF-8)",
+    502: "The chat endpoint asked for a second opinion failed or answered something that does not parse",
     503: "The model is loading or failed to load, or the tagging queue is full (see Retry-After)",
     504: "No answer within XLGEN_REQUEST_TIMEOUT_S; the request's remaining work is dropped",
 }
@@ -68,7 +71,8 @@ def errors(*codes: int, **descriptions: str) -> dict[int, ResponseSpec]:
 
 def document_errors(handlers: Iterable[HTTPRouteHandler]) -> None:
     """Adds the errors every route of its kind can answer to each handler's documented responses:
-    400 when it reads a body or parameters, 401 behind the API key, 413 and 415 for a body. A code
+    400 when it reads a body or parameters, 401 behind the API key or an annotator's token (403 when a token
+    names another annotator), 413 and 415 for a body. A code
     the handler documents itself keeps its own description."""
     for handler in handlers:
         params = {k: v for k, v in handler.parsed_fn_signature.parameters.items()
@@ -76,8 +80,10 @@ def document_errors(handlers: Iterable[HTTPRouteHandler]) -> None:
         codes = []
         if params:
             codes.append(400)
-        if require_api_key in (handler.guards or []):
+        if {require_api_key, require_annotator} & set(handler.guards or []):
             codes.append(401)
+        if require_annotator in (handler.guards or []):
+            codes.append(403)
         if "data" in params:
             codes += [413, 415]
         handler.responses = {**errors(*codes), **(handler.responses or {})}

@@ -74,16 +74,27 @@ def read_progress(run_dir: Path) -> dict[str, Any]:
 
 def build_train_file(storage: Storage, train_data: str, out: Path) -> dict[str, int]:
     """Writes the base train split plus every annotated document (its latest labels; an annotated
-    document replaces a base document of the same id) as JSON Lines.
+    document replaces a base document of the same id) as JSON Lines. A yes to a new-label question adds
+    the label to the document's annotation; a document not annotated enters with its yes-labels only.
 
     Returns:
-        Counts: ``base``, ``annotated``, ``total``.
+        Counts: ``base``, ``annotated`` (documents with annotations or yes-answers), ``positives`` (yes-answers),
+        ``total``.
     """
     base = read_documents(find_split(train_data, "train"))
     annotated = {i: Document(i, text, tuple(labels)) for i, text, labels in storage.labelled_documents() if labels}
+    # yes-answers to new-label questions: the label joins the document's annotation, or the document enters with it
+    positives = [(a["document_id"], a["label"]) for a in storage.answers() if a["answer"]]
+    texts = storage.get_documents(sorted({doc_id for doc_id, _ in positives}))
+    for doc_id, label in positives:
+        if doc_id not in texts:
+            continue
+        doc = annotated.get(doc_id, Document(doc_id, texts[doc_id], ()))
+        if label not in doc.labels:
+            annotated[doc_id] = Document(doc_id, doc.text, (*doc.labels, label))
     docs = [d for d in base if d.id not in annotated] + list(annotated.values())
     write_jsonl(docs, out)
-    return {"base": len(base), "annotated": len(annotated), "total": len(docs)}
+    return {"base": len(base), "annotated": len(annotated), "positives": len(positives), "total": len(docs)}
 
 
 class RetrainManager:

@@ -15,11 +15,11 @@ import asyncio
 from typing import Any
 
 import numpy as np
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from service.auth import WRITE
+from service.auth import ANNOTATE, acting_annotator
 from service.errors import errors
 from service.inference import ServedModel
 from service.runtime import Runtime
@@ -47,19 +47,20 @@ def _info(rec: dict[str, Any]) -> NewLabel:
     return NewLabel(rec["name"], rec["description"], list(rec["examples"]), rec["questions"], rec["answered"], len(rec["positives"]))
 
 
-@post("/v1/labels", tags=["new labels"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_201_CREATED,
+@post("/v1/labels", tags=["new labels"], guards=ANNOTATE, security=[{"apiKey": []}], status_code=HTTP_201_CREATED,
       responses=errors(409, 503),
       summary="Add a label by name: taggable at once, and binary questions about its most similar pool documents",
       description="409 when the label exists (in the model's label space or added before) or the served model has no label "
                   "retriever. The pool's unannotated documents are ranked by similarity to the label's text; the best "
                   "XLGEN_NEW_LABEL_QUESTIONS become questions.")
-async def add_label(data: NewLabelRequest, rt: Runtime) -> NewLabel:
+async def add_label(data: NewLabelRequest, rt: Runtime, request: Request) -> NewLabel:
+    annotator = acting_annotator(request, data.annotator)
     served = rt.require_model()
     retriever = retriever_of(served)
     name = data.name.strip()
     if name in served.model.label_space or name in retriever.labels:
         raise ClientException(status_code=409, detail=f"label {name!r} exists already", extra={"name": name})
-    if not await asyncio.to_thread(rt.storage.add_new_label, name, data.description, data.examples, data.annotator):
+    if not await asyncio.to_thread(rt.storage.add_new_label, name, data.description, data.examples, annotator):
         raise ClientException(status_code=409, detail=f"label {name!r} was added before", extra={"name": name})
     docs = await asyncio.to_thread(rt.storage.candidates, rt.settings.pool_scan)
 
@@ -83,20 +84,22 @@ async def list_labels(rt: Runtime) -> NewLabelsResponse:
     return NewLabelsResponse([_info(r) for r in await asyncio.to_thread(rt.storage.new_labels)])
 
 
-@post("/v1/labels/questions", tags=["new labels"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+@post("/v1/labels/questions", tags=["new labels"], guards=ANNOTATE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
       summary="Claim binary questions about new labels, spread greedily over them",
       description="A new label drawn uniformly among those with open questions, then its most similar unasked document, "
                   "repeated; claimed for XLGEN_CLAIM_TTL_S seconds so that no other annotator gets the same question.")
-async def claim_questions(data: QuestionsRequest, rt: Runtime) -> QuestionsResponse:
-    got = await asyncio.to_thread(rt.storage.claim_questions, data.annotator, data.size, rt.settings.claim_ttl_s)
+async def claim_questions(data: QuestionsRequest, rt: Runtime, request: Request) -> QuestionsResponse:
+    annotator = acting_annotator(request, data.annotator)
+    got = await asyncio.to_thread(rt.storage.claim_questions, annotator, data.size, rt.settings.claim_ttl_s)
     return QuestionsResponse([Question(g["document_id"], g["label"], g["text"], round(g["score"], 6)) for g in got])
 
 
-@post("/v1/labels/answers", tags=["new labels"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+@post("/v1/labels/answers", tags=["new labels"], guards=ANNOTATE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
       responses=errors(404), summary="Answer a binary question: does the document carry the label?",
       description="Stored with the annotator and the seconds spent; a yes moves the label's vector towards the document.")
-async def answer(data: AnswerRequest, rt: Runtime) -> NewLabel:
-    if not await asyncio.to_thread(rt.storage.answer_question, data.document_id, data.label, data.answer, data.annotator,
+async def answer(data: AnswerRequest, rt: Runtime, request: Request) -> NewLabel:
+    annotator = acting_annotator(request, data.annotator)
+    if not await asyncio.to_thread(rt.storage.answer_question, data.document_id, data.label, data.answer, annotator,
                                    data.seconds):
         raise NotFoundException(detail=f"no question about label {data.label!r} for document {data.document_id!r}")
     rec = next(r for r in await asyncio.to_thread(rt.storage.new_labels) if r["name"] == data.label)

@@ -11,13 +11,13 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
-from litestar import Response, delete, get, post, put
+from litestar import Request, Response, delete, get, post, put
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
-from service.auth import WRITE
+from service.auth import ANNOTATE, SCOPE_KEY, WRITE, acting_annotator
 from service.errors import bad_request, errors
 from service.inference import ServedModel, Tagged, labels_of
 from service.jobs import JobConflict
@@ -196,7 +196,7 @@ async def add_pool(data: PoolRequest, rt: Runtime) -> PoolResponse:
     return PoolResponse(added=added, existing=len(docs) - added, pool_size=size)
 
 
-@post("/v1/al/next-batch", tags=["active learning"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+@post("/v1/al/next-batch", tags=["active learning"], guards=ANNOTATE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
       responses=errors(503),
       summary="Claim the next documents to annotate by an acquisition strategy",
       description="Scores up to XLGEN_POOL_SCAN unannotated, unclaimed pool documents; returns the best `size` with their "
@@ -205,7 +205,8 @@ async def add_pool(data: PoolRequest, rt: Runtime) -> PoolResponse:
                   "(fewer come back when the cap is reached); annotating a document or POST /v1/al/release frees its claim. "
                   "Selection is the acquisition library's (diversity, pool_sample, drop_top as in `xlgen select`); the "
                   "suggested labels are the model's own prediction, each with the sources that proposed it.")
-async def next_batch(data: NextBatchRequest, rt: Runtime) -> NextBatchResponse:
+async def next_batch(data: NextBatchRequest, rt: Runtime, request: Request) -> NextBatchResponse:
+    annotator = acting_annotator(request, data.annotator)
     served = rt.require_model()
     if why := unsupported(served.model, data.strategy):
         raise bad_request("strategy", why)
@@ -220,7 +221,7 @@ async def next_batch(data: NextBatchRequest, rt: Runtime) -> NextBatchResponse:
     labelled = ([Document(i, t, tuple(x)) for i, t, x in await asyncio.to_thread(rt.storage.labelled_documents)]
                 if strategy.uses_labelled else [])
     selection = await rt.select(served, [Document(d.id, d.text) for d in docs], cfg, labelled)
-    claim_id, claimed = await asyncio.to_thread(rt.storage.claim, selection.ids, data.annotator, s.claim_ttl_s, data.size,
+    claim_id, claimed = await asyncio.to_thread(rt.storage.claim, selection.ids, annotator, s.claim_ttl_s, data.size,
                                                 s.max_claims_per_annotator)
     score = dict(zip(selection.ids, selection.scores, strict=True))
     text = {d.id: d.text for d in docs}
@@ -235,24 +236,29 @@ async def next_batch(data: NextBatchRequest, rt: Runtime) -> NextBatchResponse:
                              model_version=served.version, documents=out)
 
 
-@post("/v1/al/release", tags=["active learning"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+@post("/v1/al/release", tags=["active learning"], guards=ANNOTATE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
       summary="Release claimed documents: a next-batch claim by its id, or an annotator's (only document_ids when given)")
-async def release(data: ReleaseRequest, rt: Runtime) -> ReleaseResponse:
+async def release(data: ReleaseRequest, rt: Runtime, request: Request) -> ReleaseResponse:
     if (data.claim_id is None) == (data.annotator is None):
         raise bad_request("claim_id", "give exactly one of claim_id and annotator")
-    n = await asyncio.to_thread(rt.storage.release_claims, data.claim_id, annotator=data.annotator, document_ids=data.document_ids)
+    # with a token only the token's annotator's claims (of claim_id, when given); with the key those of annotator
+    acting = acting_annotator(request, data.annotator or "")
+    annotator = acting if request.scope.get(SCOPE_KEY) is not None or data.annotator is not None else None  # type: ignore[call-overload]
+    n = await asyncio.to_thread(rt.storage.release_claims, data.claim_id, annotator=annotator, document_ids=data.document_ids)
     return ReleaseResponse(released=n)
 
 
-@post("/v1/annotations", tags=["active learning"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+@post("/v1/annotations", tags=["active learning"], guards=ANNOTATE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
       responses=errors(404),
       summary="Store the labels of a document (idempotent by document and round; the last write wins, all are kept in history)",
       description="Answered only once the write is committed to the database. The document must be in the pool unless text is given.")
-async def annotate(data: AnnotationRequest, rt: Runtime) -> AnnotationResponse:
+async def annotate(data: AnnotationRequest, rt: Runtime, request: Request) -> AnnotationResponse:
+    annotator = acting_annotator(request, data.annotator)
     if data.text is not None:
         check_texts(rt, [data.text], "text")
     try:
-        ann = await asyncio.to_thread(rt.storage.annotate, data.document_id, data.labels, data.round, data.annotator, data.text)
+        ann = await asyncio.to_thread(lambda: rt.storage.annotate(data.document_id, data.labels, data.round, annotator, data.text,
+                                                                  seconds=data.seconds))
     except KeyError:
         raise NotFoundException(f"document_id: no document {data.document_id!r} in the pool (add it, or give its text)") from None
     except ValueError as e:  # a label empty after trimming
@@ -260,7 +266,7 @@ async def annotate(data: AnnotationRequest, rt: Runtime) -> AnnotationResponse:
         raise bad_request(key, message) from None
     rt.metrics.annotations.inc()
     return AnnotationResponse(document_id=ann.document_id, round=ann.round, labels=ann.labels, annotator=ann.annotator,
-                              writes=ann.writes, updated_at=ann.updated_at)
+                              writes=ann.writes, updated_at=ann.updated_at, seconds=ann.seconds)
 
 
 @get("/v1/annotations", tags=["active learning"], media_type="application/x-ndjson",
@@ -284,6 +290,8 @@ def export_line(a: Annotation, history: bool) -> dict[str, Any]:
         line["writes"] = a.writes
     if a.external_id is not None:
         line["external_id"] = a.external_id
+    if a.seconds is not None:
+        line["seconds"] = a.seconds
     return line
 
 

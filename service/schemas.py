@@ -195,6 +195,7 @@ class AnnotationRequest(Body):
     round: Round = 0
     annotator: Name = ""
     text: NonEmpty | None = None
+    seconds: Annotated[float, Meta(ge=0.0, le=86_400.0, description="time the annotator spent on the document")] | None = None
 
 
 class AnnotationResponse(msgspec.Struct):
@@ -204,6 +205,7 @@ class AnnotationResponse(msgspec.Struct):
     annotator: str
     writes: int
     updated_at: float
+    seconds: float | None = None
 
 
 # ------------------------------------------------------------------------------------ retraining
@@ -293,3 +295,65 @@ class AnswerRequest(Body):
     answer: bool
     annotator: Name = ""
     seconds: Annotated[float, Meta(ge=0.0, le=86_400.0, description="time spent on the question")] | None = None
+
+
+# ------------------------------------------------------------------------------ annotators, page
+
+
+class AnnotatorRequest(Body):
+    """An annotator to give a token to (a new token replaces the annotator's earlier one)."""
+
+    name: Id
+
+
+class AnnotatorToken(msgspec.Struct):
+    name: str
+    token: str
+
+
+class WhoAmI(msgspec.Struct):
+    """Who the presented credentials are: ``admin`` (the API key, or none configured) or an annotator's token."""
+
+    role: Literal["admin", "annotator"]
+    annotator: str | None
+    auth_required: bool
+
+
+class AnnotatorProgress(msgspec.Struct):
+    annotator: str
+    documents: int
+    questions: int
+    positives: int
+    median_seconds: float | None
+    total_seconds: float
+
+
+class JobPoint(msgspec.Struct):
+    """A retraining job on the progress plot."""
+
+    id: str
+    status: str
+    created_at: float
+    finished_at: float | None
+    dev_micro_f1: float | None
+    dev_macro_f1: float | None
+    swapped: bool
+    message: str
+    train_docs: int | None
+
+
+class ProgressResponse(msgspec.Struct):
+    documents: int
+    questions: int
+    pool_size: int
+    annotators: list[AnnotatorProgress]
+    jobs: list[JobPoint]
+    model_version: str | None
+    model_path: str | None
+    model_dev_micro_f1: float | None
+    model_dev_macro_f1: float | None
+
+
+class LabelSpaceResponse(msgspec.Struct):
+    labels: list[str]
+    total: int

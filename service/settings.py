@@ -107,6 +107,11 @@ class Settings:
         new_label_questions: Pool documents asked about per label added by name (``POST /v1/labels``).
         model_poll_s: How often a worker checks the database for a model swapped in by another
             worker or replica (0 turns it off).
+        llm_url: Base URL of an OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, llama.cpp's
+            server, Ollama) asked for a second opinion on suggested labels; off when empty.
+        llm_model: Chat model name sent to that endpoint.
+        llm_key: Its API key (``XLGEN_LLM_KEY``; empty for servers that need none).
+        llm_timeout_s: How long one second-opinion call may take before 504.
         log_level: Logging level.
     """
 
@@ -136,6 +141,10 @@ class Settings:
     pool_scan: int = _env_field(512, "pool documents scored per next-batch call")
     new_label_questions: int = _env_field(50, "pool documents asked about per label added by name (its most similar ones)")
     model_poll_s: float = _env_field(5.0, "seconds between checks for a model swapped in elsewhere")
+    llm_url: str = _env_field("", "OpenAI-compatible chat endpoint base URL for second opinions (off when empty)")
+    llm_model: str = _env_field("", "chat model name for second opinions")
+    llm_key: str = _env_field("", "API key of the chat endpoint")
+    llm_timeout_s: float = _env_field(30.0, "seconds one second-opinion call may take (504 after)")
     log_level: str = _env_field("INFO", "logging level")
 
     def __post_init__(self) -> None:
@@ -143,7 +152,7 @@ class Settings:
                      "max_claims_per_annotator", "max_request_work", "chunk_work", "new_label_questions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
-        if self.max_wait_ms < 0 or self.request_timeout_s <= 0 or self.claim_ttl_s <= 0 or self.threads < 0:
+        if self.max_wait_ms < 0 or self.request_timeout_s <= 0 or self.claim_ttl_s <= 0 or self.threads < 0 or self.llm_timeout_s <= 0:
             raise ValueError("max_wait_ms and threads must not be negative; timeouts and claim TTL must be positive")
         if self.backend not in BACKENDS:
             raise ValueError(f"{PREFIX}BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")

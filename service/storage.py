@@ -107,6 +107,7 @@ class Annotation:
         text: The document's text, where known.
         external_id: The annotation in the tool it came from (``labelstudio:<annotation id>``), if any.
         action: ``write``, or in the history ``delete`` (that external annotation was deleted).
+        seconds: Time the annotator spent on the document, when the client measured it.
     """
 
     document_id: str
@@ -118,6 +119,7 @@ class Annotation:
     text: str | None = None
     external_id: str | None = None
     action: str = "write"
+    seconds: float | None = None
 
 
 def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
@@ -138,6 +140,7 @@ def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
             Column("updated_at", Float, nullable=False),
             Column("writes", Integer, nullable=False, default=1),
             Column("external_id", String(256), nullable=True),
+            Column("seconds", Float, nullable=True),
         ),
         "history": Table(
             prefix + "annotation_history", metadata,
@@ -149,6 +152,7 @@ def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
             Column("created_at", Float, nullable=False),
             Column("external_id", String(256), nullable=True, index=True),
             Column("action", String(16), nullable=False, server_default="write"),
+            Column("seconds", Float, nullable=True),
         ),
         "claims": Table(
             prefix + "claims", metadata,
@@ -205,6 +209,21 @@ def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
             Column("annotator", String(256), nullable=True),
             Column("seconds", Float, nullable=True),
             Column("answered_at", Float, nullable=True),
+        ),
+        "annotators": Table(
+            prefix + "annotators", metadata,
+            Column("name", String(256), primary_key=True),
+            Column("token_sha256", String(64), nullable=False, unique=True),
+            Column("created_at", Float, nullable=False),
+        ),
+        "opinions": Table(
+            prefix + "opinions", metadata,
+            Column("document_id", String(256), primary_key=True),
+            Column("label", String(256), primary_key=True),
+            Column("relevance", Integer, nullable=False),
+            Column("explanation", Text, nullable=False, server_default=""),
+            Column("model", String(256), nullable=False, server_default=""),
+            Column("created_at", Float, nullable=False),
         ),
         "meta": Table(
             prefix + "meta", metadata,
@@ -441,19 +460,17 @@ class Storage:
 
     def release_claims(self, claim_id: str | None = None, *, annotator: str | None = None,
                        document_ids: Sequence[str] | None = None) -> int:
-        """Releases claims: those of ``claim_id``, else those of ``annotator``; only of ``document_ids``
-        when given. Returns how many were released.
+        """Releases claims: those of ``claim_id`` and/or those of ``annotator`` (both: the claim's documents
+        still held by that annotator); only of ``document_ids`` when given. Returns how many were released.
 
         Raises:
             ValueError: If neither ``claim_id`` nor ``annotator`` is given.
         """
         c = self.t["claims"]
-        if claim_id is not None:
-            where = c.c.claim_id == claim_id
-        elif annotator is not None:
-            where = c.c.annotator == annotator
-        else:
+        conditions = ([c.c.claim_id == claim_id] if claim_id is not None else []) + ([c.c.annotator == annotator] if annotator is not None else [])
+        if not conditions:
             raise ValueError("give claim_id or annotator")
+        where = and_(*conditions)
         if document_ids is not None:
             where = and_(where, c.c.document_id.in_(list(document_ids)))
         with self.engine.begin() as conn:
@@ -469,7 +486,7 @@ class Storage:
     # ------------------------------------------------------------------------------ annotations
 
     def annotate(self, document_id: str, labels: Sequence[str], round_: int, annotator: str = "", text: str | None = None,
-                 external_id: str | None = None, if_changed: bool = False) -> Annotation:
+                 external_id: str | None = None, if_changed: bool = False, seconds: float | None = None) -> Annotation:
         """Stores the labels of a document for a round (the last write wins; every write goes to
         the history) and closes its claim; committed before returning.
 
@@ -482,6 +499,7 @@ class Storage:
             external_id: The annotation in the tool it comes from, so that :meth:`delete_external` finds it.
             if_changed: Write nothing when the stored labels of this document and round already came from
                 ``external_id`` and equal ``labels`` (a tool sending every annotation again).
+            seconds: Time spent on the document (stored with the write).
 
         Raises:
             KeyError: If the document is not in the pool and no text is given.
@@ -502,18 +520,18 @@ class Storage:
                     return Annotation(document_id, round_, labels, row.annotator, row.updated_at, int(row.writes),
                                       external_id=external_id)
             stmt = self._insert(a).values(document_id=document_id, round=round_, labels=labels, annotator=annotator,
-                                          updated_at=now, writes=1, external_id=external_id)
+                                          updated_at=now, writes=1, external_id=external_id, seconds=seconds)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[a.c.document_id, a.c.round],
                 set_={"labels": stmt.excluded.labels, "annotator": stmt.excluded.annotator, "external_id": stmt.excluded.external_id,
-                      "updated_at": stmt.excluded.updated_at, "writes": a.c.writes + 1},
+                      "updated_at": stmt.excluded.updated_at, "writes": a.c.writes + 1, "seconds": stmt.excluded.seconds},
             )
             conn.execute(stmt)
             conn.execute(h.insert().values(document_id=document_id, round=round_, labels=labels, annotator=annotator, created_at=now,
-                                           external_id=external_id, action="write"))
+                                           external_id=external_id, action="write", seconds=seconds))
             conn.execute(delete(c).where(c.c.document_id == document_id))
             writes = conn.execute(select(a.c.writes).where(a.c.document_id == document_id, a.c.round == round_)).scalar_one()
-        return Annotation(document_id, round_, labels, annotator, now, int(writes), external_id=external_id)
+        return Annotation(document_id, round_, labels, annotator, now, int(writes), external_id=external_id, seconds=seconds)
 
     def delete_external(self, external_ids: Sequence[str], annotator: str = "") -> list[tuple[str, int]]:
         """Withdraws the annotations that came from ``external_ids`` (deleted in the tool they came from).
@@ -565,12 +583,13 @@ class Storage:
         if history:
             h = self.t["history"]
             stmt = (select(h.c.document_id, h.c.round, h.c.labels, h.c.annotator, h.c.created_at.label("updated_at"),
-                           d.c.text, h.c.external_id, h.c.action).join(d, d.c.id == h.c.document_id, isouter=True).order_by(h.c.seq))
+                           d.c.text, h.c.external_id, h.c.action, h.c.seconds).join(d, d.c.id == h.c.document_id, isouter=True).order_by(h.c.seq))
             if round_ is not None:
                 stmt = stmt.where(h.c.round == round_)
         else:
             a = self.t["annotations"]
-            stmt = (select(a.c.document_id, a.c.round, a.c.labels, a.c.annotator, a.c.updated_at, a.c.writes, d.c.text, a.c.external_id)
+            stmt = (select(a.c.document_id, a.c.round, a.c.labels, a.c.annotator, a.c.updated_at, a.c.writes, d.c.text, a.c.external_id,
+                           a.c.seconds)
                     .join(d, d.c.id == a.c.document_id, isouter=True).order_by(a.c.updated_at, a.c.document_id))
             if round_ is not None:
                 stmt = stmt.where(a.c.round == round_)
@@ -578,7 +597,7 @@ class Storage:
             for r in conn.execute(stmt):
                 m = r._mapping
                 yield Annotation(m["document_id"], m["round"], list(m["labels"]), m["annotator"], m["updated_at"],
-                                 int(m.get("writes", 1)), m["text"], m["external_id"], m.get("action", "write"))
+                                 int(m.get("writes", 1)), m["text"], m["external_id"], m.get("action", "write"), m["seconds"])
 
     def labelled_documents(self) -> list[tuple[str, str, list[str]]]:
         """``(id, text, labels)`` of every annotated document, its latest round's labels."""
@@ -686,6 +705,100 @@ class Storage:
         j = self.t["jobs"]
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(select(j).where(j.c.status.in_(ACTIVE)))]
+
+    # ------------------------------------------------------------------------ annotators, progress
+
+    def create_annotator(self, name: str) -> str | None:
+        """Gives annotator ``name`` a new random token (replacing an earlier one); only its SHA-256 is stored.
+
+        Returns:
+            The token (shown once), or None if ``name`` is empty.
+        """
+        import hashlib
+        import secrets
+
+        if not name.strip():
+            return None
+        token = secrets.token_urlsafe(24)
+        t = self.t["annotators"]
+        stmt = self._insert(t).values(name=name, token_sha256=hashlib.sha256(token.encode()).hexdigest(), created_at=time.time())
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=[t.c.name], set_={"token_sha256": stmt.excluded.token_sha256,
+                                                                                    "created_at": stmt.excluded.created_at}))
+        return token
+
+    def annotator_of_token(self, token: str) -> str | None:
+        """The annotator whose token this is, if any."""
+        import hashlib
+
+        if not token:
+            return None
+        t = self.t["annotators"]
+        with self.engine.connect() as conn:
+            return conn.execute(select(t.c.name).where(t.c.token_sha256 == hashlib.sha256(token.encode()).hexdigest())).scalar_one_or_none()
+
+    def annotators(self) -> list[str]:
+        """Annotators that have a token."""
+        t = self.t["annotators"]
+        with self.engine.connect() as conn:
+            return [r.name for r in conn.execute(select(t.c.name).order_by(t.c.name))]
+
+    def progress(self) -> dict[str, Any]:
+        """What has been labelled: annotated documents in total and per annotator (with the median and total
+        seconds spent where measured), binary questions answered per annotator, and pool size."""
+        a, q = self.t["annotations"], self.t["questions"]
+        with self.engine.connect() as conn:
+            ann = conn.execute(select(a.c.annotator, a.c.seconds, a.c.document_id)).all()
+            answered = conn.execute(select(q.c.annotator, q.c.answer, q.c.seconds).where(q.c.answer.is_not(None))).all()
+            pool = int(conn.execute(select(func.count()).select_from(self.t["documents"])).scalar_one())
+        per: dict[str, dict[str, Any]] = {}
+        for r in ann:
+            rec = per.setdefault(r.annotator, {"annotator": r.annotator, "documents": 0, "questions": 0, "positives": 0, "_s": []})
+            rec["documents"] += 1
+            if r.seconds is not None:
+                rec["_s"].append(float(r.seconds))
+        for r in answered:
+            name = r.annotator or ""
+            rec = per.setdefault(name, {"annotator": name, "documents": 0, "questions": 0, "positives": 0, "_s": []})
+            rec["questions"] += 1
+            rec["positives"] += bool(r.answer)
+        rows = []
+        for rec in sorted(per.values(), key=lambda x: (-x["documents"], x["annotator"])):
+            spent = sorted(rec.pop("_s"))
+            rec["median_seconds"] = spent[len(spent) // 2] if spent else None
+            rec["total_seconds"] = round(sum(spent), 3)
+            rows.append(rec)
+        return {"documents": len({r.document_id for r in ann}), "questions": len(answered), "pool_size": pool, "annotators": rows}
+
+    def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` jobs, oldest first."""
+        j = self.t["jobs"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(j).order_by(j.c.created_at.desc()).limit(limit)).all()
+        return [dict(r._mapping) for r in reversed(rows)]
+
+    # ---------------------------------------------------------------------------------- opinions
+
+    def save_opinions(self, document_id: str, opinions: Sequence[tuple[str, int, str]], model: str) -> None:
+        """Stores a chat model's ``(label, relevance 0/1/2, explanation)`` for a document (a later one replaces it)."""
+        t = self.t["opinions"]
+        now = time.time()
+        with self.engine.begin() as conn:
+            for label, relevance, explanation in opinions:
+                stmt = self._insert(t).values(document_id=document_id, label=label, relevance=int(relevance),
+                                              explanation=explanation, model=model, created_at=now)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=[t.c.document_id, t.c.label],
+                    set_={k: stmt.excluded[k] for k in ("relevance", "explanation", "model", "created_at")}))
+
+    def opinions(self, document_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored opinions (of one document when given), by document and label."""
+        t = self.t["opinions"]
+        stmt = select(t).order_by(t.c.document_id, t.c.label)
+        if document_id is not None:
+            stmt = stmt.where(t.c.document_id == document_id)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
 
     # ------------------------------------------------------------------------------------- meta
 

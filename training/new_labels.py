@@ -11,6 +11,13 @@ number of answers, and recall@10 of the old labels before the new ones arrived a
 labels take from them). Orders: ``greedy`` (a new label uniformly at random, its best-ranked unasked
 document) against ``random``. Writes ``new_labels.json``, ``new_labels.md`` and ``new_labels.png``.
 
+With ``--fine-tune-at N [N ...]`` the bi-encoder itself also learns from the answers: at each N answers of
+an order, a copy of the encoder is fine-tuned (in-batch negatives, :func:`training.retriever.fine_tune_bi_encoder`)
+on the (positive document, new label name) pairs found so far plus ``--replay`` (document, old label name)
+pairs drawn from the old labels' train documents (the replay against forgetting; 0 turns it off), the pool
+and the test split are embedded again with it, and the same recall@k is measured in that space
+(``fine_tuned`` points of the run).
+
     xlgen simulate-new-labels --data ../shared/data/reuters21578 --output-dir runs/new_labels/reuters21578
 """
 
@@ -48,6 +55,10 @@ class NewLabelConfig:
                            "get name + positives: the replay of old pairs) or 'name' (name only)", choices=("prototype", "name"))
     k: int = opt(10, "recall@k cut-off")
     max_test: int | None = opt(None, "use the first N test documents (default: all)")
+    fine_tune_at: tuple[int, ...] = opt((), "answer counts at which the bi-encoder is fine-tuned on the positives so far "
+                                            "(plus --replay old pairs) and measured again (slow: the pool is embedded again)")
+    replay: int = opt(2000, "old (document, label) pairs replayed in each fine-tuning (0: none)")
+    fine_tune_epochs: float = opt(1.0, "epochs of each bi-encoder fine-tuning")
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -58,6 +69,8 @@ class NewLabelConfig:
             raise ValueError("--answers must be positive")
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
+        if any(n < 1 for n in self.fine_tune_at) or self.replay < 0 or self.fine_tune_epochs <= 0:
+            raise ValueError("--fine-tune-at counts must be positive, --replay not negative, --fine-tune-epochs positive")
         for how in self.orders:
             if how not in ORDERS:
                 raise ValueError(f"unknown order {how!r}; choose from {', '.join(ORDERS)}")
@@ -65,6 +78,20 @@ class NewLabelConfig:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def old_label_vectors(cfg: NewLabelConfig, name_vecs: np.ndarray, old: list[str], train: list, pool: np.ndarray) -> np.ndarray:
+    """The old labels' vectors: their names (``name_vecs``, one row per label of ``old``), plus with
+    ``--old-vectors prototype`` their train documents (the hidden labels taken out), normalised."""
+    if cfg.old_vectors != "prototype":
+        return name_vecs
+    out = name_vecs.copy()
+    index = {x: j for j, x in enumerate(old)}
+    for i, d in enumerate(train):
+        for x in d.labels:
+            if x in index:
+                out[index[x]] += pool[i]
+    return _unit(out)
 
 
 def point(answers: int, positives: int, queries: np.ndarray, old_vecs: np.ndarray, new_sums: np.ndarray, old: list[str],
@@ -101,29 +128,26 @@ def simulate_new_labels(cfg: NewLabelConfig, progress: bool = True) -> dict:
         rng = np.random.default_rng(seed)
         hidden = sorted(str(x) for x in rng.choice(eligible, min(cfg.hidden, len(eligible) - 1), replace=False))
         old = [x for x in names if x not in set(hidden)]
-        old_vecs = np.stack([name_vecs[x] for x in old])  # (n_old, dim)
-        if cfg.old_vectors == "prototype":  # name + the old label's train documents (the hidden labels taken out)
-            index = {x: j for j, x in enumerate(old)}
-            for i, d in enumerate(train):
-                for x in d.labels:
-                    if x in index:
-                        old_vecs[index[x]] += pool[i]
-            old_vecs = _unit(old_vecs)
+        old_vecs = old_label_vectors(cfg, np.stack([name_vecs[x] for x in old]), old, train, pool)  # (n_old, dim)
         before = recall_at_k(queries @ old_vecs.T, old, gold_test, set(old), cfg.k)
         new_names = np.stack([name_vecs[x] for x in hidden])  # (n_new, dim)
         questions = candidate_questions(pool @ _unit(new_names).T, hidden, cfg.top_n)
         for how in cfg.orders:
             seq = order_questions(questions, how, seed)[: cfg.answers]
             sums = new_names.copy()  # name + positives, normalised when scored
-            positives = 0
+            found: list[tuple[str, int]] = []
             curve = [point(0, 0, queries, old_vecs, sums, old, hidden, gold_test, cfg.k)]
+            fine_tuned = []
             for n, (label, i) in enumerate(seq, 1):
                 if label in train[i].labels:  # the annotator says yes
                     sums[hidden.index(label)] += pool[i]
-                    positives += 1
+                    found.append((label, i))
                 if n % cfg.step == 0 or n == len(seq):
-                    curve.append(point(n, positives, queries, old_vecs, sums, old, hidden, gold_test, cfg.k))
-            runs.append({"seed": seed, "order": how, "hidden": hidden, "old_recall_before": before, "curve": curve})
+                    curve.append(point(n, len(found), queries, old_vecs, sums, old, hidden, gold_test, cfg.k))
+                if n in cfg.fine_tune_at:
+                    fine_tuned.append(fine_tuned_point(cfg, seed, n, found, train, test, old, hidden, gold_test, pool, progress))
+            runs.append({"seed": seed, "order": how, "hidden": hidden, "old_recall_before": before, "curve": curve,
+                         "fine_tuned": fine_tuned})
     result = {"config": asdict(cfg), "encoder": encoder.name, "n_pool": len(train), "n_test": len(test), "runs": runs}
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +155,48 @@ def simulate_new_labels(cfg: NewLabelConfig, progress: bool = True) -> dict:
     (out / "new_labels.md").write_text(format_table(result) + "\n")
     plot(result, out / "new_labels.png")
     return result
+
+
+def fine_tuned_point(cfg: NewLabelConfig, seed: int, answers: int, found: list[tuple[str, int]], train: list, test: list,
+                     old: list[str], hidden: list[str], gold_test: list[set[str]], base_pool: np.ndarray, progress: bool) -> dict:
+    """Fine-tunes a copy of the encoder on the positives ``found`` (label, pool index) and ``cfg.replay`` old pairs,
+    embeds pool, test and label names with it, and measures recall@k there, old labels before and after the new
+    ones arrive; ``drift`` is one minus the mean cosine between a pool document's vectors before (``base_pool``)
+    and after."""
+    import tempfile
+    import time
+
+    from training.retriever import BiEncoderConfig, fine_tune_bi_encoder
+    from xlgen.data import Document
+    from xlgen.encoders import EncoderConfig, SentenceEncoder
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    old_set = set(old)
+    old_pairs = [(i, x) for i, d in enumerate(train) for x in d.labels if x in old_set]
+    replay = [old_pairs[j] for j in rng.choice(len(old_pairs), min(cfg.replay, len(old_pairs)), replace=False)] if cfg.replay else []
+    docs = [Document(f"new{n}", train[i].text, (label,)) for n, (label, i) in enumerate(found)]
+    docs += [Document(f"old{n}", train[i].text, (label,)) for n, (i, label) in enumerate(replay)]
+    with tempfile.TemporaryDirectory(prefix="xlgen-new-labels-") as work:
+        if len(docs) >= 2:
+            path = fine_tune_bi_encoder(cfg.encoder, docs, BiEncoderConfig(output_dir=str(Path(work) / "encoder"),
+                                                                           epochs=cfg.fine_tune_epochs, seed=seed))
+            encoder = SentenceEncoder.load(EncoderConfig(name=str(path)))
+        else:
+            encoder = SentenceEncoder.load(EncoderConfig(name=cfg.encoder))
+        pool = encoder.encode([d.text for d in train], progress=progress)  # no cache: a throw-away encoder
+        queries = encoder.encode([d.text for d in test], progress=progress)
+        names = encoder.encode([label_name_text(x) for x in old + hidden])
+    old_vecs = old_label_vectors(cfg, names[: len(old)], old, train, pool)
+    sums = names[len(old):].copy()
+    for label, i in found:
+        sums[hidden.index(label)] += pool[i]
+    before = recall_at_k(queries @ old_vecs.T, old, gold_test, old_set, cfg.k)
+    out = point(answers, len(found), queries, old_vecs, sums, old, hidden, gold_test, cfg.k)
+    drift = float(1.0 - np.mean(np.sum(_unit(pool) * _unit(base_pool), axis=1)))
+    out.update(old_recall_before=before, pairs=len(docs), replay=len(replay), drift=drift,
+               seconds=round(time.perf_counter() - started, 1))
+    return out
 
 
 def summary(result: dict) -> list[dict]:
@@ -156,7 +222,26 @@ def format_table(result: dict) -> str:
     for r in summary(result):
         lines.append(f"| {r['order']} | {r['answers']} | {r['positives']:.1f} | {r['new_recall']:.3f} ± {r['new_recall_std']:.3f} "
                      f"| {r['old_recall']:.3f} ({r['old_recall_before']:.3f}) |")
+    for r in fine_tuned_summary(result):
+        lines.append(f"| {r['order']}, bi-encoder fine-tuned (replay {r['replay']}) | {r['answers']} | {r['positives']:.1f} "
+                     f"| {r['new_recall']:.3f} ± {r['new_recall_std']:.3f} | {r['old_recall']:.3f} ({r['old_recall_before']:.3f}) |")
     return "\n".join(lines)
+
+
+def fine_tuned_summary(result: dict) -> list[dict]:
+    """Per order and fine-tuning point: mean and spread over seeds (empty without ``--fine-tune-at``)."""
+    rows = []
+    for how in result["config"]["orders"]:
+        runs = [r for r in result["runs"] if r["order"] == how and r.get("fine_tuned")]
+        for p in range(min((len(r["fine_tuned"]) for r in runs), default=0)):
+            pts = [r["fine_tuned"][p] for r in runs]
+            new = np.array([x["new_recall"] for x in pts])
+            rows.append({"order": how, "answers": pts[0]["answers"], "positives": float(np.mean([x["positives"] for x in pts])),
+                         "new_recall": float(new.mean()), "new_recall_std": float(new.std()),
+                         "old_recall": float(np.mean([x["old_recall"] for x in pts])),
+                         "old_recall_before": float(np.mean([x["old_recall_before"] for x in pts])), "replay": pts[0]["replay"],
+                         "seconds": float(np.mean([x["seconds"] for x in pts]))})
+    return rows
 
 
 def plot(result: dict, path: Path) -> None:
@@ -175,6 +260,10 @@ def plot(result: dict, path: Path) -> None:
         ax.fill_between(x, [r["new_recall"] - r["new_recall_std"] for r in rs], [r["new_recall"] + r["new_recall_std"] for r in rs],
                         alpha=0.2, color=line.get_color())
         ax.plot(x, [r["old_recall"] for r in rs], linestyle="--", color=line.get_color(), label=f"old labels, {how}")
+        tuned = [r for r in fine_tuned_summary(result) if r["order"] == how]
+        if tuned:
+            ax.plot([r["answers"] for r in tuned], [r["new_recall"] for r in tuned], marker="*", markersize=12, linestyle="none",
+                    color=line.get_color(), label=f"new labels, {how}, bi-encoder fine-tuned")
     k = result["config"]["k"]
     ax.set_xlabel("binary answers")
     ax.set_ylabel(f"recall@{k}")

@@ -258,7 +258,7 @@ def test_retrain_keeps_a_worse_model_out_unless_forced(client: TestClient, tiny_
     job = _wait_job(client, job_id)
     assert job["status"] == "succeeded", job["message"]
     assert job["swapped"] is False and "worse" in job["message"]
-    assert job["progress"]["train_docs"] == {"base": 400, "annotated": 1, "total": 401}
+    assert job["progress"]["train_docs"] == {"base": 400, "annotated": 1, "positives": 0, "total": 401}
     assert job["progress"]["evaluations"] == 2 and job["progress"]["step"] == 4 and "dev_micro_f1" in job["metrics"]
     assert client.get("/v1/model").json()["version"] == before["version"]
     train_file = Path(job["model_dir"]).parents[1] / "train.jsonl"

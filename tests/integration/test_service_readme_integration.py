@@ -53,7 +53,7 @@ def test_retraining_succeeds_on_a_server_started_as_the_readme_says(tiny_model_d
 
         job = wait_for(lambda: ended(r.json()["id"]), "the retraining to end", 300)
         assert job["status"] == "succeeded", job["message"]
-        assert job["swapped"] is True and job["progress"]["train_docs"] == {"base": 400, "annotated": 1, "total": 401}
+        assert job["swapped"] is True and job["progress"]["train_docs"] == {"base": 400, "annotated": 1, "positives": 0, "total": 401}
         work = (repo / "runs" / "goemotions" / "service").resolve()
         assert Path(job["model_dir"]).is_absolute() and Path(job["model_dir"]).is_relative_to(work)
         assert "what a happy day" in (work / "jobs" / job["id"] / "train.jsonl").read_text()

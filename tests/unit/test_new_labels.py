@@ -73,3 +73,29 @@ def test_simulation_finds_the_new_labels_and_reports_forgetting(tmp_path: Path, 
     assert "| greedy | 60 |" in table and (tmp_path / "out" / "new_labels.png").stat().st_size > 1000
     with pytest.raises(ValueError):
         NewLabelConfig(data=str(data), orders=("sideways",))
+
+
+def test_fine_tuning_the_bi_encoder_on_the_answers_is_measured_with_and_without_replay(tmp_path: Path, tiny_encoder_dir: Path,
+                                                                                         cache_dir: Path) -> None:
+    from training.new_labels import NewLabelConfig, fine_tuned_summary, simulate_new_labels
+
+    data = _dataset(tmp_path / "data")
+    points = {}
+    for replay in (0, 40):
+        cfg = NewLabelConfig(data=str(data), output_dir=str(tmp_path / f"out{replay}"), hidden=2, min_train=10, top_n=30, step=20,
+                             seeds=(0,), orders=("greedy",), encoder=str(tiny_encoder_dir), k=2, fine_tune_at=(20, 60), replay=replay,
+                             fine_tune_epochs=3)  # a few steps: the first is warm-up at a learning rate of 0
+        result = simulate_new_labels(cfg, progress=False)
+        tuned = result["runs"][0]["fine_tuned"]
+        assert [p["answers"] for p in tuned] == [20, 60]
+        curve = {p["answers"]: p for p in result["runs"][0]["curve"]}
+        for p in tuned:
+            assert p["positives"] == curve[p["answers"]]["positives"]  # the same answers, another vector space
+            assert p["pairs"] == p["positives"] + replay and p["replay"] == replay
+            assert 0.0 <= p["new_recall"] <= 1.0 and 0.0 <= p["old_recall"] <= 1.0
+            assert p["drift"] > 1e-7  # the pool's vectors moved (exactly 0.0 with the encoder unchanged): it learned
+        points[replay] = tuned
+        assert [r["answers"] for r in fine_tuned_summary(result)] == [20, 60]
+        assert "bi-encoder fine-tuned (replay" in (tmp_path / f"out{replay}" / "new_labels.md").read_text()
+    with pytest.raises(ValueError):
+        NewLabelConfig(data=str(data), fine_tune_at=(0,))

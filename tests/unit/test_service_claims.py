@@ -41,4 +41,4 @@ def test_labels_empty_after_trimming_are_refused_and_stored_trimmed(tiny_model_d
         r = c.post("/v1/annotations", json={"document_id": "d", "labels": ["  joy ", "joy", "love "], "text": "a text"}, headers=KEY)
         assert r.status_code == 200 and r.json()["labels"] == ["joy", "love"]
         assert [json.loads(x)["labels"] for x in c.get("/v1/annotations").text.splitlines()] == [["joy", "love"]]
-        assert c.get("/health/ready").json()["schema_version"] == "0004"
+        assert c.get("/health/ready").json()["schema_version"] == "0005"
