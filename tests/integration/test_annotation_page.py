@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -59,6 +61,29 @@ def _browser_or_skip() -> None:
     pytest.skip(reason)
 
 
+class _Judge(BaseHTTPRequestHandler):
+    """A chat-completions endpoint on loopback standing in for the second-opinion model: it rates the first
+    candidate label of the prompt 2 and every other 0, so the page's opinion column can be checked label by label."""
+
+    def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        user = body["messages"][-1]["content"]
+        listed = user.split("Candidate labels", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+        labels = [json.loads(line[2:]) for line in listed if line.startswith("- ")]
+        ratings = [{"label": x, "relevance": 2 if i == 0 else 0, "explanation": f"the judge on {x}"} for i, x in enumerate(labels)]
+        payload = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+                              "choices": [{"index": 0, "finish_reason": "stop",
+                                           "message": {"role": "assistant", "content": json.dumps({"labels": ratings})}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A retrieval model (tiny T5, the packaged all-MiniLM-L6-v2 sentence encoder) served by a server process
@@ -80,9 +105,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     run(TrainConfig(data=str(data), output_dir=str(root / "run"), preset="tiny", max_steps=12, eval_every=12, batch_size=16,
                     lr=3e-2, max_target_length=16, max_input_length=64, progress=False, variant="retrieval",
                     encoder=encoder, candidates_in_input=4))
+    judge = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=judge.serve_forever, daemon=True).start()
     port = free_port()
     env = {"XLGEN_API_KEY": KEY, "XLGEN_TRAIN_DATA": str(data), "XLGEN_RETRAIN_ARGS": " ".join([*args, "--max-steps", "6"]),
-           "XLGEN_NEW_LABEL_QUESTIONS": "6", "XLGEN_CACHE_DIR": str(root / "cache")}
+           "XLGEN_NEW_LABEL_QUESTIONS": "6", "XLGEN_CACHE_DIR": str(root / "cache"),
+           "XLGEN_LLM_URL": f"http://127.0.0.1:{judge.server_address[1]}/v1", "XLGEN_LLM_MODEL": "judge"}
     proc = start_server(root / "run" / "model", root / "svc", port, root / "server.log", **env)
     base = f"http://127.0.0.1:{port}"
     admin = {"X-API-Key": KEY}
@@ -94,6 +122,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        judge.shutdown()
         mp.undo()
 
 
@@ -215,6 +244,13 @@ def test_two_annotators_label_add_labels_answer_questions_and_follow_progress(se
     box.clear()
     box.send_keys(extra, Keys.ENTER)
     _wait(alice, lambda d: d.find_elements(By.CSS_SELECTOR, f"#added [data-label='{extra}']"), f"{extra} is added")
+    # O asks the chat model for a second opinion: each suggestion's row shows its rating and explanation
+    alice.find_element(By.TAG_NAME, "body").send_keys("o")
+    _wait(alice, lambda d: [c.text for c in d.find_elements(By.CSS_SELECTOR, "#suggestions tbody td.opinion")]
+          == [f"{2 if i == 0 else 0} · the judge on {x}" for i, x in enumerate(suggested)], "the second opinions show")
+    assert "second opinion from judge" in _text(alice, "status")
+    stored = httpx.get(f"{base}/v1/opinions", params={"document_id": first_a}, headers={"X-API-Key": KEY}).json()
+    assert {(o["label"], o["relevance"]) for o in stored["opinions"]} == {(x, 2 if i == 0 else 0) for i, x in enumerate([*suggested, extra])}
     alice.save_screenshot(str(shots / "annotate.png"))
     time.sleep(0.3)  # a measurable time on the document
     alice.find_element("id", "submit").click()
