@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xlgen.active.new_labels import ORDERS, candidate_questions, order_questions, recall_at_k
+from xlgen.active.new_labels import ORDERS, candidate_questions, order_questions, recall_at_k, rocchio
 from xlgen.config import add_arguments, from_arguments, opt
 from xlgen.data import find_split, read_documents
 from xlgen.encoders.label_texts import label_name_text
@@ -59,6 +59,8 @@ class NewLabelConfig:
                                             "(plus --replay old pairs) and measured again (slow: the pool is embedded again)")
     replay: int = opt(2000, "old (document, label) pairs replayed in each fine-tuning (0: none)")
     fine_tune_epochs: float = opt(1.0, "epochs of each bi-encoder fine-tuning")
+    negative_weight: float = opt(0.0, "weight of the documents answered no, subtracted from a new label's vector "
+                                      "(Rocchio: mean(name, positives) - W * mean(negatives)); 0: not used")
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -69,6 +71,8 @@ class NewLabelConfig:
             raise ValueError("--answers must be positive")
         if not self.seeds:
             raise ValueError("--seeds needs at least one seed")
+        if self.negative_weight < 0:
+            raise ValueError("--negative-weight must not be negative")
         if any(n < 1 for n in self.fine_tune_at) or self.replay < 0 or self.fine_tune_epochs <= 0:
             raise ValueError("--fine-tune-at counts must be positive, --replay not negative, --fine-tune-epochs positive")
         for how in self.orders:
@@ -135,15 +139,23 @@ def simulate_new_labels(cfg: NewLabelConfig, progress: bool = True) -> dict:
         for how in cfg.orders:
             seq = order_questions(questions, how, seed)[: cfg.answers]
             sums = new_names.copy()  # name + positives, normalised when scored
+            n_pos = np.ones(len(hidden))
+            neg, n_neg = np.zeros_like(new_names), np.zeros(len(hidden))  # the documents answered no
             found: list[tuple[str, int]] = []
             curve = [point(0, 0, queries, old_vecs, sums, old, hidden, gold_test, cfg.k)]
             fine_tuned = []
             for n, (label, i) in enumerate(seq, 1):
+                j = hidden.index(label)
                 if label in train[i].labels:  # the annotator says yes
-                    sums[hidden.index(label)] += pool[i]
+                    sums[j] += pool[i]
+                    n_pos[j] += 1
                     found.append((label, i))
+                else:
+                    neg[j] += pool[i]
+                    n_neg[j] += 1
                 if n % cfg.step == 0 or n == len(seq):
-                    curve.append(point(n, len(found), queries, old_vecs, sums, old, hidden, gold_test, cfg.k))
+                    vecs = rocchio(sums, n_pos, neg, n_neg, cfg.negative_weight)
+                    curve.append(point(n, len(found), queries, old_vecs, vecs, old, hidden, gold_test, cfg.k))
                 if n in cfg.fine_tune_at:
                     fine_tuned.append(fine_tuned_point(cfg, seed, n, found, train, test, old, hidden, gold_test, pool, progress))
             runs.append({"seed": seed, "order": how, "hidden": hidden, "old_recall_before": before, "curve": curve,

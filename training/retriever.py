@@ -112,8 +112,9 @@ def document_label_pairs(docs: Sequence[Document], label_texts: Mapping[str, Lab
 
 def _training_args(cls, output_dir: str, epochs: float, batch_size: int, lr: float, warmup_ratio: float, seed: int,
                    **extra):  # type: ignore[no-untyped-def]
+    # transformers 5 reads a float in [0, 1) of warmup_steps as the share of the steps (warmup_ratio is deprecated)
     return cls(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=lr,
-               warmup_ratio=warmup_ratio, seed=seed, save_strategy="no", report_to="none", logging_steps=50,
+               warmup_steps=float(warmup_ratio), seed=seed, save_strategy="no", report_to="none", logging_steps=50,
                use_cpu=resolve_device() == "cpu", bf16=bf16_supported(resolve_device()),
                **extra)
 

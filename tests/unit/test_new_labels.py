@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xlgen.active.new_labels import candidate_questions, greedy_order, order_questions, random_order, recall_at_k
+from xlgen.active.new_labels import candidate_questions, greedy_order, order_questions, random_order, recall_at_k, rocchio
 from xlgen.data import Document, write_jsonl
 
 TOPICS = {"oil": "oil crude price", "wheat": "wheat grain corn", "bank": "bank rates money dollar",
@@ -73,6 +73,25 @@ def test_simulation_finds_the_new_labels_and_reports_forgetting(tmp_path: Path, 
     assert "| greedy | 60 |" in table and (tmp_path / "out" / "new_labels.png").stat().st_size > 1000
     with pytest.raises(ValueError):
         NewLabelConfig(data=str(data), orders=("sideways",))
+    with pytest.raises(ValueError, match="negative-weight"):
+        NewLabelConfig(data=str(data), negative_weight=-1.0)
+    # the no-answers subtracted (Rocchio): the same questions and positives, other vectors, so other recalls
+    pushed = simulate_new_labels(NewLabelConfig(**{**cfg.__dict__, "output_dir": str(tmp_path / "neg"), "negative_weight": 1.0}),
+                                 progress=False)
+    for plain, neg in zip(result["runs"], pushed["runs"], strict=True):
+        assert [p["positives"] for p in plain["curve"]] == [p["positives"] for p in neg["curve"]]
+        assert plain["curve"][0] == neg["curve"][0]  # no answer yet: nothing to subtract
+    assert any(a["new_recall"] != b["new_recall"] for r, q in zip(result["runs"], pushed["runs"], strict=True)
+               for a, b in zip(r["curve"], q["curve"], strict=True))
+
+
+def test_rocchio_subtracts_the_mean_of_the_negatives() -> None:
+    pos = np.array([[3.0, 0.0], [1.0, 1.0]])  # name + 2 positives; name only
+    n_pos = np.array([3.0, 1.0])
+    neg = np.array([[0.0, 4.0], [0.0, 0.0]])  # 2 negatives; none
+    n_neg = np.array([2.0, 0.0])
+    assert np.allclose(rocchio(pos, n_pos, neg, n_neg, 0.0), [[1.0, 0.0], [1.0, 1.0]])
+    assert np.allclose(rocchio(pos, n_pos, neg, n_neg, 0.5), [[1.0, -1.0], [1.0, 1.0]])  # a label without negatives keeps its mean
 
 
 def test_fine_tuning_the_bi_encoder_on_the_answers_is_measured_with_and_without_replay(tmp_path: Path, tiny_encoder_dir: Path,
