@@ -6,13 +6,14 @@ spent, retraining jobs with their dev scores, the served model).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from litestar import Request, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from service.auth import SCOPE_KEY, WRITE, has_api_key, presented_key
+from service.auth import WRITE, has_api_key, token_annotator
 from service.errors import errors
 from service.runtime import Runtime
 from service.schemas import (
@@ -46,23 +47,23 @@ async def whoami(rt: Runtime, request: Request) -> WhoAmI:
     required = bool(rt.settings.api_key)
     if has_api_key(request):
         return WhoAmI(role="admin", annotator=None, auth_required=required)
-    name = await asyncio.to_thread(rt.storage.annotator_of_token, presented_key(request))
+    name = await token_annotator(request)
     if name is None:
         raise NotAuthorizedException("wrong API key or annotator token")
-    request.scope[SCOPE_KEY] = name  # type: ignore[literal-required]
     return WhoAmI(role="annotator", annotator=name, auth_required=required)
+
+
+def _number(metrics: Mapping[str, Any], key: str) -> float | None:
+    """``metrics[key]`` when it is a number, else None."""
+    value = metrics.get(key)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _job_point(j: dict[str, Any]) -> JobPoint:
     metrics = j.get("metrics") or {}
     docs = (j.get("progress") or {}).get("train_docs") or {}
-
-    def num(key: str) -> float | None:
-        value = metrics.get(key)
-        return float(value) if isinstance(value, int | float) else None
-
     return JobPoint(id=j["id"], status=j["status"], created_at=j["created_at"], finished_at=j.get("finished_at"),
-                    dev_micro_f1=num("dev_micro_f1"), dev_macro_f1=num("dev_macro_f1"), swapped=bool(j.get("swapped")),
+                    dev_micro_f1=_number(metrics, "dev_micro_f1"), dev_macro_f1=_number(metrics, "dev_macro_f1"), swapped=bool(j.get("swapped")),
                     message=j.get("message") or "", train_docs=docs.get("total"))
 
 
@@ -72,15 +73,10 @@ async def progress(rt: Runtime) -> ProgressResponse:
     jobs = await asyncio.to_thread(rt.storage.jobs)
     served = rt.holder.current
     metrics = dict(served.model.metrics) if served is not None else {}
-
-    def num(key: str) -> float | None:
-        value = metrics.get(key)
-        return float(value) if isinstance(value, int | float) else None
-
     return ProgressResponse(documents=done["documents"], questions=done["questions"], pool_size=done["pool_size"],
                             annotators=[AnnotatorProgress(**a) for a in done["annotators"]], jobs=[_job_point(j) for j in jobs],
                             model_version=served.version if served else None, model_path=served.path if served else None,
-                            model_dev_micro_f1=num("dev_micro_f1"), model_dev_macro_f1=num("dev_macro_f1"))
+                            model_dev_micro_f1=_number(metrics, "dev_micro_f1"), model_dev_macro_f1=_number(metrics, "dev_macro_f1"))
 
 
 @get("/v1/label-space", tags=["annotators"], summary="Labels matching q (prefix matches first), for autocompletion",

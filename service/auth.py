@@ -48,15 +48,20 @@ def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         raise NotAuthorizedException(f"missing or wrong API key: send it in the {HEADER} header")
 
 
+async def token_annotator(connection: ASGIConnection) -> str | None:
+    """The annotator whose token the request presents, left in the request scope for :func:`acting_annotator`;
+    None when it presents none that is known."""
+    name = await asyncio.to_thread(connection.app.state.runtime.storage.annotator_of_token, presented_key(connection))
+    if name is not None:
+        connection.scope[SCOPE_KEY] = name  # type: ignore[literal-required]
+    return name
+
+
 async def require_annotator(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Lets the request through with the API key, or with an annotator's token (then it acts as that
     annotator); else 401."""
-    if has_api_key(connection):
-        return
-    name = await asyncio.to_thread(connection.app.state.runtime.storage.annotator_of_token, presented_key(connection))
-    if name is None:
+    if not has_api_key(connection) and await token_annotator(connection) is None:
         raise NotAuthorizedException(f"missing or wrong API key or annotator token: send it in the {HEADER} header")
-    connection.scope[SCOPE_KEY] = name  # type: ignore[literal-required]
 
 
 def acting_annotator(connection: ASGIConnection, given: str, field: str = "annotator") -> str:

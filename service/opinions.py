@@ -32,7 +32,7 @@ from service.errors import bad_request, errors
 from service.runtime import Runtime
 from service.schemas import MAX_ID_CHARS, Body, Id, Label, NonEmpty
 from service.settings import Settings
-from service.storage import Annotation
+from service.storage import Annotation, latest_annotations
 
 log = logging.getLogger("xlgen.service")
 
@@ -295,11 +295,7 @@ def scores(pairs: Sequence[tuple[int, bool]], min_relevance: int) -> Scores:
 
 def latest_labels(annotations: Iterable[Annotation]) -> dict[str, set[str]]:
     """Each annotated document's labels of its latest round."""
-    latest: dict[str, tuple[int, set[str]]] = {}
-    for a in annotations:
-        if a.document_id not in latest or a.round >= latest[a.document_id][0]:
-            latest[a.document_id] = (a.round, set(a.labels))
-    return {doc: labels for doc, (_, labels) in latest.items()}
+    return {doc: set(a.labels) for doc, a in latest_annotations(annotations).items()}
 
 
 def agreement(opinions: Iterable[tuple[str, str, int]], human: Mapping[str, Collection[str]]) -> AgreementResponse:

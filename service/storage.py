@@ -9,10 +9,12 @@ so that deployments or test runs can share a database. The schema is versioned b
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,20 @@ class Annotation:
     external_id: str | None = None
     action: str = "write"
     seconds: float | None = None
+
+
+def latest_annotations(annotations: Iterable[Annotation]) -> dict[str, Annotation]:
+    """Each document's annotation of its latest round (of two writes of one round, the later in ``annotations``)."""
+    latest: dict[str, Annotation] = {}
+    for ann in annotations:
+        if ann.document_id not in latest or ann.round >= latest[ann.document_id].round:
+            latest[ann.document_id] = ann
+    return latest
+
+
+def token_sha256(token: str) -> str:
+    """What is stored of an annotator's token."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
@@ -601,11 +617,9 @@ class Storage:
 
     def labelled_documents(self) -> list[tuple[str, str, list[str]]]:
         """``(id, text, labels)`` of every annotated document, its latest round's labels."""
-        latest: dict[str, tuple[int, str, list[str]]] = {}
-        for ann in self.annotations():
-            if ann.text is not None and (ann.document_id not in latest or ann.round >= latest[ann.document_id][0]):
-                latest[ann.document_id] = (ann.round, ann.text, ann.labels)
-        return [(k, text, labels) for k, (_, text, labels) in latest.items()]
+        # a document's rounds share its text (joined from the pool): keeping those with text after or before
+        # choosing the latest round is the same
+        return [(k, a.text, a.labels) for k, a in latest_annotations(self.annotations()).items() if a.text is not None]
 
     # ------------------------------------------------------------------------------------- jobs
 
@@ -714,14 +728,11 @@ class Storage:
         Returns:
             The token (shown once), or None if ``name`` is empty.
         """
-        import hashlib
-        import secrets
-
         if not name.strip():
             return None
         token = secrets.token_urlsafe(24)
         t = self.t["annotators"]
-        stmt = self._insert(t).values(name=name, token_sha256=hashlib.sha256(token.encode()).hexdigest(), created_at=time.time())
+        stmt = self._insert(t).values(name=name, token_sha256=token_sha256(token), created_at=time.time())
         with self.engine.begin() as conn:
             conn.execute(stmt.on_conflict_do_update(index_elements=[t.c.name], set_={"token_sha256": stmt.excluded.token_sha256,
                                                                                     "created_at": stmt.excluded.created_at}))
@@ -729,13 +740,11 @@ class Storage:
 
     def annotator_of_token(self, token: str) -> str | None:
         """The annotator whose token this is, if any."""
-        import hashlib
-
         if not token:
             return None
         t = self.t["annotators"]
         with self.engine.connect() as conn:
-            return conn.execute(select(t.c.name).where(t.c.token_sha256 == hashlib.sha256(token.encode()).hexdigest())).scalar_one_or_none()
+            return conn.execute(select(t.c.name).where(t.c.token_sha256 == token_sha256(token))).scalar_one_or_none()
 
     def annotators(self) -> list[str]:
         """Annotators that have a token."""
@@ -752,22 +761,24 @@ class Storage:
             answered = conn.execute(select(q.c.annotator, q.c.answer, q.c.seconds).where(q.c.answer.is_not(None))).all()
             pool = int(conn.execute(select(func.count()).select_from(self.t["documents"])).scalar_one())
         per: dict[str, dict[str, Any]] = {}
+        spent: dict[str, list[float]] = {}
+
+        def row(name: str) -> dict[str, Any]:
+            return per.setdefault(name, {"annotator": name, "documents": 0, "questions": 0, "positives": 0})
+
         for r in ann:
-            rec = per.setdefault(r.annotator, {"annotator": r.annotator, "documents": 0, "questions": 0, "positives": 0, "_s": []})
-            rec["documents"] += 1
+            row(r.annotator)["documents"] += 1
             if r.seconds is not None:
-                rec["_s"].append(float(r.seconds))
+                spent.setdefault(r.annotator, []).append(float(r.seconds))
         for r in answered:
-            name = r.annotator or ""
-            rec = per.setdefault(name, {"annotator": name, "documents": 0, "questions": 0, "positives": 0, "_s": []})
+            rec = row(r.annotator or "")
             rec["questions"] += 1
             rec["positives"] += bool(r.answer)
         rows = []
         for rec in sorted(per.values(), key=lambda x: (-x["documents"], x["annotator"])):
-            spent = sorted(rec.pop("_s"))
-            rec["median_seconds"] = spent[len(spent) // 2] if spent else None
-            rec["total_seconds"] = round(sum(spent), 3)
-            rows.append(rec)
+            seconds = sorted(spent.get(rec["annotator"], []))
+            rows.append({**rec, "median_seconds": seconds[len(seconds) // 2] if seconds else None,
+                         "total_seconds": round(sum(seconds), 3)})
         return {"documents": len({r.document_id for r in ann}), "questions": len(answered), "pool_size": pool, "annotators": rows}
 
     def jobs(self, limit: int = 100) -> list[dict[str, Any]]:

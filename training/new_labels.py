@@ -98,11 +98,11 @@ def old_label_vectors(cfg: NewLabelConfig, name_vecs: np.ndarray, old: list[str]
     return _unit(out)
 
 
-def point(answers: int, positives: int, queries: np.ndarray, old_vecs: np.ndarray, new_sums: np.ndarray, old: list[str],
+def point(answers: int, positives: int, queries: np.ndarray, old_vecs: np.ndarray, new_vecs: np.ndarray, old: list[str],
           hidden: list[str], gold: list[set[str]], k: int) -> dict:
     """One point of a curve: the test split ranked against the old labels and the new labels' current
-    vectors (``new_sums`` normalised), recall@k of each group."""
-    all_vecs = np.concatenate([old_vecs, _unit(new_sums)])  # (n_old + n_new, dim)
+    vectors (``new_vecs``, normalised here), recall@k of each group."""
+    all_vecs = np.concatenate([old_vecs, _unit(new_vecs)])  # (n_old + n_new, dim)
     scores = queries @ all_vecs.T  # (n_test, n_labels)
     labels = old + hidden
     return {"answers": answers, "positives": positives, "new_recall": recall_at_k(scores, labels, gold, set(hidden), k),
