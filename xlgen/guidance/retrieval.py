@@ -57,6 +57,7 @@ class RetrievalGuidance(Guidance):
         self.retriever, self.fusion = retriever, fusion
         self.k_input, self.max_suffix_tokens = k_input, max_suffix_tokens
         self.train_candidates = train_candidates
+        self._pieces: dict[int, dict[str, list[int]]] = {}
 
     @property
     def counts(self) -> Mapping[str, int]:
@@ -77,8 +78,11 @@ class RetrievalGuidance(Guidance):
     def suffix(self, model: GuidedModel, labels: Sequence[str]) -> list[int]:
         """``<sep> label <sep> label ...``: the first ``k_input`` labels that fit ``max_suffix_tokens``."""
         tok, ids = model.tokenizer, list[int]()
+        memo = self._pieces.setdefault(id(tok), {})  # one encoding per label, not per (document, label)
         for label in labels[: self.k_input]:
-            piece = [tok.sep_id, *tok.encode(label)]
+            piece = memo.get(label)
+            if piece is None:
+                piece = memo[label] = [tok.sep_id, *tok.encode(label)]
             if len(ids) + len(piece) > self.max_suffix_tokens:
                 break
             ids += piece
