@@ -59,7 +59,7 @@ def _wait_for(check, limit_s: float) -> bool:  # type: ignore[no-untyped-def]
 
 
 def test_a_heavy_request_neither_stalls_a_light_one_nor_outlives_its_timeout(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """64 long texts with 256 samples each (about a minute of work on the tiny model), then beam 64:
+    """64 long texts with 256 full-length samples each (about a minute of work on the tiny model), then beam 64:
     a one-word request sent meanwhile is answered well within the heavy request's own timeout, and
     once the heavy one times out the model thread is idle again (its remaining chunks dropped)."""
     timeout_s = 8.0  # a chunk of the heavy request (one text, 256 samples) takes about 1 s here
@@ -69,7 +69,9 @@ def test_a_heavy_request_neither_stalls_a_light_one_nor_outlives_its_timeout(tin
                         XLGEN_MAX_REQUEST_WORK="100000000", XLGEN_MAX_WAIT_MS="0")
     long_text = ("I can't believe how wonderful and terrible this is at the same time. " * 150)[:10_000]
     try:
-        for heavy_body in ({"strategy": "sample", "num_samples": 256}, {"strategy": "beam", "num_beams": 64}):
+        # temperature 100 samples nearly uniformly, so no sample ends early: every chunk decodes the full
+        # max_new_tokens whatever the tiny model learned (at temperature 1 it may emit one label and stop)
+        for heavy_body in ({"strategy": "sample", "num_samples": 256, "temperature": 100.0}, {"strategy": "beam", "num_beams": 64}):
             tagged_before = _metric(base, "xlgen_tagged_texts_total")
             with ThreadPoolExecutor(1) as pool:
                 started = time.perf_counter()

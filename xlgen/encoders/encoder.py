@@ -244,31 +244,36 @@ class SentenceEncoder:
             out, found = cache.get(self.cache_key, texts, self.dim)
         todo = list(dict.fromkeys(t for t, f in zip(texts, found, strict=True) if not f))  # distinct, in order
         if todo:
-            if cache is None:
-                vecs = self._encode(todo, batch_size or self.config.batch_size, progress)
-            else:  # stored as they come, so that an interrupted run keeps what it embedded
-                parts = []
-                for start in range(0, len(todo), CACHE_CHUNK):
-                    part = todo[start : start + CACHE_CHUNK]
-                    parts.append(self._encode(part, batch_size or self.config.batch_size, progress))
-                    cache.put(self.cache_key, part, parts[-1])
-                vecs = np.concatenate(parts)
+            size = batch_size or self.config.batch_size
+            # one bar over every text still to embed, chunks and batches alike
+            with tqdm(total=len(todo), disable=not progress, desc="embedding", unit="doc") as bar:
+                if cache is None:
+                    vecs = self._encode(todo, size, bar)
+                else:  # stored as they come, so that an interrupted run keeps what it embedded
+                    parts = []
+                    for start in range(0, len(todo), CACHE_CHUNK):
+                        part = todo[start : start + CACHE_CHUNK]
+                        parts.append(self._encode(part, size, bar))
+                        cache.put(self.cache_key, part, parts[-1])
+                    vecs = np.concatenate(parts)
             row = {t: i for i, t in enumerate(todo)}
             missing = np.flatnonzero(~found)
             out[missing] = vecs[[row[texts[i]] for i in missing]]
         return out
 
-    def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    def _encode(self, texts: list[str], batch_size: int, bar: tqdm) -> np.ndarray:
         if self._ct2 is None:
-            with torch.inference_mode():
-                vecs = self.model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
-                                         normalize_embeddings=True, convert_to_numpy=True)
-            return np.asarray(vecs, dtype=np.float32)
+            parts = []
+            for start in range(0, len(texts), 16 * batch_size):  # pieces, so that the bar moves
+                with torch.inference_mode():
+                    parts.append(np.asarray(self.model.encode(texts[start : start + 16 * batch_size], batch_size=batch_size,
+                                                              show_progress_bar=False, normalize_embeddings=True,
+                                                              convert_to_numpy=True), dtype=np.float32))
+                bar.update(len(parts[-1]))
+            return np.concatenate(parts)
         ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
-        batches = list(length_batches([len(x) for x in ids], batch_size, MAX_BATCH_TOKENS))
-        with tqdm(total=len(texts), disable=not progress, desc="embedding", unit="doc") as bar:
-            for idx in batches:
-                out[idx] = self._ct2.embed_ids([ids[i] for i in idx])
-                bar.update(len(idx))
+        for idx in length_batches([len(x) for x in ids], batch_size, MAX_BATCH_TOKENS):
+            out[idx] = self._ct2.embed_ids([ids[i] for i in idx])
+            bar.update(len(idx))
         return out
