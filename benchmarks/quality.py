@@ -12,7 +12,10 @@ Rows (test split, full; every threshold tuned on dev for micro-F1, at least one 
 * ``generator``: the ``cpu``-preset T5 alone (variant base), beam 5;
 * ``guided generator``: the ``retrieval`` variant's generator, candidates in its input, its own beam mass;
 * ``fused``: the ``retrieval`` variant as served: generator and retriever fused (its dev-tuned threshold);
-* ``fused without generator``: the fusion's retriever stage alone on the same candidates.
+* ``fused without generator``: the fusion's retriever stage alone on the same candidates;
+* ``retriever stage``: with ``--skip retrieval`` and without ``--skip retriever``, the same retriever and
+  retriever stage fitted without training a generator (each source alone, then the calibrated stage):
+  the rows that a large dataset can afford when a generator epoch does not fit the time at hand.
 
 Columns: micro/macro-F1, P@1, P@5, macro-F1 per train-count bucket of the labels (0, 1, 2-5, >5, and
 1-5 together), train seconds (embedding included, cached embeddings make it smaller) and tagging
@@ -60,6 +63,13 @@ def tuned_row(name: str, model: str, dev: list[Document], dev_scores: list[dict[
     return {"dataset": name, "model": model, **metrics_of([d.labels for d in test], test_scores, threshold, counts), **extra}
 
 
+def subset_row(row: dict, test: list[Document], test_scores: list[dict[str, float]], counts: dict[str, int], n: int) -> dict:
+    """``row``'s model at its own threshold on the first ``n`` test documents."""
+    gold = [d.labels for d in test[:n]]
+    return {**row, "model": f"{row['model']} [first {n} test docs]",
+            **metrics_of(gold, test_scores[:n], row["threshold"], counts)}
+
+
 def cell(v: object) -> str:
     if isinstance(v, float):
         return "-" if v != v else f"{v:.3f}"
@@ -86,7 +96,14 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop each training after this many steps (a smoke test)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--baseline-jobs", type=int, default=1, help="processes fitting TF-IDF + LR's per-label problems")
-    p.add_argument("--skip", nargs="*", default=[], choices=("baseline", "generator", "retrieval"), help="rows to leave out")
+    p.add_argument("--first-test", type=int, default=0,
+                   help="also report every model on the first N test documents (rows marked so), to compare with a "
+                        "reference measured on that subset only")
+    p.add_argument("--skip", nargs="*", default=[], choices=("baseline", "generator", "retrieval", "retriever"),
+                   help="rows to leave out (retriever: the generator-free retriever-stage rows, run only when "
+                        "retrieval is skipped)")
+    p.add_argument("--encoder-quantization", default="float32", choices=("float32", "int8"),
+                   help="the sentence encoder's CTranslate2 weights")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "quality"))
     p.add_argument("--output", help="JSON file (default: benchmarks/results/quality_<dataset>.json)")
     p.add_argument("--merge", nargs="+", help="merge result files into --output and print one table")
@@ -121,16 +138,21 @@ def main() -> None:
         out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
         print(markdown(rows), flush=True)
 
+    def add(row: dict, test_scores: list[dict[str, float]]) -> None:
+        rows.append(row)
+        if args.first_test:
+            rows.append(subset_row(row, test, test_scores, counts, args.first_test))
+
     if "baseline" not in args.skip:
         base = tfidf_logreg(train, dev, test, n_jobs=args.baseline_jobs)
-        rows.append({"dataset": name, "model": "tfidf+logreg", "train_s": base["train_s"],
-                     **metrics_of([d.labels for d in test], base["test_scores"], base["threshold"], counts)})
+        add({"dataset": name, "model": "tfidf+logreg", "train_s": base["train_s"],
+             **metrics_of([d.labels for d in test], base["test_scores"], base["threshold"], counts)}, base["test_scores"])
         save()
     texts_dev, texts_test = [d.text for d in dev], [d.text for d in test]
 
     def common(**kw: object) -> TrainConfig:
         return TrainConfig(data=str(data), epochs=args.epochs, threads=args.threads, overwrite=True, preset=args.preset,  # type: ignore[arg-type]
-                           max_steps=args.max_steps, **kw)
+                           max_steps=args.max_steps, encoder_quantization=args.encoder_quantization, **kw)
 
     if "generator" not in args.skip:
         started = time.time()
@@ -142,8 +164,8 @@ def main() -> None:
         pt = m.predict(texts_test, threshold=0.0)
         tag = 1000 * (time.time() - t0) / len(test)
         pdv = m.predict(texts_dev, threshold=0.0)
-        rows.append(tuned_row(name, f"generator ({args.preset} preset, beam 5)", dev, [p.all_scores for p in pdv], test,
-                              [p.all_scores for p in pt], counts, m.threshold, train_s=train_s, tag_s_per_1k=tag))
+        add(tuned_row(name, f"generator ({args.preset} preset, beam 5)", dev, [p.all_scores for p in pdv], test,
+                      [p.all_scores for p in pt], counts, m.threshold, train_s=train_s, tag_s_per_1k=tag), [p.all_scores for p in pt])
         save()
 
     if "retrieval" not in args.skip:
@@ -167,18 +189,38 @@ def main() -> None:
         per_k = 1000 / len(test)
         for source in cands_test.sources:
             label = {"linear": "retriever: linear (tfidf+encoder)"}.get(source, f"retriever: {source}")
-            rows.append(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
-                                  counts, train_s=g.retriever.fit_seconds.get(source, float("nan"))))
-        rows.append(tuned_row(name, "guided generator (retrieval variant, own beam mass)", dev, [p.all_scores for p in gen_dev],
-                              test, [p.all_scores for p in gen_test], counts, train_s=train_s,
-                              tag_s_per_1k=per_k * (retrieve_s + generate_s)))
+            add(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
+                          counts, train_s=g.retriever.fit_seconds.get(source, float("nan"))), cands_test.source_scores(source))
+        add(tuned_row(name, "guided generator (retrieval variant, own beam mass)", dev, [p.all_scores for p in gen_dev],
+                      test, [p.all_scores for p in gen_test], counts, train_s=train_s,
+                      tag_s_per_1k=per_k * (retrieve_s + generate_s)), [p.all_scores for p in gen_test])
         no_gen_dev = g.rescore(m, plan_dev, None, use_generator=False)
         no_gen_test = g.rescore(m, plan_test, None, use_generator=False)
-        rows.append(tuned_row(name, "fused without generator (retriever stage)", dev, [f.scores for f in no_gen_dev], test,
-                              [f.scores for f in no_gen_test], counts, tag_s_per_1k=per_k * retrieve_s))
-        rows.append(tuned_row(name, "fused (retrieval variant as served)", dev, [], test, [f.scores for f in fused_test], counts,
-                              m.threshold, train_s=train_s, tag_s_per_1k=per_k * (retrieve_s + generate_s + fuse_s),
-                              candidate_recall=float(m.metrics.get("test_candidate_recall", float("nan")))))
+        add(tuned_row(name, "fused without generator (retriever stage)", dev, [f.scores for f in no_gen_dev], test,
+                      [f.scores for f in no_gen_test], counts, tag_s_per_1k=per_k * retrieve_s), [f.scores for f in no_gen_test])
+        add(tuned_row(name, "fused (retrieval variant as served)", dev, [], test, [f.scores for f in fused_test], counts,
+                      m.threshold, train_s=train_s, tag_s_per_1k=per_k * (retrieve_s + generate_s + fuse_s),
+                      candidate_recall=float(m.metrics.get("test_candidate_recall", float("nan")))), [f.scores for f in fused_test])
+        save()
+
+    if "retrieval" in args.skip and "retriever" not in args.skip:
+        from training.guidance import build_retrieval
+
+        started = time.time()
+        g = build_retrieval(common(output_dir=f"{args.runs_dir}/{name}-retriever", variant="retrieval"), train)
+        fit_s = time.time() - started
+        t0 = time.time()
+        cands_test = g.retriever.score(texts_test)
+        retrieve_s = time.time() - t0
+        cands_dev = g.retriever.score(texts_dev)
+        for source in cands_test.sources:
+            label = {"linear": "retriever: linear (tfidf+encoder)"}.get(source, f"retriever: {source}")
+            add(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
+                          counts, train_s=g.retriever.fit_seconds.get(source, float("nan"))), cands_test.source_scores(source))
+        stage_test = [f.scores for f in g.fusion.fuse(cands_test, g.counts, None)]
+        stage_dev = [f.scores for f in g.fusion.fuse(cands_dev, g.counts, None)]
+        add(tuned_row(name, "fused without generator (retriever stage)", dev, stage_dev, test, stage_test, counts,
+                      train_s=fit_s, tag_s_per_1k=1000 * retrieve_s / len(test)), stage_test)
         save()
 
 

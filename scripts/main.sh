@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Sets up .venv, trains the default model on the bundled GoEmotions data (CPU preset), evaluates it
-# on the test split, exports the fast inference backends, tags a few example texts with scores, then
-# serves the model over HTTP. Extra
-# training options can be passed
-# in XLGEN_TRAIN_ARGS (e.g. XLGEN_TRAIN_ARGS="--epochs 1").
+# Sets up .venv, trains the fused default on the bundled GoEmotions data (the packaged sentence encoder's
+# label retriever, a cpu-preset generator that reads its candidates, a calibrator that fuses both),
+# evaluates it on the test split, exports the fast inference backends, tags a few example texts with
+# scores, then serves the model over HTTP. Extra training options go in XLGEN_TRAIN_ARGS and win over
+# the defaults below (e.g. XLGEN_TRAIN_ARGS="--max-steps 1000", or "--variant base --epochs 4" for the
+# generator alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 RUN=${RUN:-runs/goemotions}
 if [ ! -f "$RUN/model/xlgen.json" ]; then
+    # int8 encoder: about 1.8x faster embedding on the CPU; 300 generator steps of 64 documents (under half
+    # an epoch) keep the whole job near 10 minutes on 2 cores
     # shellcheck disable=SC2086
-    .venv/bin/xlgen train --data data/goemotions --data-license apache-2.0 --output-dir "$RUN" ${XLGEN_TRAIN_ARGS:-}
+    .venv/bin/xlgen train --data data/goemotions --data-license apache-2.0 --output-dir "$RUN" \
+        --variant retrieval --encoder-quantization int8 --max-steps 300 ${XLGEN_TRAIN_ARGS:-}
 fi
 # converted copies for fast decoding (CTranslate2 int8 for beam search, ONNX Runtime for sampling);
 # every command below picks the fastest valid one (--backend torch forces transformers' generate)

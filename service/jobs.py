@@ -228,7 +228,9 @@ class RetrainManager:
         return [*cmd, "--output-dir", str(job_dir / "run")]  # last, so that no option can move it
 
     def _guidance_args(self) -> list[str]:
-        """``--variant`` and ``--clusters`` of the served model, when it has label clusters."""
+        """``--variant`` and ``--clusters`` of the served model, when it has label clusters; for a
+        ``retrieval`` model, its retriever's encoder, encoder numerics, sources and candidate count, so
+        that the retrained model embeds as the served one does (options in ``extra_args`` win)."""
         served = self.serving_path()
         if not served or "--variant" in self.extra_args or not (Path(served) / "xlgen.json").is_file():
             return []
@@ -236,6 +238,16 @@ class RetrainManager:
         if variant == "base":
             return []
         args = ["--variant", variant]
+        retriever = Path(served) / "guidance" / "retriever" / "retriever.json"
+        if variant == "retrieval" and retriever.is_file():
+            rcfg = json.loads(retriever.read_text()).get("config", {})
+            given = {"--encoder": rcfg.get("encoder"), "--encoder-quantization": rcfg.get("encoder_quantization"),
+                     "--retriever-candidates": rcfg.get("candidates")}
+            for flag, value in given.items():
+                if value is not None and flag not in self.extra_args:
+                    args += [flag, str(value)]
+            if rcfg.get("sources") and "--retriever-sources" not in self.extra_args:
+                args += ["--retriever-sources", *map(str, rcfg["sources"])]
         for sub in ("guidance", "clusters"):  # model directory formats 2 and 1
             if (Path(served) / sub / "clusters.json").is_file() and "--clusters" not in self.extra_args:
                 args += ["--clusters", str(Path(served) / sub)]

@@ -98,7 +98,8 @@ def build_retrieval(cfg: TrainConfig, train: Sequence[Document]) -> RetrievalGui
     as the generator's training inputs."""
     from xlgen.encoders import EmbeddingCache, LabelRetriever, RetrieverConfig
 
-    rcfg = RetrieverConfig(sources=cfg.retriever_sources, encoder=cfg.encoder, candidates=cfg.retriever_candidates, seed=cfg.seed)
+    rcfg = RetrieverConfig(sources=cfg.retriever_sources, encoder=cfg.encoder, encoder_quantization=cfg.encoder_quantization,
+                           candidates=cfg.retriever_candidates, seed=cfg.seed)
     retriever = LabelRetriever.fit(train, cfg.label_file, config=rcfg, cache=EmbeddingCache(), progress=cfg.progress)
     log.info("retriever fitted: %s", {k: round(v, 1) for k, v in retriever.fit_seconds.items()})
     candidates = retriever.score_train(train)

@@ -4,6 +4,7 @@ the oracle, and the fusion's calibrators."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ def retrieval_run(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFacto
         write_jsonl(read_documents(ROOT / "data" / "goemotions" / f"{split}.jsonl.gz")[:n], data / f"{split}.jsonl")
     run(TrainConfig(data=str(data), output_dir=str(root / "run"), preset="tiny", max_steps=12, eval_every=12, batch_size=16,
                     lr=3e-2, max_target_length=16, max_input_length=64, progress=False, variant="retrieval",
-                    encoder=str(tiny_encoder_dir), candidates_in_input=4))
+                    encoder=str(tiny_encoder_dir), encoder_quantization="int8", candidates_in_input=4))
     yield root
     mp.undo()
 
@@ -60,6 +61,38 @@ def test_trains_saves_and_reloads(retrieval_run: Path) -> None:
     again = XLGenModel.load(retrieval_run / "copy")
     again.decoding = m.decoding
     assert [p.all_scores for p in again.predict(texts)] == [p.all_scores for p in preds]
+
+
+def test_the_encoder_numerics_travel_with_the_model_and_into_retraining(retrieval_run: Path, tiny_encoder_dir: Path) -> None:
+    """The int8 encoder the model was trained with is the one it tags with, and the service's retraining
+    job trains the next model with the same encoder, numerics, sources and candidate count."""
+    from service.jobs import RetrainManager
+    from training.config import TrainConfig
+    from xlgen.config import from_arguments
+
+    model_dir = retrieval_run / "run" / "model"
+    m = XLGenModel.load(model_dir)
+    assert m.guidance.retriever.encoder.numerics == "int8"
+
+    async def install(_: str) -> str:
+        return ""
+
+    jobs = RetrainManager(None, retrieval_run / "jobs", str(retrieval_run / "data"), "--preset tiny", lambda: 0.0, install,  # type: ignore[arg-type]
+                          serving_path=lambda: str(model_dir))
+    cmd = jobs._command(retrieval_run / "jobs" / "j", {})
+    parser = argparse.ArgumentParser()
+    from training.train import add_arguments
+
+    add_arguments(parser)
+    cfg = from_arguments(TrainConfig, parser.parse_args(cmd[cmd.index("training.train") + 1 :]))
+    assert (cfg.variant, cfg.encoder, cfg.encoder_quantization) == ("retrieval", str(tiny_encoder_dir), "int8")
+    assert cfg.retriever_sources == m.guidance.retriever.config.sources
+    assert cfg.retriever_candidates == m.guidance.retriever.config.candidates
+    # an option the operator set wins over the served model's
+    mine = RetrainManager(None, retrieval_run / "jobs", str(retrieval_run / "data"), "--encoder-quantization float32",  # type: ignore[arg-type]
+                          lambda: 0.0, install, serving_path=lambda: str(model_dir))
+    cmd = mine._command(retrieval_run / "jobs" / "j", {})
+    assert cmd.count("--encoder-quantization") == 1 and cmd[cmd.index("--encoder-quantization") + 1] == "float32"
 
 
 def test_input_carries_the_ordered_candidates(retrieval_run: Path) -> None:

@@ -70,7 +70,8 @@ def retriever(encoder: SentenceEncoder) -> LabelRetriever:
 
 def test_config_validates() -> None:
     for bad in ({"sources": ()}, {"sources": ("knn", "bm25")}, {"sources": ("knn", "knn")}, {"candidates": 0},
-                {"linear_model": "svm"}, {"cross_fit_folds": 1}, {"knn_power": 0}, {"exact_limit": -1}):
+                {"linear_model": "svm"}, {"cross_fit_folds": 1}, {"knn_power": 0}, {"exact_limit": -1},
+                {"encoder_quantization": "int4"}):
         with pytest.raises(ValueError):
             RetrieverConfig(**bad)
     cfg = RetrieverConfig(sources=["knn"])  # type: ignore[arg-type]
@@ -222,6 +223,23 @@ def test_save_load_round_trip(encoder: SentenceEncoder, tmp_path: Path, linear_m
     assert np.allclose(a.scores, b.scores, atol=1e-6)
     with pytest.raises(RuntimeError, match="fitted in this process"):
         back.score_train(TRAIN)
+
+
+def test_int8_encoder_is_kept_by_the_saved_retriever(tiny_encoder_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """A retriever fitted with the int8 encoder records it, and a loaded one embeds queries with int8 too
+    (its scores match the fitted one's, not those of a float32 encoder of the same weights)."""
+    cfg = RetrieverConfig(sources=("knn", "label_text"), encoder=str(tiny_encoder_dir), encoder_quantization="int8",
+                          candidates=4, k_neighbours=5)
+    r = LabelRetriever.fit(TRAIN, config=cfg)
+    assert r.encoder.numerics == "int8"
+    r.save(tmp_path / "retriever")
+    assert json.loads((tmp_path / "retriever" / "retriever.json").read_text())["encoder"]["numerics"] == "int8"
+    back = LabelRetriever.load(tmp_path / "retriever")
+    assert back.encoder.numerics == "int8" and back.config.encoder_quantization == "int8"
+    texts = [d.text for d in TEST]
+    q = np.stack([back.embed(texts), r.embed(texts)])
+    f32 = SentenceEncoder.load(EncoderConfig(name=str(tiny_encoder_dir))).encode(texts)
+    assert np.allclose(q[0], q[1], atol=1e-6) and not np.allclose(q[0], f32, atol=1e-6)
 
 
 def test_load_refuses_another_encoder(encoder: SentenceEncoder, tmp_path: Path, tiny_encoder_dir: Path) -> None:

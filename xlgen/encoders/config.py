@@ -11,6 +11,8 @@ SOURCE_NAMES = ("knn", "label_text", "linear")
 """Label sources, in the order their columns appear in :class:`~xlgen.encoders.candidates.Candidates`."""
 LINEAR_MODELS = ("auto", "ovr", "tree")
 LINEAR_SOLVERS = ("lbfgs", "liblinear")
+ENCODER_QUANTIZATIONS = ("float32", "int8")
+"""The sentence encoder's CTranslate2 compute types (:data:`xlgen.encoders.encoder.QUANTIZATIONS`)."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,9 @@ class RetrieverConfig:
     """Label sources to fit and score with: any of ``knn``, ``label_text``, ``linear``."""
     encoder: str = DEFAULT_ENCODER
     """Sentence encoder name (packaged default, a sentence-transformers directory, or a hub name)."""
+    encoder_quantization: str = "float32"
+    """The encoder's CTranslate2 weights on CPU: ``float32`` (the same vectors as torch) or ``int8`` (about
+    1.8x faster, cosine 0.995 to float32 on goemotions); a loaded retriever embeds queries the same way."""
     candidates: int = 20
     """K: each source's top-K labels per document join the candidates; ranks beyond K read K+1."""
     k_neighbours: int = 20
@@ -72,6 +77,8 @@ class RetrieverConfig:
             raise ValueError(f"repeated retriever source in {self.sources}")
         if self.linear_model not in LINEAR_MODELS:
             raise ValueError(f"linear_model {self.linear_model!r} is not one of {', '.join(LINEAR_MODELS)}")
+        if self.encoder_quantization not in ENCODER_QUANTIZATIONS:
+            raise ValueError(f"encoder_quantization {self.encoder_quantization!r} is not one of {', '.join(ENCODER_QUANTIZATIONS)}")
         if self.linear_solver not in LINEAR_SOLVERS:
             raise ValueError(f"linear_solver {self.linear_solver!r} is not one of {', '.join(LINEAR_SOLVERS)}")
         for name in ("candidates", "k_neighbours", "linear_ovr_limit", "linear_max_iter", "tfidf_max_features", "hnsw_m",

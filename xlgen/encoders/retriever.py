@@ -126,7 +126,7 @@ class LabelRetriever:
         if not train_docs:
             raise ValueError("the retriever needs train documents")
         if encoder is None:
-            encoder = SentenceEncoder.load(EncoderConfig(name=config.encoder))
+            encoder = SentenceEncoder.load(EncoderConfig(name=config.encoder, quantization=config.encoder_quantization))
         config = replace(config, encoder=encoder.name)
         given = read_label_file(label_texts) if isinstance(label_texts, str | Path) else dict(label_texts or {})
         space = LabelSpace.from_documents(train_docs)
@@ -261,7 +261,7 @@ class LabelRetriever:
         config = RetrieverConfig.from_dict(meta["config"])
         ref = EncoderReference(**{k: meta["encoder"][k] for k in ("name", "digest")})
         if encoder is None:
-            encoder = SentenceEncoder.load(EncoderConfig(name=ref.name))
+            encoder = SentenceEncoder.load(EncoderConfig(name=ref.name, quantization=config.encoder_quantization))
         if encoder.digest != ref.digest:
             raise EncoderUnavailableError(f"{path} was built with encoder {ref.name!r} of digest {ref.digest}; "
                                           f"the encoder given has digest {encoder.digest}")
