@@ -25,6 +25,7 @@ class TrainConfig:
     train_file: str | None = opt(None, "train split file (overrides DATA)")
     dev_file: str | None = opt(None, "dev split file (overrides DATA)")
     test_file: str | None = opt(None, "test split file (overrides DATA); evaluated after training if present")
+    evaluate_test: bool = opt(True, "evaluate on the test split after training, when there is one (off: a later `xlgen evaluate` does it, e.g. on the exported backend)")
     preset: str = opt("cpu", "model shape built from scratch with a new SentencePiece tokenizer", choices=tuple(PRESETS))
     base_model: str | None = opt(None, "pretrained T5 (hub name such as t5-base, or a local directory) instead of a preset")
     lora: bool = opt(False, "train a LoRA adapter (peft) instead of all weights; needs --base-model")

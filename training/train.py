@@ -78,7 +78,7 @@ def load_splits(cfg: TrainConfig) -> tuple[list[Document], list[Document], list[
     train = read_documents(train_path)[: cfg.train_limit]
     train = simulate_pu(train, cfg.deficit_rate, cfg.seed)
     dev = read_documents(dev_path)
-    test = read_documents(test_path) if test_path else None
+    test = read_documents(test_path) if test_path and cfg.evaluate_test else None
     return train, dev, test
 
 
