@@ -95,6 +95,6 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """Hash of the fields that change what is trained (not where or how verbosely)."""
         d = dataclasses.asdict(self)
-        for k in ("output_dir", "resume", "overwrite", "progress", "threads", "data_license"):
+        for k in ("output_dir", "resume", "overwrite", "progress", "threads", "data_license", "evaluate_test"):
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
