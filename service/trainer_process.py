@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _die_with_parent()
     if os.getppid() != args.parent:  # the server died before the death signal was armed
         return 1
-    os.execv(cmd[0], cmd)
+    os.execvp(cmd[0], cmd)  # a bare name is looked up on PATH, as a shell would
     return 1  # not reached
 
 

@@ -117,8 +117,9 @@ def test_the_trainer_dies_with_its_parent(tmp_path: Path) -> None:
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
-        wait_for(lambda: trainer_process.start_time(child) is not None and "sleep" in Path(f"/proc/{child}/cmdline").read_text(),
-                 "the wrapped command to run")
+        # the wrapper has exec'ed the command (its own command line also names "sleep", after "--")
+        wait_for(lambda: trainer_process.start_time(child) is not None
+                 and Path(f"/proc/{child}/cmdline").read_text().split("\0")[0] == "sleep", "the wrapped command to run")
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         wait_for(lambda: not trainer_process.group_members(child), "the child to die with its parent", 30)
