@@ -240,6 +240,9 @@ def test_int8_encoder_is_kept_by_the_saved_retriever(tiny_encoder_dir: Path, cac
     q = np.stack([back.embed(texts), r.embed(texts)])
     f32 = SentenceEncoder.load(EncoderConfig(name=str(tiny_encoder_dir))).encode(texts)
     assert np.allclose(q[0], q[1], atol=1e-6) and not np.allclose(q[0], f32, atol=1e-6)
+    # an int8 encoder handed in is recorded as such, whatever the config said
+    given = LabelRetriever.fit(TRAIN, config=RetrieverConfig(sources=("label_text",)), encoder=back.encoder)
+    assert given.config.encoder_quantization == "int8"
 
 
 def test_load_refuses_another_encoder(encoder: SentenceEncoder, tmp_path: Path, tiny_encoder_dir: Path) -> None:

@@ -127,7 +127,7 @@ class LabelRetriever:
             raise ValueError("the retriever needs train documents")
         if encoder is None:
             encoder = SentenceEncoder.load(EncoderConfig(name=config.encoder, quantization=config.encoder_quantization))
-        config = replace(config, encoder=encoder.name)
+        config = replace(config, encoder=encoder.name, encoder_quantization=encoder.numerics)  # what was really used
         given = read_label_file(label_texts) if isinstance(label_texts, str | Path) else dict(label_texts or {})
         space = LabelSpace.from_documents(train_docs)
         names = list(space.labels) + [x for x in given if x not in space]
