@@ -37,6 +37,7 @@ from benchmarks.baselines import tfidf_logreg  # noqa: E402
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
 from xlgen.data import Document, find_split, read_documents  # noqa: E402
 from xlgen.decoding import cut  # noqa: E402
+from xlgen.encoders.config import ENCODER_QUANTIZATIONS  # noqa: E402
 from xlgen.metrics import evaluate_predictions, macro_f1, tune_threshold  # noqa: E402
 
 COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "p_at_5", "macro_f1_tail_0", "macro_f1_tail_1", "macro_f1_tail_2_5",
@@ -106,7 +107,7 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], choices=("baseline", "generator", "retrieval", "retriever"),
                    help="rows to leave out (retriever: the generator-free retriever-stage rows, run only when "
                         "retrieval is skipped)")
-    p.add_argument("--encoder-quantization", default="float32", choices=("float32", "int8"),
+    p.add_argument("--encoder-quantization", default="float32", choices=ENCODER_QUANTIZATIONS,
                    help="the sentence encoder's CTranslate2 weights")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "quality"))
     p.add_argument("--output", help="JSON file (default: benchmarks/results/quality_<dataset>.json)")

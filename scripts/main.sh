@@ -3,8 +3,8 @@
 # label retriever, a cpu-preset generator that reads its candidates, a calibrator that fuses both),
 # evaluates it on the test split, exports the fast inference backends, tags a few example texts with
 # scores, then serves the model over HTTP. Extra training options go in XLGEN_TRAIN_ARGS and win over
-# the defaults below (e.g. XLGEN_TRAIN_ARGS="--max-steps 1000", or "--variant base --epochs 4" for the
-# generator alone).
+# the defaults below (e.g. XLGEN_TRAIN_ARGS="--max-steps 1000", or "--variant base --max-steps 2716",
+# four epochs, for the generator alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 
 from xlgen.config import opt
+from xlgen.encoders.config import ENCODER_QUANTIZATIONS
 from xlgen.guidance import VARIANTS
 from xlgen.labels import ORDERS
 from xlgen.modeling import PRESETS
@@ -41,7 +42,7 @@ class TrainConfig:
     cluster_features: str = opt("tfidf", "label features when clustering here: tfidf; sentence (embeddings of the pretrained sentence encoder --encoder); or encoder (mean-pooled states of --base-model, an xlgen model directory)", choices=("tfidf", "sentence", "encoder"))
     bcl_lambda: float = opt(1.0, "weight of the cluster BCE next to the generation loss (bcl)")
     encoder: str = opt("all-MiniLM-L6-v2", "retrieval: sentence encoder (the packaged all-MiniLM-L6-v2, a sentence-transformers directory, or a hub name)")
-    encoder_quantization: str = opt("float32", "retrieval: the sentence encoder's weights on the CPU (CTranslate2): float32 gives the same vectors as torch, int8 is about 1.8x faster (cosine 0.995 to float32); the saved model tags with the same", choices=("float32", "int8"))
+    encoder_quantization: str = opt("float32", "retrieval: the sentence encoder's weights on the CPU (CTranslate2): float32 gives the same vectors as torch, int8 is about 1.8x faster (cosine 0.995 to float32); the saved model tags with the same", choices=ENCODER_QUANTIZATIONS)
     retriever_sources: tuple[str, ...] = opt(("knn", "label_text", "linear"), "retrieval: label sources of the retriever")
     retriever_candidates: int = opt(20, "retrieval: candidates each retriever source proposes per document (its top K)")
     candidates_in_input: int = opt(10, "retrieval: best candidates appended to the generator's input")

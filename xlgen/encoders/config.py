@@ -12,7 +12,7 @@ SOURCE_NAMES = ("knn", "label_text", "linear")
 LINEAR_MODELS = ("auto", "ovr", "tree")
 LINEAR_SOLVERS = ("lbfgs", "liblinear")
 ENCODER_QUANTIZATIONS = ("float32", "int8")
-"""The sentence encoder's CTranslate2 compute types (:data:`xlgen.encoders.encoder.QUANTIZATIONS`)."""
+"""The sentence encoder's CTranslate2 compute types (here, torch-free, for the command lines too)."""
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from xlgen.devices import resolve_device
 from xlgen.digests import encoder_digest, module_digest
 from xlgen.encoders import ct2_encoder
 from xlgen.encoders.cache import EmbeddingCache, cache_root
+from xlgen.encoders.config import ENCODER_QUANTIZATIONS
 from xlgen.encoders.packaged import (
     DEFAULT_ENCODER,
     EncoderUnavailableError,
@@ -45,7 +46,7 @@ from xlgen.encoders.packaged import (
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "ctranslate2")
-QUANTIZATIONS = ("float32", "int8")
+QUANTIZATIONS = ENCODER_QUANTIZATIONS
 DEVICES = ("auto", "cpu", "cuda")
 CACHE_CHUNK = 4096
 """Texts embedded between two writes to the embedding cache."""
