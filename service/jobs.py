@@ -97,6 +97,51 @@ def build_train_file(storage: Storage, train_data: str, out: Path) -> dict[str, 
     return {"base": len(base), "annotated": len(annotated), "positives": len(positives), "total": len(docs)}
 
 
+def write_answers(storage: Storage, out: Path) -> dict[str, int]:
+    """Writes every yes/no answer to a new-label question whose document is in the pool as JSON Lines
+    ``{"id", "text", "label", "answer"}`` (what ``training.train --encoder-answers`` reads).
+
+    Returns:
+        Counts: ``yes``, ``no``.
+    """
+    answers = storage.answers()
+    texts = storage.get_documents(sorted({a["document_id"] for a in answers}))
+    rows = [{"id": a["document_id"], "text": texts[a["document_id"]], "label": a["label"], "answer": bool(a["answer"])}
+            for a in answers if a["document_id"] in texts]
+    write_jsonl_records(rows, out)
+    return {"yes": sum(r["answer"] for r in rows), "no": sum(not r["answer"] for r in rows)}
+
+
+def write_label_texts(storage: Storage, served: str | None, out: Path) -> int:
+    """Writes the label texts a retraining keeps as a label file: the served retriever's labels that have a
+    description or examples, and every label added by name (its description and examples), so that the
+    retrained retriever matches them as the served one does, answered or not.
+
+    Returns:
+        The number of labels written (0: no file is needed).
+    """
+    from xlgen.encoders.label_texts import LabelText, read_label_file, write_label_file
+
+    texts: dict[str, LabelText] = {}
+    served_labels = Path(served or "") / "guidance" / "retriever" / "labels.jsonl"
+    if served and served_labels.is_file():
+        texts.update({k: t for k, t in read_label_file(served_labels).items() if t.description or t.examples})
+    for rec in storage.new_labels():
+        texts[rec["name"]] = LabelText(rec["name"], rec["description"] or None, tuple(rec["examples"] or ()))
+    if texts:
+        write_label_file(texts.values(), out)
+    return len(texts)
+
+
+def write_jsonl_records(rows: list[dict[str, Any]], out: Path) -> None:
+    """JSON Lines, written to a temporary file and renamed: whole or absent."""
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+
+
 class RetrainManager:
     """Starts, watches, cancels and reaps retraining jobs.
 
@@ -110,6 +155,10 @@ class RetrainManager:
         serving_path: The served model's directory, if any: a ``bcl`` / ``mcg`` model is retrained
             as the same variant over its own label clustering (labels new since then go to their
             nearest cluster), unless ``extra_args`` say otherwise.
+        fine_tune_encoder: ``auto`` / ``always`` / ``never``: whether retraining a ``retrieval`` model
+            fine-tunes its sentence encoder on the answers to new-label questions (``auto``: when there
+            are some); the retrained model carries the fine-tuned encoder, and the next retraining
+            starts from it.
     """
 
     def __init__(
@@ -121,6 +170,7 @@ class RetrainManager:
         serving_f1: Callable[[], float],
         install: Callable[[str], Awaitable[str]],
         serving_path: Callable[[], str | None] = lambda: None,
+        fine_tune_encoder: str = "auto",
     ) -> None:
         self.storage = storage
         self.work_dir = Path(work_dir).resolve()
@@ -129,6 +179,7 @@ class RetrainManager:
         self.serving_f1 = serving_f1
         self.install = install
         self.serving_path = serving_path
+        self.fine_tune_encoder = fine_tune_encoder
         self.owner = uuid.uuid4().hex[:12]
         self.host = trainer_process.HOST
         self.server = trainer_process.identity()
@@ -218,40 +269,70 @@ class RetrainManager:
         self._tasks[job_id] = asyncio.get_running_loop().create_task(self._run(job_id, params), name=f"job-{job_id}")
         return job_id
 
-    def _command(self, job_dir: Path, params: dict[str, Any]) -> list[str]:
+    def _command(self, job_dir: Path, params: dict[str, Any], files: dict[str, int] | None = None) -> list[str]:
         cmd = [sys.executable, "-m", "training.train", "--data", self.train_data, "--train-file", str(job_dir / "train.jsonl"),
                "--no-progress", *self.extra_args]
         for key in ("max_steps", "epochs", "batch_size", "lr", "eval_every", "preset", "seed"):
             if params.get(key) is not None:
                 cmd += ["--" + key.replace("_", "-"), str(params[key])]
-        cmd += self._guidance_args()
+        cmd += self._guidance_args(job_dir, files or {})
         return [*cmd, "--output-dir", str(job_dir / "run")]  # last, so that no option can move it
 
-    def _guidance_args(self) -> list[str]:
+    def _given(self, flag: str) -> bool:
+        return any(a == flag or a.startswith(flag + "=") for a in self.extra_args)
+
+    def _value(self, flag: str) -> str | None:
+        """The value ``extra_args`` give ``flag`` (``--flag V`` or ``--flag=V``; the last one wins), if any."""
+        value = None
+        for i, a in enumerate(self.extra_args):
+            if a == flag and i + 1 < len(self.extra_args):
+                value = self.extra_args[i + 1]
+            elif a.startswith(flag + "="):
+                value = a.split("=", 1)[1]
+        return value
+
+    def _guidance_args(self, job_dir: Path | None = None, files: dict[str, int] | None = None) -> list[str]:
         """``--variant`` and ``--clusters`` of the served model, when it has label clusters; for a
-        ``retrieval`` model, its retriever's encoder, encoder numerics, sources and candidate count, so
-        that the retrained model embeds as the served one does (options in ``extra_args`` win)."""
+        ``retrieval`` model, its retriever's encoder (the copy in the model directory when it carries
+        one), encoder numerics, sources and candidate count, so that the retrained model embeds as the
+        served one does. When the retrained model is a ``retrieval`` one (the served model's variant or
+        the operator's ``--variant``): the label file of the job (``files["labels"]`` labels in
+        ``job_dir/labels.jsonl``), and the encoder's fine-tuning on the answers (``files["answers"]`` in
+        ``job_dir/answers.jsonl``) as ``fine_tune_encoder`` says. Options in ``extra_args`` win."""
         served = self.serving_path()
-        if not served or "--variant" in self.extra_args or not (Path(served) / "xlgen.json").is_file():
-            return []
-        variant = json.loads((Path(served) / "xlgen.json").read_text())["settings"].get("variant", "base")
-        if variant == "base":
-            return []
-        args = ["--variant", variant]
-        retriever = Path(served) / "guidance" / "retriever" / "retriever.json"
-        if variant == "retrieval" and retriever.is_file():
-            rcfg = json.loads(retriever.read_text()).get("config", {})
-            given = {"--encoder": rcfg.get("encoder"), "--encoder-quantization": rcfg.get("encoder_quantization"),
-                     "--retriever-candidates": rcfg.get("candidates")}
-            for flag, value in given.items():
-                if value is not None and flag not in self.extra_args:
-                    args += [flag, str(value)]
-            if rcfg.get("sources") and "--retriever-sources" not in self.extra_args:
+        files = files or {}
+        served_variant = None
+        if served and (Path(served) / "xlgen.json").is_file():
+            served_variant = json.loads((Path(served) / "xlgen.json").read_text())["settings"].get("variant", "base")
+        own = self._given("--variant")
+        variant = self._value("--variant") if own else served_variant
+        args = ["--variant", served_variant] if served_variant not in (None, "base") and not own else []
+        given: dict[str, Any] = {}
+        retriever = Path(served or "") / "guidance" / "retriever" / "retriever.json"
+        if variant == "retrieval" and served_variant == "retrieval" and retriever.is_file():
+            meta = json.loads(retriever.read_text())
+            rcfg = meta.get("config", {})
+            bundled = (meta.get("encoder") or {}).get("bundled")
+            given = {"--encoder": str(retriever.parent / bundled) if bundled else rcfg.get("encoder"),
+                     "--encoder-quantization": rcfg.get("encoder_quantization"), "--retriever-candidates": rcfg.get("candidates")}
+            if rcfg.get("sources") and not self._given("--retriever-sources"):
                 args += ["--retriever-sources", *map(str, rcfg["sources"])]
-        for sub in ("guidance", "clusters"):  # model directory formats 2 and 1
-            if (Path(served) / sub / "clusters.json").is_file() and "--clusters" not in self.extra_args:
-                args += ["--clusters", str(Path(served) / sub)]
-                break
+        if variant == "retrieval" and job_dir is not None:
+            if files.get("labels"):
+                given["--label-file"] = str(job_dir / "labels.jsonl")
+            tune = self.fine_tune_encoder == "always" or (self.fine_tune_encoder == "auto" and files.get("answers", 0) > 0)
+            if tune and not self._given("--fine-tune-encoder") and not self._given("--no-fine-tune-encoder"):
+                args.append("--fine-tune-encoder")
+                if files.get("answers"):
+                    given["--encoder-answers"] = str(job_dir / "answers.jsonl")
+        for flag, value in given.items():
+            if value is not None and not self._given(flag):
+                args += [flag, str(value)]
+        if served and not own:
+            for sub in ("guidance", "clusters"):  # model directory formats 2 and 1
+                if (Path(served) / sub / "clusters.json").is_file() and not self._given("--clusters"):
+                    args += ["--clusters", str(Path(served) / sub)]
+                    break
         return args
 
     # --------------------------------------------------------------------------------- run
@@ -263,7 +344,9 @@ class RetrainManager:
         try:
             job_dir.mkdir(parents=True, exist_ok=True)
             counts = await asyncio.to_thread(build_train_file, self.storage, self.train_data, job_dir / "train.jsonl")
-            cmd = self._command(job_dir, params)
+            answered = await asyncio.to_thread(write_answers, self.storage, job_dir / "answers.jsonl")
+            n_labels = await asyncio.to_thread(write_label_texts, self.storage, self.serving_path(), job_dir / "labels.jsonl")
+            cmd = self._command(job_dir, params, {"answers": answered["yes"] + answered["no"], "labels": n_labels})
             progress: dict[str, Any] = {"train_docs": counts, "evaluations": 0}
             record = await asyncio.to_thread(self.storage.heartbeat, job_id, progress=progress)
             if record is None or record["cancel_requested"]:

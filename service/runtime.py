@@ -88,7 +88,8 @@ class Runtime:
         self._jobs = RetrainManager(self._storage, s.work_dir, s.train_data, s.retrain_args,
                                     serving_f1=lambda: self.holder.current.dev_micro_f1 if self.holder.current else -1.0,
                                     install=self.install,
-                                    serving_path=lambda: self.holder.current.path if self.holder.current else None)
+                                    serving_path=lambda: self.holder.current.path if self.holder.current else None,
+                                    fine_tune_encoder=s.retrain_encoder)
         await asyncio.to_thread(self._jobs.recover)  # jobs whose server died (a kill -9, a crash) end here
         self.batcher.start()
         loop = asyncio.get_running_loop()

@@ -17,9 +17,11 @@ from xlgen.decoding import BACKENDS
 
 PREFIX = "XLGEN_"
 PATH_FIELDS = ("model", "work_dir", "train_data")
+RETRAIN_ENCODER = ("auto", "always", "never")
 # options of ``python -m training.train`` that name a file or folder: relative values in XLGEN_RETRAIN_ARGS are made
 # absolute like the settings' own paths, since the trainer runs in its job folder
-TRAIN_PATH_OPTIONS = ("--data", "--train-file", "--dev-file", "--test-file", "--base-model", "--clusters")
+TRAIN_PATH_OPTIONS = ("--data", "--train-file", "--dev-file", "--test-file", "--base-model", "--clusters", "--encoder",
+                      "--label-file", "--encoder-answers")
 
 
 def absolute(path: str) -> str:
@@ -83,6 +85,9 @@ class Settings:
         train_data: Base training dataset folder (train/dev[/test] splits) that retraining adds the
             stored annotations to; retraining is off when empty.
         retrain_args: Extra ``python -m training.train`` options for every retraining job.
+        retrain_encoder: Whether retraining a ``retrieval`` model also fine-tunes its sentence encoder on
+            the annotators' yes/no answers (yes: a pair, no: a hard negative) and a replay of train pairs:
+            ``auto`` (when there are answers), ``always`` or ``never``.
         api_key: Key required in the ``X-API-Key`` header by every write endpoint; none when empty.
         max_texts: Texts per tag request.
         max_pool_docs: Documents per pool request.
@@ -125,6 +130,7 @@ class Settings:
     work_dir: str = _env_field("xlgen-service", "folder for the SQLite file and retraining jobs")
     train_data: str = _env_field("", "base training dataset folder for retraining")
     retrain_args: str = _env_field("", "extra training options for every retraining job")
+    retrain_encoder: str = _env_field("auto", "fine-tune a retrieval model's sentence encoder when retraining: auto (when annotators answered new-label questions), always, never")
     api_key: str = _env_field("", "API key for write endpoints (X-API-Key header)")
     max_texts: int = _env_field(64, "texts per tag request")
     max_pool_docs: int = _env_field(1000, "documents per pool request")
@@ -154,6 +160,8 @@ class Settings:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.max_wait_ms < 0 or self.request_timeout_s <= 0 or self.claim_ttl_s <= 0 or self.threads < 0 or self.llm_timeout_s <= 0:
             raise ValueError("max_wait_ms and threads must not be negative; timeouts and claim TTL must be positive")
+        if self.retrain_encoder not in RETRAIN_ENCODER:
+            raise ValueError(f"{PREFIX}RETRAIN_ENCODER must be one of {', '.join(RETRAIN_ENCODER)}, not {self.retrain_encoder!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"{PREFIX}BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         try:

@@ -73,7 +73,7 @@ def build_guidance(cfg: TrainConfig, train: Sequence[Document], d_model: int, wo
     if cfg.variant == "base":
         return None
     if cfg.variant == "retrieval":
-        return build_retrieval(cfg, train)
+        return build_retrieval(cfg, train, work_dir)
     clusters, features = prepare_clusters(cfg, train, work_dir / "clusters")
     if cfg.variant == "mcg":
         return MCGGuidance(clusters, features=features)
@@ -92,13 +92,41 @@ def build_guidance(cfg: TrainConfig, train: Sequence[Document], d_model: int, wo
     raise ValueError(f"no training recipe for guidance {cfg.variant!r}")
 
 
-def build_retrieval(cfg: TrainConfig, train: Sequence[Document]) -> RetrievalGuidance:
+def fine_tuned_encoder(cfg: TrainConfig, train: Sequence[Document], work_dir: Path) -> Path:
+    """The run's sentence encoder fine-tuned on ``cfg.encoder_pairs`` train pairs and the answers of
+    ``cfg.encoder_answers`` (:func:`training.retriever.fine_tune_bi_encoder`), kept in
+    ``work_dir/encoder``: a resumed run, and the other processes of a distributed one, read it there."""
+    import os
+    import shutil
+
+    from training.retriever import BiEncoderConfig, fine_tune_bi_encoder, read_answers
+    from xlgen.encoders.label_texts import read_label_file
+
+    done = work_dir / "encoder"
+    if (done / "modules.json").is_file():
+        log.info("fine-tuned encoder reused from %s", done)
+        return done
+    answers = read_answers(cfg.encoder_answers) if cfg.encoder_answers else []
+    texts = read_label_file(cfg.label_file) if cfg.label_file else None
+    partial = work_dir / "encoder.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    log.info("fine-tuning the encoder %s on %d train pairs and %d answers (%d no)", cfg.encoder,
+             min(cfg.encoder_pairs, sum(len(d.labels) for d in train)), len(answers), sum(not a.answer for a in answers))
+    bcfg = BiEncoderConfig(output_dir=str(partial), epochs=cfg.encoder_epochs, max_pairs=cfg.encoder_pairs, seed=cfg.seed)
+    fine_tune_bi_encoder(cfg.encoder, train, bcfg, texts, answers, progress=cfg.progress)
+    os.replace(partial, done)  # whole or absent
+    return done
+
+
+def build_retrieval(cfg: TrainConfig, train: Sequence[Document], work_dir: Path) -> RetrievalGuidance:
     """Fits the label retriever on the train split (embeddings through the on-disk cache), scores the
     train documents leak free, fits the fusion's retriever stage on those candidates, and keeps them
-    as the generator's training inputs."""
+    as the generator's training inputs. With ``--fine-tune-encoder`` the encoder is fine-tuned first
+    (:func:`fine_tuned_encoder`), and the saved retriever carries it."""
     from xlgen.encoders import EmbeddingCache, LabelRetriever, RetrieverConfig
 
-    rcfg = RetrieverConfig(sources=cfg.retriever_sources, encoder=cfg.encoder, encoder_quantization=cfg.encoder_quantization,
+    encoder = str(fine_tuned_encoder(cfg, train, work_dir)) if cfg.fine_tune_encoder else cfg.encoder
+    rcfg = RetrieverConfig(sources=cfg.retriever_sources, encoder=encoder, encoder_quantization=cfg.encoder_quantization,
                            candidates=cfg.retriever_candidates, seed=cfg.seed)
     retriever = LabelRetriever.fit(train, cfg.label_file, config=rcfg, cache=EmbeddingCache(), progress=cfg.progress)
     log.info("retriever fitted: %s", {k: round(v, 1) for k, v in retriever.fit_seconds.items()})

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class NewLabelConfig:
                                             "(plus --replay old pairs) and measured again (slow: the pool is embedded again)")
     replay: int = opt(2000, "old (document, label) pairs replayed in each fine-tuning (0: none)")
     fine_tune_epochs: float = opt(1.0, "epochs of each bi-encoder fine-tuning")
+    fine_tune_negatives: bool = opt(False, "with --fine-tune-at, the documents answered no are hard negatives of their "
+                                           "label in each fine-tuning (the triplet label text, a positive, the rejected "
+                                           "document), as the service's retraining uses them")
     negative_weight: float = opt(0.0, "weight of the documents answered no, subtracted from a new label's vector "
                                       "(Rocchio: mean(name, positives) - W * mean(negatives)); 0: not used")
 
@@ -142,6 +146,7 @@ def simulate_new_labels(cfg: NewLabelConfig, progress: bool = True) -> dict:
             n_pos = np.ones(len(hidden))
             neg, n_neg = np.zeros_like(new_names), np.zeros(len(hidden))  # the documents answered no
             found: list[tuple[str, int]] = []
+            rejected: list[tuple[str, int]] = []
             curve = [point(0, 0, queries, old_vecs, sums, old, hidden, gold_test, cfg.k)]
             fine_tuned = []
             for n, (label, i) in enumerate(seq, 1):
@@ -153,11 +158,13 @@ def simulate_new_labels(cfg: NewLabelConfig, progress: bool = True) -> dict:
                 else:
                     neg[j] += pool[i]
                     n_neg[j] += 1
+                    rejected.append((label, i))
                 if n % cfg.step == 0 or n == len(seq):
                     vecs = rocchio(sums, n_pos, neg, n_neg, cfg.negative_weight)
                     curve.append(point(n, len(found), queries, old_vecs, vecs, old, hidden, gold_test, cfg.k))
                 if n in cfg.fine_tune_at:
-                    fine_tuned.append(fine_tuned_point(cfg, seed, n, found, train, test, old, hidden, gold_test, pool, progress))
+                    fine_tuned.append(fine_tuned_point(cfg, seed, n, found, train, test, old, hidden, gold_test, pool, progress,
+                                                       rejected if cfg.fine_tune_negatives else []))
             runs.append({"seed": seed, "order": how, "hidden": hidden, "old_recall_before": before, "curve": curve,
                          "fine_tuned": fine_tuned})
     result = {"config": asdict(cfg), "encoder": encoder.name, "n_pool": len(train), "n_test": len(test), "runs": runs}
@@ -170,15 +177,16 @@ def simulate_new_labels(cfg: NewLabelConfig, progress: bool = True) -> dict:
 
 
 def fine_tuned_point(cfg: NewLabelConfig, seed: int, answers: int, found: list[tuple[str, int]], train: list, test: list,
-                     old: list[str], hidden: list[str], gold_test: list[set[str]], base_pool: np.ndarray, progress: bool) -> dict:
-    """Fine-tunes a copy of the encoder on the positives ``found`` (label, pool index) and ``cfg.replay`` old pairs,
-    embeds pool, test and label names with it, and measures recall@k there, old labels before and after the new
-    ones arrive; ``drift`` is one minus the mean cosine between a pool document's vectors before (``base_pool``)
-    and after."""
+                     old: list[str], hidden: list[str], gold_test: list[set[str]], base_pool: np.ndarray, progress: bool,
+                     rejected: Sequence[tuple[str, int]] = ()) -> dict:
+    """Fine-tunes a copy of the encoder on the positives ``found`` (label, pool index), ``cfg.replay`` old pairs and
+    the hard negatives ``rejected`` (label, pool index answered no), embeds pool, test and label names with it, and
+    measures recall@k there, old labels before and after the new ones arrive; ``drift`` is one minus the mean
+    cosine between a pool document's vectors before (``base_pool``) and after."""
     import tempfile
     import time
 
-    from training.retriever import BiEncoderConfig, fine_tune_bi_encoder
+    from training.retriever import Answer, BiEncoderConfig, fine_tune_bi_encoder
     from xlgen.data import Document
     from xlgen.encoders import EncoderConfig, SentenceEncoder
 
@@ -192,7 +200,8 @@ def fine_tuned_point(cfg: NewLabelConfig, seed: int, answers: int, found: list[t
     with tempfile.TemporaryDirectory(prefix="xlgen-new-labels-") as work:
         if len(docs) >= 2:
             path = fine_tune_bi_encoder(cfg.encoder, docs, BiEncoderConfig(output_dir=str(Path(work) / "encoder"),
-                                                                           epochs=cfg.fine_tune_epochs, seed=seed))
+                                                                           epochs=cfg.fine_tune_epochs, seed=seed),
+                                        answers=[Answer(train[i].text, label, False) for label, i in rejected])
             encoder = SentenceEncoder.load(EncoderConfig(name=str(path)))
         else:
             encoder = SentenceEncoder.load(EncoderConfig(name=cfg.encoder))
@@ -206,7 +215,7 @@ def fine_tuned_point(cfg: NewLabelConfig, seed: int, answers: int, found: list[t
     before = recall_at_k(queries @ old_vecs.T, old, gold_test, old_set, cfg.k)
     out = point(answers, len(found), queries, old_vecs, sums, old, hidden, gold_test, cfg.k)
     drift = float(1.0 - np.mean(np.sum(_unit(pool) * _unit(base_pool), axis=1)))
-    out.update(old_recall_before=before, pairs=len(docs), replay=len(replay), drift=drift,
+    out.update(old_recall_before=before, pairs=len(docs), replay=len(replay), hard_negatives=len(rejected), drift=drift,
                seconds=round(time.perf_counter() - started, 1))
     return out
 
@@ -235,7 +244,8 @@ def format_table(result: dict) -> str:
         lines.append(f"| {r['order']} | {r['answers']} | {r['positives']:.1f} | {r['new_recall']:.3f} ± {r['new_recall_std']:.3f} "
                      f"| {r['old_recall']:.3f} ({r['old_recall_before']:.3f}) |")
     for r in fine_tuned_summary(result):
-        lines.append(f"| {r['order']}, bi-encoder fine-tuned (replay {r['replay']}) | {r['answers']} | {r['positives']:.1f} "
+        negatives = ", no-answers as hard negatives" if result["config"].get("fine_tune_negatives") else ""
+        lines.append(f"| {r['order']}, bi-encoder fine-tuned (replay {r['replay']}{negatives}) | {r['answers']} | {r['positives']:.1f} "
                      f"| {r['new_recall']:.3f} ± {r['new_recall_std']:.3f} | {r['old_recall']:.3f} ({r['old_recall_before']:.3f}) |")
     return "\n".join(lines)
 

@@ -9,6 +9,11 @@
   no-duplicates batch sampler). The result is a sentence-transformers directory: load it with
   ``SentenceEncoder.load(path)`` and fit a retriever on it, whose ``label_text`` source then scores with
   trained label vectors (and ``knn`` with trained document vectors).
+  Annotators' binary answers (:class:`Answer`) join as a second dataset: a *yes* is one more (document,
+  label text) pair; a *no* becomes a hard negative in the direction the new-label questions are asked,
+  the triplet (label text, a document known to carry the label, the document answered *no*), so that
+  the loss pushes the rejected document below a positive one for that label's query, beside the
+  in-batch negatives.
 * :func:`train_cross_encoder`: a cross-encoder initialised from the encoder's BERT weights (no pretrained
   cross-encoder is available offline) with a new one-logit head, trained with binary cross-entropy on
   (document, label text) pairs: each gold label a positive, negatives drawn from the retriever's leak-free
@@ -26,6 +31,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,6 +116,82 @@ def document_label_pairs(docs: Sequence[Document], label_texts: Mapping[str, Lab
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An annotator's binary answer: does the document ``text`` carry ``label``?"""
+
+    text: str
+    label: str
+    answer: bool
+
+
+def read_answers(path: str | Path) -> list[Answer]:
+    """Binary answers from JSON Lines of ``{"text": str, "label": str, "answer": bool}`` (other keys ignored).
+
+    Raises:
+        ValueError: Naming the line and the field of a malformed record (``DataError``, a ``ValueError``, for a
+            line that is not a JSON object or a file that cannot be read).
+    """
+    from xlgen.data import iter_records
+
+    out = []
+    for where, _, rec in iter_records(path):
+        for key, kind in (("text", str), ("label", str), ("answer", bool)):
+            if not isinstance(rec.get(key), kind) or (kind is str and not rec[key].strip()):
+                raise ValueError(f"{where}: field {key!r} must be a {'non-empty string' if kind is str else 'boolean'}")
+        out.append(Answer(rec["text"], rec["label"].strip(), rec["answer"]))
+    return out
+
+
+def answer_examples(docs: Sequence[Document], answers: Sequence[Answer], label_texts: Mapping[str, LabelText] | None = None,
+                    max_pairs: int | None = None, seed: int = 0) -> dict[str, dict[str, list[str]]]:
+    """The fine-tuning datasets, as columns.
+
+    * ``pairs``: ``anchor`` document, ``positive`` label text: one per gold label of ``docs`` (subsampled to
+      ``max_pairs``: the replay of what the encoder must keep) and one per *yes* answer (always all).
+    * ``hard_negatives`` (only when there is a *no* answer whose label has a positive): ``anchor`` label text,
+      ``positive`` a document known to carry the label (its *yes* answers first, then ``docs``, taken in
+      turn), ``negative`` the document answered *no*.
+    """
+    label_texts = label_texts or {}
+
+    def text_of(label: str) -> str:
+        return label_training_text(label_texts.get(label, LabelText(label)))
+
+    anchors, positives = document_label_pairs(docs, label_texts, max_pairs, seed)
+    yes = [a for a in answers if a.answer]
+    seen = set(zip(anchors, positives, strict=True))
+    for a in yes:  # a yes already among the sampled pairs (its document in docs with the label) is not doubled
+        if (a.text, text_of(a.label)) not in seen:
+            seen.add((a.text, text_of(a.label)))
+            anchors.append(a.text)
+            positives.append(text_of(a.label))
+    out = {"pairs": {"anchor": anchors, "positive": positives}}
+    rng = random.Random(seed)
+    known: dict[str, list[str]] = {}
+    for a in yes:
+        known.setdefault(a.label, []).append(a.text)
+    wanted = {a.label for a in answers if not a.answer}
+    for d in docs:
+        for x in d.labels:
+            if x in wanted:
+                known.setdefault(x, []).append(d.text)
+    taken: dict[str, int] = {}
+    rows: dict[str, list[str]] = {"anchor": [], "positive": [], "negative": []}
+    for a in answers:
+        pos = [t for t in dict.fromkeys(known.get(a.label, [])) if t != a.text]
+        if a.answer or not pos:
+            continue
+        k = taken.get(a.label, rng.randrange(len(pos)))
+        taken[a.label] = k + 1
+        rows["anchor"].append(text_of(a.label))
+        rows["positive"].append(pos[k % len(pos)])
+        rows["negative"].append(a.text)
+    if rows["anchor"]:
+        out["hard_negatives"] = rows
+    return out
+
+
 def _training_args(cls, output_dir: str, epochs: float, batch_size: int, lr: float, warmup_ratio: float, seed: int,
                    **extra):  # type: ignore[no-untyped-def]
     # transformers 5 reads a float in [0, 1) of warmup_steps as the share of the steps (warmup_ratio is deprecated)
@@ -120,31 +202,43 @@ def _training_args(cls, output_dir: str, epochs: float, batch_size: int, lr: flo
 
 
 def fine_tune_bi_encoder(encoder: str, docs: Sequence[Document], config: BiEncoderConfig,
-                         label_texts: Mapping[str, LabelText] | None = None) -> Path:
-    """Fine-tunes a sentence encoder on (document, label text) pairs with in-batch negatives.
+                         label_texts: Mapping[str, LabelText] | None = None, answers: Sequence[Answer] = (),
+                         progress: bool = True) -> Path:
+    """Fine-tunes a sentence encoder on (document, label text) pairs with in-batch negatives, and on
+    annotators' binary answers (see :func:`answer_examples`).
 
     Args:
         encoder: The encoder to start from (name as ``SentenceEncoder.load`` takes it; its digest is checked).
-        docs: Labelled train documents.
+        docs: Labelled train documents (``config.max_pairs`` of their pairs are used).
         config: Training settings.
         label_texts: Descriptions of labels (default: their names).
+        answers: Binary answers: a yes is a pair, a no a hard negative.
+        progress: Show the trainer's progress bar.
 
     Returns:
         The output directory, a sentence-transformers model.
+
+    Raises:
+        ValueError: If there is no pair to train on.
     """
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
+    examples = answer_examples(docs, answers, label_texts, config.max_pairs, config.seed)
+    if not examples["pairs"]["anchor"]:
+        raise ValueError("no (document, label) pair to fine-tune the encoder on")
     torch.manual_seed(config.seed)
     model = SentenceEncoder.load(EncoderConfig(name=encoder, backend="torch")).model
     model.max_seq_length = config.max_seq_length
-    anchors, positives = document_label_pairs(docs, label_texts, config.max_pairs, config.seed)
-    data = Dataset.from_dict({"anchor": anchors, "positive": positives})
+    data: Any = {name: Dataset.from_dict(cols) for name, cols in examples.items()}
+    if len(data) == 1:
+        data = data["pairs"]
     with tempfile.TemporaryDirectory(prefix="xlgen-bi-encoder-") as work:
         args = _training_args(SentenceTransformerTrainingArguments, work, config.epochs, config.batch_size, config.lr,
-                              config.warmup_ratio, config.seed, batch_sampler=BatchSamplers.NO_DUPLICATES)
+                              config.warmup_ratio, config.seed, batch_sampler=BatchSamplers.NO_DUPLICATES,
+                              disable_tqdm=not progress)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=MultipleNegativesRankingLoss(model))
         trainer.train()
     model.save(config.output_dir)
@@ -163,7 +257,7 @@ def cross_encoder_pairs(retriever: LabelRetriever, docs: Sequence[Document], con
         rows = np.sort(rng.choice(len(docs), config.max_docs, replace=False))
     first, second, labels = [], [], []
     sets = cands.label_sets()
-    for i in rows:
+    for i in rows.tolist():
         gold = set(docs[i].labels)
         pool = [x for x in sets[i] if x not in gold]
         negs = [pool[j] for j in rng.choice(len(pool), min(config.negatives, len(pool)), replace=False)] if pool else []

@@ -33,6 +33,11 @@ GENERATOR = "generator"
 """Source name of the label generator in a prediction's ``sources``."""
 
 
+def _sigmoid(v: float) -> float:
+    """The logistic function without overflow (``math.exp`` raises beyond about 709)."""
+    return 1.0 / (1.0 + math.exp(-v)) if v >= 0 else math.exp(v) / (1.0 + math.exp(v))
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -94,7 +99,9 @@ class LogisticCalibrator:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """``(n,)`` probabilities."""
-        return 1.0 / (1.0 + np.exp(-self.logit(x)))
+        from scipy.special import expit
+
+        return expit(self.logit(x))  # no overflow warning at very negative log-odds
 
     def to_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "pairs": self.pairs, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
@@ -215,7 +222,7 @@ class Fusion:
                 probs = self.generator.predict(feats) if labels else np.zeros(0)
                 scores = dict(zip(labels, probs.tolist(), strict=True))
             else:
-                scores = {x: 1.0 / (1.0 + math.exp(-v)) for x, v in logits.items()}
+                scores = {x: _sigmoid(v) for x, v in logits.items()}
                 for label, mass in gen.items():  # a generated label the retriever missed keeps the generator's mass
                     scores.setdefault(label, mass)
             ranked = dict(sorted(scores.items(), key=lambda kv: -kv[1]))

@@ -26,6 +26,8 @@ from service.local import free_port
 from service.storage import Storage
 from tests.support import start_server
 from xlgen.data import read_documents, write_jsonl
+from xlgen.digests import encoder_digest
+from xlgen.encoders.packaged import packaged_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "page-key"
@@ -318,6 +320,14 @@ def test_two_annotators_label_add_labels_answer_questions_and_follow_progress(se
               "the retraining finishes", timeout=300)
         job = admin.find_element(By.CSS_SELECTOR, "#p-jobs tbody tr")
         assert job.find_element(By.CSS_SELECTOR, ".job-status").text == "succeeded", _server_log(server)
+        # the answers were learned by the encoder too (yes: a pair, no: a hard negative), and the model carries it
+        first = httpx.get(base + "/v1/jobs/" + job.get_attribute("data-job")).json()
+        retriever = Path(first["model_dir"]) / "guidance" / "retriever"
+        meta = json.loads((retriever / "retriever.json").read_text())
+        assert meta["encoder"]["bundled"] == "encoder" and (retriever / "encoder" / "modules.json").is_file()
+        assert meta["encoder"]["digest"] != encoder_digest(packaged_model_dir())
+        assert [json.loads(x)["answer"] for x in (Path(first["model_dir"]).parents[1] / "answers.jsonl").read_text().splitlines()] \
+            == [True, False]
         _wait(admin, lambda d: d.find_elements(By.CSS_SELECTOR, "#plot circle.dev_micro_f1"), "the plot shows the job's dev micro-F1")
         # a second retraining, not forced: a better model is swapped in at once, a worse one waits for the Swap in button
         admin.find_element("id", "retrain-force").click()

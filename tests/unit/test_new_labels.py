@@ -116,5 +116,14 @@ def test_fine_tuning_the_bi_encoder_on_the_answers_is_measured_with_and_without_
         points[replay] = tuned
         assert [r["answers"] for r in fine_tuned_summary(result)] == [20, 60]
         assert "bi-encoder fine-tuned (replay" in (tmp_path / f"out{replay}" / "new_labels.md").read_text()
+    # the no-answers as hard negatives: the same answers, and as many triplets as no-answers with a positive found before
+    cfg = NewLabelConfig(data=str(data), output_dir=str(tmp_path / "neg"), hidden=2, min_train=10, top_n=30, step=20, seeds=(0,),
+                         orders=("greedy",), encoder=str(tiny_encoder_dir), k=2, fine_tune_at=(60,), replay=40, fine_tune_epochs=3,
+                         fine_tune_negatives=True)
+    result = simulate_new_labels(cfg, progress=False)
+    (tuned,) = result["runs"][0]["fine_tuned"]
+    assert tuned["positives"] == points[40][1]["positives"] and tuned["hard_negatives"] == 60 - tuned["positives"] > 0
+    assert tuned["drift"] != points[40][1]["drift"]  # the negatives changed what it learned
+    assert "no-answers as hard negatives" in (tmp_path / "neg" / "new_labels.md").read_text()
     with pytest.raises(ValueError):
         NewLabelConfig(data=str(data), fine_tune_at=(0,))

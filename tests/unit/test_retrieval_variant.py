@@ -14,6 +14,7 @@ import pytest
 
 from xlgen.data import Document, read_documents, write_jsonl
 from xlgen.decoding import DecodingConfig
+from xlgen.digests import encoder_digest
 from xlgen.fusion import GENERATOR, LogisticCalibrator
 from xlgen.model import XLGenModel
 
@@ -85,7 +86,11 @@ def test_the_encoder_numerics_travel_with_the_model_and_into_retraining(retrieva
 
     add_arguments(parser)
     cfg = from_arguments(TrainConfig, parser.parse_args(cmd[cmd.index("training.train") + 1 :]))
-    assert (cfg.variant, cfg.encoder, cfg.encoder_quantization) == ("retrieval", str(tiny_encoder_dir), "int8")
+    # the model carries its (local-directory) encoder, and the next model is trained from that copy
+    bundled = model_dir / "guidance" / "retriever" / "encoder"
+    assert (cfg.variant, cfg.encoder, cfg.encoder_quantization) == ("retrieval", str(bundled), "int8")
+    assert encoder_digest(bundled) == encoder_digest(tiny_encoder_dir)
+    assert not cfg.fine_tune_encoder and cfg.label_file is None  # no answers, no label texts: nothing more to learn
     assert cfg.retriever_sources == m.guidance.retriever.config.sources
     assert cfg.retriever_candidates == m.guidance.retriever.config.candidates
     # an option the operator set wins over the served model's
@@ -234,3 +239,103 @@ def test_a_label_added_by_name_gets_questions_answers_and_survives_a_restart(ret
 
 def yes_text(docs: list[dict], doc_id: str) -> str:
     return next(d["text"] for d in docs if d["id"] == doc_id)
+
+
+def _train_config(cmd: list[str]):  # type: ignore[no-untyped-def]
+    from training.config import TrainConfig
+    from training.train import add_arguments
+    from xlgen.config import from_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_arguments(TrainConfig, parser.parse_args(cmd[cmd.index("training.train") + 1 :]))
+
+
+def test_retraining_fine_tunes_the_encoder_on_the_answers(retrieval_run: Path, tmp_path: Path) -> None:
+    """The job writes the answers (with their texts) and the label texts; ``auto`` fine-tunes the encoder when
+    there are answers, ``never`` does not, and an operator's own options win."""
+    from service.jobs import RetrainManager, write_answers, write_label_texts
+    from service.storage import PoolDocument, Storage
+    from training.retriever import read_answers
+    from xlgen.encoders.label_texts import read_label_file
+
+    model_dir = retrieval_run / "run" / "model"
+    storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    storage.add_documents([PoolDocument("p1", "pasta and pizza tonight"), PoolDocument("p2", "I am so angry")])
+    storage.add_new_label("food", "meals and dishes", ["pizza"], annotator="alice")
+    storage.add_questions("food", [("p1", 0.9), ("p2", 0.1)])
+    for doc, answer in (("p1", True), ("p2", False)):
+        storage.answer_question(doc, "food", answer, annotator="alice", seconds=1.0)
+    job = tmp_path / "job"
+    job.mkdir()
+    assert write_answers(storage, job / "answers.jsonl") == {"yes": 1, "no": 1}
+    assert [(a.text, a.label, a.answer) for a in read_answers(job / "answers.jsonl")] == [
+        ("pasta and pizza tonight", "food", True), ("I am so angry", "food", False)]
+    assert write_label_texts(storage, str(model_dir), job / "labels.jsonl") == 1
+    assert read_label_file(job / "labels.jsonl")["food"].texts() == ["food", "meals and dishes", "pizza"]
+
+    async def install(_: str) -> str:
+        return ""
+
+    def command(mode: str, extra: str = "", answers: int = 2) -> list[str]:
+        jobs = RetrainManager(storage, tmp_path / "jobs", str(retrieval_run / "data"), extra, lambda: 0.0, install,
+                              serving_path=lambda: str(model_dir), fine_tune_encoder=mode)
+        return jobs._command(job, {}, {"answers": answers, "labels": 1})
+
+    cfg = _train_config(command("auto"))
+    assert cfg.fine_tune_encoder and cfg.encoder_answers == str(job / "answers.jsonl")
+    assert cfg.label_file == str(job / "labels.jsonl") and cfg.encoder.endswith("guidance/retriever/encoder")
+    assert not _train_config(command("auto", answers=0)).fine_tune_encoder
+    assert _train_config(command("always", answers=0)).fine_tune_encoder
+    assert not _train_config(command("never")).fine_tune_encoder
+    assert not _train_config(command("auto", "--no-fine-tune-encoder")).fine_tune_encoder
+    # an operator who names the variant and the encoder keeps them, and the answers are still learned
+    cfg = _train_config(command("auto", "--variant retrieval --encoder all-MiniLM-L6-v2"))
+    assert cfg.fine_tune_encoder and cfg.encoder == "all-MiniLM-L6-v2" and cfg.label_file == str(job / "labels.jsonl")
+    cfg = _train_config(command("auto", "--variant=base"))
+    assert cfg.variant == "base" and not cfg.fine_tune_encoder and cfg.label_file is None
+    cmd = command("auto", "--encoder-pairs=50 --label-file=/x.jsonl")
+    assert _train_config(cmd).encoder_pairs == 50 and cmd.count("--label-file") == 0 and _train_config(cmd).label_file == "/x.jsonl"
+    storage.close()
+
+
+def test_a_fine_tuned_encoder_is_trained_kept_and_carried_by_the_model(tiny_encoder_dir: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--fine-tune-encoder --encoder-answers``: the encoder is fine-tuned before the retriever is fitted (once:
+    a resumed run reuses it), and the model directory carries it and tags with it."""
+    from training.config import TrainConfig
+    from training.train import run
+
+    monkeypatch.setenv("XLGEN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 120), ("dev", 30)):
+        write_jsonl(read_documents(ROOT / "data" / "goemotions" / f"{split}.jsonl.gz")[:n], data / f"{split}.jsonl")
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text('{"text": "pizza and pasta", "label": "food", "answer": true}\n'
+                       '{"text": "I hate this", "label": "food", "answer": false}\n')
+    with pytest.raises(ValueError, match="need --fine-tune-encoder"):
+        TrainConfig(variant="retrieval", encoder_answers=str(answers))
+    with pytest.raises(ValueError, match="needs --variant retrieval"):
+        TrainConfig(fine_tune_encoder=True)
+    cfg = TrainConfig(data=str(data), output_dir=str(tmp_path / "run"), preset="tiny", max_steps=2, eval_every=2, batch_size=16,
+                      max_target_length=16, max_input_length=64, progress=False, variant="retrieval", candidates_in_input=4,
+                      encoder=str(tiny_encoder_dir), fine_tune_encoder=True, encoder_answers=str(answers), encoder_pairs=30)
+    run(cfg)
+    bundled = tmp_path / "run" / "model" / "guidance" / "retriever" / "encoder"
+    assert encoder_digest(bundled) != encoder_digest(tiny_encoder_dir)
+    assert not (tmp_path / "run" / "checkpoint").exists()  # the run's copy went with its checkpoint
+    m = XLGenModel.load(tmp_path / "run" / "model")
+    assert m.guidance.retriever.encoder.digest == encoder_digest(bundled)
+    assert m.predict(["pizza and pasta"])[0].all_scores
+
+
+def test_a_resumed_run_reuses_its_fine_tuned_encoder(tiny_encoder_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from training.config import TrainConfig
+    from training.guidance import fine_tuned_encoder
+
+    shutil.copytree(tiny_encoder_dir, tmp_path / "encoder")
+    cfg = TrainConfig(variant="retrieval", fine_tune_encoder=True, encoder="/nonexistent")  # would fail if it trained
+    assert fine_tuned_encoder(cfg, [], tmp_path) == tmp_path / "encoder"

@@ -211,8 +211,9 @@ def test_save_load_round_trip(encoder: SentenceEncoder, tmp_path: Path, linear_m
     r.add_label("thanks_love", description="gratitude", examples=("thanks great",))
     r.save(tmp_path / "retriever")
     meta = json.loads((tmp_path / "retriever" / "retriever.json").read_text())
-    assert meta["encoder"] == {"name": encoder.name, "digest": encoder.digest, "numerics": "float32"}
-    assert not list((tmp_path / "retriever").rglob("model.safetensors"))  # the encoder is referenced, not copied
+    # an encoder from a local directory travels with the retriever
+    assert meta["encoder"] == {"name": encoder.name, "digest": encoder.digest, "numerics": "float32", "bundled": "encoder"}
+    assert len(list((tmp_path / "retriever").rglob("model.safetensors"))) == 1
     back = LabelRetriever.load(tmp_path / "retriever", encoder=encoder)
     assert back.config == r.config and back.labels == r.labels and back.counts == r.counts
     assert back.label_texts == r.label_texts
@@ -243,6 +244,39 @@ def test_int8_encoder_is_kept_by_the_saved_retriever(tiny_encoder_dir: Path, cac
     # an int8 encoder handed in is recorded as such, whatever the config said
     given = LabelRetriever.fit(TRAIN, config=RetrieverConfig(sources=("label_text",)), encoder=back.encoder)
     assert given.config.encoder_quantization == "int8"
+
+
+def test_a_local_encoder_travels_inside_the_saved_retriever(tiny_encoder_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """A retriever over an encoder directory carries a copy of it: it loads and scores the same once that directory
+    is gone, the copy is checked against the recorded digest, and re-saving in place or elsewhere keeps it."""
+    import shutil
+
+    from xlgen.digests import encoder_digest
+    from xlgen.encoders.packaged import DEFAULT_ENCODER
+
+    source = tmp_path / "fine-tuned"
+    shutil.copytree(tiny_encoder_dir, source)
+    cfg = RetrieverConfig(sources=("knn", "label_text"), encoder=str(source), candidates=4, k_neighbours=5)
+    r = LabelRetriever.fit(TRAIN, config=cfg)
+    r.save(tmp_path / "r")
+    shutil.rmtree(source)
+    back = LabelRetriever.load(tmp_path / "r")
+    assert back.encoder.digest == r.encoder.digest and Path(back.encoder.name) == tmp_path / "r" / "encoder"
+    texts = [d.text for d in TEST]
+    a, b = r.score(texts), back.score(texts)
+    assert np.array_equal(a.label_ids, b.label_ids) and np.allclose(a.scores, b.scores, atol=1e-6)
+    back.save(tmp_path / "r")  # in place: the copy is not copied onto itself
+    back.save(tmp_path / "moved")
+    assert encoder_digest(tmp_path / "moved" / "encoder") == r.encoder.digest
+    assert LabelRetriever.load(tmp_path / "moved").score(texts).label_ids.tolist() == a.label_ids.tolist()
+    weights = next((tmp_path / "moved" / "encoder").rglob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(EncoderUnavailableError, match="was built with encoder"):
+        LabelRetriever.load(tmp_path / "moved")
+    assert back.local_encoder_dir() == tmp_path / "r" / "encoder"
+    packaged = type("E", (), {"name": DEFAULT_ENCODER})()
+    assert LabelRetriever(cfg, packaged, r.label_texts, r.counts, r.label_vectors, r.sources,  # type: ignore[arg-type]
+                          r.fingerprint).local_encoder_dir() is None  # the installed encoder is referenced, not copied
 
 
 def test_load_refuses_another_encoder(encoder: SentenceEncoder, tmp_path: Path, tiny_encoder_dir: Path) -> None:

@@ -17,6 +17,7 @@ from training.retriever import (
     label_training_text,
     train_cross_encoder,
 )
+from xlgen.data import Document
 from xlgen.encoders import EncoderConfig, LabelRetriever, LabelText, RetrieverConfig, SentenceEncoder
 from xlgen.encoders.candidates import merge_sources, with_source
 from xlgen.encoders.reranker import CrossEncoderReranker
@@ -94,3 +95,53 @@ def test_with_source_ranks_per_document() -> None:
     assert [x[1]["new"][1] for x in out.doc(1)] == [2, 1]
     with pytest.raises(ValueError):
         with_source(c, "new", np.zeros(2))
+
+
+def test_answers_become_pairs_and_hard_negatives(tmp_path: Path) -> None:
+    from training.retriever import Answer, answer_examples, read_answers
+
+    docs = [Document("a", "wheat corn", ("grain",)), Document("b", "oil crude", ("crude",))]
+    answers = [Answer("corn grain wheat", "harvest", True), Answer("oil price", "harvest", False),
+               Answer("crude oil", "harvest", False), Answer("bank rates", "unknown_label", False),
+               Answer("wheat corn", "grain", True), Answer("stock shares", "grain", False)]
+    ex = answer_examples(docs, answers, {"harvest": LabelText("harvest", "crops gathered")}, max_pairs=None)
+    pairs = list(zip(ex["pairs"]["anchor"], ex["pairs"]["positive"], strict=True))
+    # every train pair, every yes once (the yes already in the train pairs is not doubled)
+    assert pairs == [("wheat corn", "grain"), ("oil crude", "crude"), ("corn grain wheat", "harvest: crops gathered")]
+    hard = list(zip(*ex["hard_negatives"].values(), strict=True))
+    # a no is a triplet (label text, a known positive, the rejected document); a label without a positive has none
+    assert hard == [("harvest: crops gathered", "corn grain wheat", "oil price"),
+                    ("harvest: crops gathered", "corn grain wheat", "crude oil"), ("grain", "wheat corn", "stock shares")]
+    only = answer_examples(docs, answers, max_pairs=0)
+    assert only["pairs"]["anchor"] == ["corn grain wheat", "wheat corn"]
+    assert "hard_negatives" not in answer_examples(docs, [a for a in answers if a.answer])
+    f = tmp_path / "answers.jsonl"
+    f.write_text('{"text": "t", "label": "x", "answer": true}\n\n{"text": "u", "label": " y ", "answer": false, "id": "d1"}\n')
+    assert read_answers(f) == [Answer("t", "x", True), Answer("u", "y", False)]
+    for bad, field in (('{"text": "t", "label": "x", "answer": "yes"}', "answer"), ('{"text": "", "label": "x", "answer": true}', "text"),
+                       ('{"text": "t", "answer": true}', "label"), ("[1]", "object"), ("{", "not valid JSON")):
+        f.write_text('{"text": "t", "label": "x", "answer": true}\n' + bad + "\n")
+        with pytest.raises(ValueError, match=f"answers.jsonl:2: .*{field}"):
+            read_answers(f)
+
+
+def test_no_answers_push_the_rejected_documents_below_the_label(tiny_encoder_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """Fine-tuned on the same yes answers and replayed pairs, an encoder that also learns from the no answers
+    separates the label's text from the rejected documents more than one that does not."""
+    from training.retriever import Answer
+
+    yes = ["wheat corn grain", "corn grain trade", "grain wheat price", "wheat corn", "corn grain", "grain wheat trade"]
+    no = ["oil crude price", "crude oil trade", "oil price", "crude price oil", "oil trade crude", "price crude"]
+    answers = [Answer(t, "harvest", True) for t in yes] + [Answer(t, "harvest", False) for t in no]
+
+    def margin(path: Path) -> float:
+        enc = SentenceEncoder.load(EncoderConfig(name=str(path)))
+        label, pos, neg = enc.encode(["harvest"]), enc.encode(yes), enc.encode(no)
+        return float((pos @ label.T).mean() - (neg @ label.T).mean())
+
+    cfg = dict(epochs=4, batch_size=8, lr=2e-3, max_seq_length=32, max_pairs=40)
+    with_yes = fine_tune_bi_encoder(str(tiny_encoder_dir), DOCS, BiEncoderConfig(output_dir=str(tmp_path / "yes"), **cfg),
+                                    answers=[a for a in answers if a.answer], progress=False)
+    with_no = fine_tune_bi_encoder(str(tiny_encoder_dir), DOCS, BiEncoderConfig(output_dir=str(tmp_path / "no"), **cfg),
+                                   answers=answers, progress=False)
+    assert margin(with_no) > margin(with_yes) + 0.05, (margin(tiny_encoder_dir), margin(with_yes), margin(with_no))

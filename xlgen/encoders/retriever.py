@@ -14,13 +14,17 @@ fuses. :meth:`LabelRetriever.score_train` gives the same for the train documents
 the document itself, the linear source cross-fitted), for building training-time candidates.
 
 Saved as a folder (``retriever.json``, ``labels.jsonl``, ``label_vectors.npy``, ``sources/<name>/``) that
-refers to its encoder by name and weights digest instead of copying it.
+refers to an installed or hub encoder by name and weights digest instead of copying it; an encoder loaded
+from a local directory (a fine-tuned one, say) is copied into ``encoder/``, so the folder works wherever
+it is moved and whether or not that directory still exists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -35,11 +39,13 @@ from xlgen.encoders.candidates import Candidates, merge_sources
 from xlgen.encoders.config import RetrieverConfig
 from xlgen.encoders.encoder import EncoderConfig, EncoderReference, SentenceEncoder
 from xlgen.encoders.label_texts import LabelText, complete_label_texts, read_label_file, write_label_file
-from xlgen.encoders.packaged import EncoderUnavailableError
+from xlgen.encoders.packaged import EncoderUnavailableError, is_packaged
 from xlgen.encoders.sources import SOURCES, LabelSource, TrainData
 from xlgen.labels import LabelSpace
 
 FORMAT_VERSION = 1
+BUNDLED_ENCODER = "encoder"
+"""Sub-folder of a saved retriever that holds its encoder when that encoder was a local directory."""
 CHUNK_DOCS = 2048
 """Documents scored per block: bounds the ``(chunk, n_labels)`` score blocks of dense sources."""
 
@@ -225,14 +231,33 @@ class LabelRetriever:
         for source in self.sources.values():
             source.set_label_vectors(self.label_vectors)
 
+    def local_encoder_dir(self) -> Path | None:
+        """The local directory the encoder was loaded from (None: the packaged encoder or a hub name)."""
+        if is_packaged(self.encoder.name):
+            return None
+        local = Path(self.encoder.name).expanduser()
+        return local if local.is_dir() else None
+
     def save(self, path: str | Path) -> None:
-        """Writes the retriever into the folder ``path`` (the encoder by name and digest only)."""
+        """Writes the retriever into the folder ``path``: an installed or hub encoder by name and digest
+        only, an encoder from a local directory copied into ``path/encoder``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        encoder: dict[str, str] = {"name": self.encoder.name, "digest": self.encoder.digest, "numerics": self.encoder.numerics}
+        local = self.local_encoder_dir()
+        if local is not None:
+            target = path / BUNDLED_ENCODER
+            if not (target.is_dir() and target.resolve() == local.resolve()):  # not re-saved in place
+                partial = path / f"{BUNDLED_ENCODER}.partial"
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(local, partial)
+                shutil.rmtree(target, ignore_errors=True)
+                os.replace(partial, target)
+            encoder["bundled"] = BUNDLED_ENCODER
         meta = {
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
-            "encoder": {"name": self.encoder.name, "digest": self.encoder.digest, "numerics": self.encoder.numerics},
+            "encoder": encoder,
             "counts": [self.counts[x] for x in self.labels],
             "train_fingerprint": self.fingerprint,
         }
@@ -260,6 +285,8 @@ class LabelRetriever:
             raise ValueError(f"{path}: retriever format {meta.get('format_version')} is not {FORMAT_VERSION}")
         config = RetrieverConfig.from_dict(meta["config"])
         ref = EncoderReference(**{k: meta["encoder"][k] for k in ("name", "digest")})
+        if meta["encoder"].get("bundled"):
+            ref = EncoderReference(str(path / meta["encoder"]["bundled"]), ref.digest)
         if encoder is None:
             encoder = SentenceEncoder.load(EncoderConfig(name=ref.name, quantization=config.encoder_quantization))
         if encoder.digest != ref.digest:
