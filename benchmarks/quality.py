@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py --dataset goemotions --epochs 3 --threads 2
     python benchmarks/quality.py --dataset stackexchange3 --epochs 3 --threads 2 --baseline-jobs 2
+    python benchmarks/quality.py --dataset goemotions --epochs 1 --threads 1 --skip baseline generator --reuse --fusion-features counts document
     python benchmarks/quality.py --merge benchmarks/results/quality_*.json --output benchmarks/results/quality.json
 
 Rows (test split, full; every threshold tuned on dev for micro-F1, at least one label per document):
@@ -13,6 +14,9 @@ Rows (test split, full; every threshold tuned on dev for micro-F1, at least one 
 * ``guided generator``: the ``retrieval`` variant's generator, candidates in its input, its own beam mass;
 * ``fused``: the ``retrieval`` variant as served: generator and retriever fused (its dev-tuned threshold);
 * ``fused without generator``: the fusion's retriever stage alone on the same candidates;
+* ``fused, generator stage features: F`` (``--fusion-features F ...``): the fused model with its generator stage
+  refitted on dev with another feature set (same generator, same candidates; threshold on the refit's
+  out-of-fold dev scores, as training does);
 * ``retriever stage``: with ``--skip retrieval`` and without ``--skip retriever``, the same retriever and
   retriever stage fitted without training a generator (each source alone, then the calibrated stage):
   the rows that a large dataset can afford when a generator epoch does not fit the time at hand.
@@ -38,6 +42,7 @@ from benchmarks.data_dirs import dataset_dir  # noqa: E402
 from xlgen.data import Document, find_split, read_documents  # noqa: E402
 from xlgen.decoding import cut  # noqa: E402
 from xlgen.encoders.config import ENCODER_QUANTIZATIONS  # noqa: E402
+from xlgen.fusion import GENERATOR_FEATURE_SETS, Fusion, fit_generator_stage  # noqa: E402
 from xlgen.metrics import evaluate_predictions, macro_f1, tune_threshold  # noqa: E402
 
 COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "p_at_5", "macro_f1_tail_0", "macro_f1_tail_1", "macro_f1_tail_2_5",
@@ -109,6 +114,11 @@ def main() -> None:
                         "retrieval is skipped)")
     p.add_argument("--encoder-quantization", default="float32", choices=ENCODER_QUANTIZATIONS,
                    help="the sentence encoder's CTranslate2 weights")
+    p.add_argument("--reuse", action="store_true",
+                   help="use the models a previous run left in --runs-dir instead of training them again (train_s: that run's)")
+    p.add_argument("--fusion-features", nargs="*", default=[], choices=tuple(GENERATOR_FEATURE_SETS),
+                   help="also refit the fused model's generator stage on dev with these feature sets (same generator, same "
+                        "candidates) and report each as a row")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "quality"))
     p.add_argument("--output", help="JSON file (default: benchmarks/results/quality_<dataset>.json)")
     p.add_argument("--merge", nargs="+", help="merge result files into --output and print one table")
@@ -161,11 +171,22 @@ def main() -> None:
         return TrainConfig(data=str(data), epochs=args.epochs, threads=args.threads, overwrite=True, preset=args.preset,  # type: ignore[arg-type]
                            max_steps=args.max_steps, encoder_quantization=args.encoder_quantization, **kw)
 
-    if "generator" not in args.skip:
+    def train(cfg: TrainConfig) -> float:
+        """Trains (or with --reuse reads the model a previous run left) and returns the training seconds."""
+        model_dir = Path(cfg.output_dir) / "model"
+        if args.reuse and (model_dir / "xlgen.json").is_file():
+            print(f"reusing {model_dir}", flush=True)
+            return float(json.loads((Path(cfg.output_dir) / "train_s.json").read_text())["train_s"]) \
+                if (Path(cfg.output_dir) / "train_s.json").is_file() else float("nan")
         started = time.time()
-        cfg = common(output_dir=f"{args.runs_dir}/{name}-generator", max_input_length=args.max_input_length)
         run(cfg)
-        train_s = time.time() - started
+        seconds = time.time() - started
+        (Path(cfg.output_dir) / "train_s.json").write_text(json.dumps({"train_s": seconds}))
+        return seconds
+
+    if "generator" not in args.skip:
+        cfg = common(output_dir=f"{args.runs_dir}/{name}-generator", max_input_length=args.max_input_length)
+        train_s = train(cfg)
         m = XLGenModel.load(Path(cfg.output_dir) / "model")
         t0 = time.time()
         pt = m.predict(texts_test, threshold=0.0)
@@ -176,11 +197,9 @@ def main() -> None:
         save()
 
     if "retrieval" not in args.skip:
-        started = time.time()
         cfg = common(output_dir=f"{args.runs_dir}/{name}-retrieval", variant="retrieval",
                      max_input_length=args.max_input_length + args.suffix_tokens, candidates_in_input=args.candidates_in_input)
-        run(cfg)
-        train_s = time.time() - started
+        train_s = train(cfg)
         m = XLGenModel.load(Path(cfg.output_dir) / "model")
         g = m.guidance
         t0 = time.time()
@@ -208,6 +227,13 @@ def main() -> None:
         add(tuned_row(name, "fused (retrieval variant as served)", dev, [], test, [f.scores for f in fused_test], counts,
                       m.threshold, train_s=train_s, tag_s_per_1k=per_k * (retrieve_s + generate_s + fuse_s),
                       candidate_recall=float(m.metrics.get("test_candidate_recall", float("nan")))), [f.scores for f in fused_test])
+        for features in args.fusion_features:  # the generator stage refitted on dev with other features, threshold on its OOF scores
+            stage, oof = fit_generator_stage(g.fusion, cands_dev, g.counts, [p.all_scores for p in gen_dev], [d.labels for d in dev],
+                                             features=features)
+            threshold, _ = tune_threshold([d.labels for d in dev], oof, m.decoding.min_labels)
+            refit = Fusion(g.fusion.retriever, stage, g.fusion.top).fuse(cands_test, g.counts, [p.all_scores for p in gen_test])
+            add(tuned_row(name, f"fused, generator stage features: {features}", dev, [], test, [f.scores for f in refit], counts,
+                          threshold), [f.scores for f in refit])
         save()
 
     if "retrieval" in args.skip and "retriever" not in args.skip:

@@ -132,7 +132,8 @@ def build_retrieval(cfg: TrainConfig, train: Sequence[Document], work_dir: Path)
     log.info("retriever fitted: %s", {k: round(v, 1) for k, v in retriever.fit_seconds.items()})
     candidates = retriever.score_train(train)
     stage = fit_retriever_stage(candidates, [d.labels for d in train], retriever.counts)
-    return RetrievalGuidance(retriever, Fusion(stage, None, rcfg.candidates), cfg.candidates_in_input, train_candidates=candidates)
+    return RetrievalGuidance(retriever, Fusion(stage, None, rcfg.candidates), cfg.candidates_in_input, train_candidates=candidates,
+                             generator_features=cfg.fusion_features)
 
 
 def refresh_guidance(guidance: Guidance | None, docs: Sequence[Document]) -> None:

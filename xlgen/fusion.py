@@ -147,13 +147,44 @@ def gold_targets(candidates: Any, gold: Sequence[Sequence[str]]) -> np.ndarray:
 
 
 GENERATOR_FEATURES = ("retriever_logit", "generator_mass", "generated", "generator_inv_rank", "retrieved")
+"""The generator stage's base features (a calibrator saved with other names computes those instead)."""
+GENERATOR_FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "base": GENERATOR_FEATURES,
+    "counts": (*GENERATOR_FEATURES, "log_count"),
+    "document": (*GENERATOR_FEATURES, "retriever_gap", "generator_gap", "n_generated"),
+    "counts+document": (*GENERATOR_FEATURES, "log_count", "retriever_gap", "generator_gap", "n_generated"),
+}
+"""Named feature sets of the generator stage: ``log_count`` is the label's log train count (how far to
+trust each source for a rare label); the ``document`` features place the label within its document (the
+gap of its retriever logit and of its beam mass to the document's best, and how many labels the
+generator produced)."""
 
 
-def generator_features(retriever_logit: float | None, mass: float, rank: int | None) -> list[float]:
-    """One label's generator-stage features: the retriever stage's logit (a low constant when the
-    retriever did not propose it), the generator's beam mass, whether and at which rank it generated it."""
-    return [retriever_logit if retriever_logit is not None else -8.0, mass, float(rank is not None),
-            1.0 / rank if rank else 0.0, float(retriever_logit is not None)]
+def document_generator_features(names: Sequence[str], logits: Mapping[str, float], generated: Mapping[str, float],
+                                counts: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
+    """One document's generator-stage features, ``names`` in order, for every label the retriever
+    (``logits``: its retriever-stage log-odds) or the generator (``generated``: beam mass, best first)
+    proposed: the retriever's logit (a low constant when it did not propose the label), the beam mass,
+    whether and at which rank the label was generated, whether it was retrieved, and those of
+    :data:`GENERATOR_FEATURE_SETS`.
+
+    Returns:
+        ``(labels, (len(labels), len(names)) features)``.
+    """
+    labels = list(dict.fromkeys([*logits, *generated]))
+    rank = {x: k + 1 for k, x in enumerate(generated)}
+    best_logit = max(logits.values(), default=-8.0)
+    best_mass = max(generated.values(), default=0.0)
+    rows = []
+    for x in labels:
+        logit = logits.get(x, -8.0)
+        mass = generated.get(x, 0.0)
+        f = {"retriever_logit": logit, "generator_mass": mass, "generated": float(x in rank),
+             "generator_inv_rank": 1.0 / rank[x] if x in rank else 0.0, "retrieved": float(x in logits),
+             "log_count": math.log1p(counts.get(x, 0)), "retriever_gap": logit - best_logit,
+             "generator_gap": mass - best_mass, "n_generated": float(len(generated))}
+        rows.append([f[n] for n in names])
+    return labels, np.asarray(rows, dtype=np.float64).reshape(len(labels), len(names))
 
 
 @dataclass
@@ -216,9 +247,7 @@ class Fusion:
                 sources.setdefault(label, []).append(GENERATOR)
             if stage2:
                 assert self.generator is not None
-                labels = list(dict.fromkeys([*logits, *gen]))
-                rank = {x: k + 1 for k, x in enumerate(gen)}
-                feats = np.array([generator_features(logits.get(x), gen.get(x, 0.0), rank.get(x)) for x in labels])
+                labels, feats = document_generator_features(self.generator.names, logits, gen, counts)
                 probs = self.generator.predict(feats) if labels else np.zeros(0)
                 scores = dict(zip(labels, probs.tolist(), strict=True))
             else:
@@ -248,47 +277,54 @@ def fit_retriever_stage(candidates: Any, gold: Sequence[Sequence[str]], counts: 
 
 
 def generator_rows(fusion: Fusion, candidates: Any, counts: Mapping[str, int], generated: Sequence[Mapping[str, float]],
-                   gold: Sequence[Sequence[str]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Generator-stage features of every (document, label) the retriever or the generator proposed.
+                   gold: Sequence[Sequence[str]] | None = None, names: Sequence[str] = GENERATOR_FEATURES
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Generator-stage features (``names``) of every (document, label) the retriever or the generator proposed.
 
     Returns:
-        ``(x (n, 5), y (n,) gold membership or zeros, doc (n,) document index, labels (n,))``.
+        ``(x (n, len(names)), y (n,) gold membership or zeros, doc (n,) document index, labels (n,))``.
     """
     r_logit = fusion.retriever.logit(retriever_features(candidates, counts))
     xs, ys, docs, labels = [], [], [], []
     for i in range(len(candidates)):
         a, b = candidates.offsets[i], candidates.offsets[i + 1]
         logits = {candidates.labels[candidates.label_ids[r]]: float(r_logit[r]) for r in range(a, b)}
-        gen = dict(generated[i])
-        rank = {x: k + 1 for k, x in enumerate(gen)}
         g = set(gold[i]) if gold is not None else set()
-        for x in dict.fromkeys([*logits, *gen]):
-            xs.append(generator_features(logits.get(x), gen.get(x, 0.0), rank.get(x)))
-            ys.append(int(x in g))
-            docs.append(i)
-            labels.append(x)
-    return np.asarray(xs, dtype=np.float64).reshape(-1, len(GENERATOR_FEATURES)), np.asarray(ys), np.asarray(docs), labels
+        doc_labels, x = document_generator_features(names, logits, dict(generated[i]), counts)
+        xs.append(x)
+        ys += [int(label in g) for label in doc_labels]
+        docs += [i] * len(doc_labels)
+        labels += doc_labels
+    x_all = np.concatenate(xs) if xs else np.zeros((0, len(names)))
+    return x_all, np.asarray(ys), np.asarray(docs), labels
 
 
 def fit_generator_stage(fusion: Fusion, candidates: Any, counts: Mapping[str, int], generated: Sequence[Mapping[str, float]],
-                        gold: Sequence[Sequence[str]], folds: int = 5, seed: int = 0, c: float = 1.0) -> tuple[LogisticCalibrator, list[dict[str, float]]]:
+                        gold: Sequence[Sequence[str]], folds: int = 5, seed: int = 0, c: float = 1.0,
+                        features: str = "base") -> tuple[LogisticCalibrator, list[dict[str, float]]]:
     """The generator stage fitted on dev, and its out-of-fold fused scores of the dev documents (each
     document scored by a stage fitted on the other folds), on which the threshold is tuned without
     the optimism of scoring the documents it was fitted on.
 
+    Args:
+        features: A key of :data:`GENERATOR_FEATURE_SETS`.
+
     Returns:
         ``(calibrator fitted on every dev document, out-of-fold scores per document)``.
     """
-    x, y, doc, labels = generator_rows(fusion, candidates, counts, generated, gold)
+    if features not in GENERATOR_FEATURE_SETS:
+        raise ValueError(f"unknown generator-stage features {features!r}; choose one of {', '.join(GENERATOR_FEATURE_SETS)}")
+    names = GENERATOR_FEATURE_SETS[features]
+    x, y, doc, labels = generator_rows(fusion, candidates, counts, generated, gold, names)
     n_docs = len(candidates)
     fold_of = np.random.default_rng(seed).permutation(n_docs) % max(2, min(folds, n_docs))
     oof = np.zeros(len(y))
     for f in np.unique(fold_of):
         held = fold_of[doc] == f
-        cal = LogisticCalibrator(GENERATOR_FEATURES, pairs=True, c=c).fit(x[~held], y[~held])
+        cal = LogisticCalibrator(names, pairs=True, c=c).fit(x[~held], y[~held])
         oof[held] = cal.predict(x[held])
     scores: list[dict[str, float]] = [{} for _ in range(n_docs)]
     for i, label, p in zip(doc.tolist(), labels, oof.tolist(), strict=True):
         scores[i][label] = p
-    final = LogisticCalibrator(GENERATOR_FEATURES, pairs=True, c=c).fit(x, y)
+    final = LogisticCalibrator(names, pairs=True, c=c).fit(x, y)
     return final, [dict(sorted(s.items(), key=lambda kv: -kv[1])) for s in scores]

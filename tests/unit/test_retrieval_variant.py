@@ -320,13 +320,15 @@ def test_a_fine_tuned_encoder_is_trained_kept_and_carried_by_the_model(tiny_enco
         TrainConfig(fine_tune_encoder=True)
     cfg = TrainConfig(data=str(data), output_dir=str(tmp_path / "run"), preset="tiny", max_steps=2, eval_every=2, batch_size=16,
                       max_target_length=16, max_input_length=64, progress=False, variant="retrieval", candidates_in_input=4,
-                      encoder=str(tiny_encoder_dir), fine_tune_encoder=True, encoder_answers=str(answers), encoder_pairs=30)
+                      encoder=str(tiny_encoder_dir), fine_tune_encoder=True, encoder_answers=str(answers), encoder_pairs=30,
+                      fusion_features="counts+document")
     run(cfg)
     bundled = tmp_path / "run" / "model" / "guidance" / "retriever" / "encoder"
     assert encoder_digest(bundled) != encoder_digest(tiny_encoder_dir)
     assert not (tmp_path / "run" / "checkpoint").exists()  # the run's copy went with its checkpoint
     m = XLGenModel.load(tmp_path / "run" / "model")
     assert m.guidance.retriever.encoder.digest == encoder_digest(bundled)
+    assert m.guidance.generator_features == "counts+document" and "log_count" in m.guidance.fusion.generator.names
     assert m.predict(["pizza and pasta"])[0].all_scores
 
 
@@ -339,3 +341,39 @@ def test_a_resumed_run_reuses_its_fine_tuned_encoder(tiny_encoder_dir: Path, tmp
     shutil.copytree(tiny_encoder_dir, tmp_path / "encoder")
     cfg = TrainConfig(variant="retrieval", fine_tune_encoder=True, encoder="/nonexistent")  # would fail if it trained
     assert fine_tuned_encoder(cfg, [], tmp_path) == tmp_path / "encoder"
+
+
+def test_generator_stage_feature_sets(retrieval_run: Path) -> None:
+    """Each named feature set computes what it says for one document; a stage fitted with one is saved with its
+    names and the fused scores of a reloaded model use them; an old model's stage keeps its base features."""
+    from xlgen.fusion import GENERATOR_FEATURE_SETS, Fusion, document_generator_features, fit_generator_stage
+
+    names = GENERATOR_FEATURE_SETS["counts+document"]
+    labels, x = document_generator_features(names, {"joy": 1.5, "anger": -0.5}, {"anger": 0.6, "love": 0.3}, {"joy": 9, "anger": 2})
+    assert labels == ["joy", "anger", "love"]
+    row = {lab: dict(zip(names, x[i], strict=True)) for i, lab in enumerate(labels)}
+    assert row["joy"] == pytest.approx({"retriever_logit": 1.5, "generator_mass": 0.0, "generated": 0.0, "generator_inv_rank": 0.0,
+                                        "retrieved": 1.0, "log_count": np.log(10), "retriever_gap": 0.0, "generator_gap": -0.6,
+                                        "n_generated": 2.0})
+    assert row["love"]["retriever_logit"] == -8.0 and row["love"]["generator_inv_rank"] == 0.5 and row["love"]["log_count"] == 0.0
+    assert row["anger"]["retriever_gap"] == -2.0 and row["anger"]["generator_gap"] == 0.0
+
+    m = XLGenModel.load(retrieval_run / "run" / "model")
+    g = m.guidance
+    assert g.generator_features == "base" and g.fusion.generator.names == GENERATOR_FEATURE_SETS["base"]
+    docs = read_documents(retrieval_run / "data" / "dev.jsonl")
+    texts = [d.text for d in docs]
+    plan = m.plan(texts)
+    gen = [p.all_scores for p in m.predict(texts, threshold=0.0, plan=plan, scoring="generator")]
+    stage, oof = fit_generator_stage(g.fusion, plan.extra["candidates"], g.counts, gen, [d.labels for d in docs], features="counts")
+    assert stage.names == GENERATOR_FEATURE_SETS["counts"] and len(oof) == len(docs)
+    fused = Fusion(g.fusion.retriever, stage, g.fusion.top).fuse(plan.extra["candidates"], g.counts, gen)
+    back = Fusion.load(_saved(Fusion(g.fusion.retriever, stage, g.fusion.top), retrieval_run / "fusion_counts.json"))
+    assert [f.scores for f in back.fuse(plan.extra["candidates"], g.counts, gen)] == [f.scores for f in fused]
+    with pytest.raises(ValueError, match="unknown generator-stage features"):
+        fit_generator_stage(g.fusion, plan.extra["candidates"], g.counts, gen, [d.labels for d in docs], features="nope")
+
+
+def _saved(fusion, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    fusion.save(path)
+    return path

@@ -45,15 +45,23 @@ class RetrievalGuidance(Guidance):
         max_suffix_tokens: At most this many tokens of candidates (whole labels only); the text is
             cut to make room (see :func:`xlgen.tokenizer.encode_input`).
         train_candidates: Leak-free candidates of the training documents (only while training).
+        generator_features: The generator stage's feature set (a key of
+            :data:`xlgen.fusion.GENERATOR_FEATURE_SETS`), used when it is fitted on dev.
     """
 
     name = "retrieval"
     reports = ("candidates",)
 
     def __init__(self, retriever: Any, fusion: Fusion, k_input: int = 10, max_suffix_tokens: int = 48,
-                 train_candidates: Any = None) -> None:
+                 train_candidates: Any = None, generator_features: str = "base") -> None:
+        from xlgen.fusion import GENERATOR_FEATURE_SETS
+
         if k_input < 1 or max_suffix_tokens < 2:
             raise ValueError("k_input must be positive and max_suffix_tokens at least 2")
+        if generator_features not in GENERATOR_FEATURE_SETS:
+            raise ValueError(f"unknown generator-stage features {generator_features!r}; "
+                             f"choose one of {', '.join(GENERATOR_FEATURE_SETS)}")
+        self.generator_features = generator_features
         self.retriever, self.fusion = retriever, fusion
         self.k_input, self.max_suffix_tokens = k_input, max_suffix_tokens
         self.train_candidates = train_candidates
@@ -136,7 +144,7 @@ class RetrievalGuidance(Guidance):
         plan = self.plan(model, texts)
         preds = model.predict(texts, threshold=0.0, plan=plan, scoring="generator")  # type: ignore[attr-defined]
         stage, oof = fit_generator_stage(self.fusion, plan.extra["candidates"], self.counts, [p.all_scores for p in preds],
-                                         [d.labels for d in docs])
+                                         [d.labels for d in docs], features=self.generator_features)
         self.fusion.generator = stage
         return oof
 
@@ -145,7 +153,7 @@ class RetrievalGuidance(Guidance):
     def save(self, directory: Path) -> dict[str, Any]:
         self.retriever.save(directory / "retriever")
         self.fusion.save(directory / "fusion.json")
-        return {"k_input": self.k_input, "max_suffix_tokens": self.max_suffix_tokens,
+        return {"k_input": self.k_input, "max_suffix_tokens": self.max_suffix_tokens, "generator_features": self.generator_features,
                 "fit_seconds": {k: round(v, 2) for k, v in getattr(self.retriever, "fit_seconds", {}).items()}}
 
     @classmethod
@@ -155,7 +163,8 @@ class RetrievalGuidance(Guidance):
         cache = None if os.environ.get(CACHE_ENV, "1") == "0" else EmbeddingCache()
         retriever = LabelRetriever.load(directory / "retriever", cache=cache)
         retriever.fit_seconds = dict(meta.get("fit_seconds") or {})
-        return cls(retriever, Fusion.load(directory / "fusion.json"), int(meta["k_input"]), int(meta["max_suffix_tokens"]))
+        return cls(retriever, Fusion.load(directory / "fusion.json"), int(meta["k_input"]), int(meta["max_suffix_tokens"]),
+                   generator_features=str(meta.get("generator_features", "base")))
 
     has_document_embeddings = True
 
