@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 from training.active_learning import SimulationConfig, simulate
 from xlgen.active.acquisition import STRATEGIES
@@ -30,7 +31,13 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="vote", choices=tuple(STRATEGIES), help="acquisition function")
     p.add_argument("--batch-size", type=int, default=None, help="documents to return (default: the whole pool, ranked)")
     p.add_argument("--diversity", action="store_true", help="K-means over the best candidates' encoder embeddings")
-    p.add_argument("--pool-sample", type=int, default=None, help="score only a random sample of this many documents")
+    p.add_argument("--pool-sample", type=int, default=None,
+                   help="score only a seeded random sample of this many documents, drawn while the pool is streamed "
+                        "(a reservoir: memory does not grow with the pool)")
+    p.add_argument("--narrow", type=int, default=None,
+                   help="retrieval models: keep per label only the N documents its retriever ranks highest, then score "
+                        "those (after --pool-sample)")
+    p.add_argument("--narrow-labels", nargs="+", default=(), help="narrow for these labels only (default: every label)")
     p.add_argument("--drop-top", type=float, default=0.0, help="drop this share of the most uncertain as likely noise")
     p.add_argument("--combine", default="vote", choices=COMBINE, help="how the ensemble members' label sets combine")
     p.add_argument("--mc-dropout", type=int, default=0, help="extra MC-dropout members of the ensemble")
@@ -41,18 +48,49 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    """Writes one line per selected document: ``{"id", "rank", "score", "labels": [{"label", "score"}]}``."""
+    """Writes one line per selected document: ``{"id", "rank", "score", "labels": [{"label", "score"}]}``.
+
+    The pool is streamed (:func:`xlgen.active.stream.select_streaming`), except for the strategies that
+    compare it with the labelled documents; under ``accelerate launch`` / ``torch.distributed.run`` the
+    processes share the narrowing and the scoring, and the first one writes the output.
+    """
+    import os
+
+    from xlgen.active.acquisition import get_strategy
     from xlgen.active.selection import SelectionConfig, select_batch
+    from xlgen.active.stream import StreamConfig, select_streaming
     from xlgen.devices import resolve_device
     from xlgen.model import XLGenModel
 
-    pool = read_documents(args.pool, require_labels=False)
-    model = XLGenModel.load(args.model, device=resolve_device(args.device), backend=args.backend)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError("--batch-size must be positive")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    state = None
+    device = resolve_device(args.device)
+    if distributed:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=device == "cpu")
+        device = str(state.device)
+    model = XLGenModel.load(args.model, device=device, backend=args.backend)
     ensemble = EnsembleConfig(combine=args.combine, mc_dropout=args.mc_dropout)
-    cfg = SelectionConfig(strategy=args.strategy, batch_size=args.batch_size or len(pool), diversity=args.diversity,
+    cfg = SelectionConfig(strategy=args.strategy, batch_size=args.batch_size or 1, diversity=args.diversity,
                           pool_sample=args.pool_sample, drop_top=args.drop_top, seed=args.seed, ensemble=ensemble)
-    labelled = read_documents(args.labelled, require_labels=False) if args.labelled else []
-    sel = select_batch(model, pool, cfg, labelled=labelled)
+    if get_strategy(args.strategy, args.seed).uses_labelled:
+        if args.narrow is not None or distributed:
+            raise ValueError(f"--strategy {args.strategy} compares the whole pool with the labelled documents: "
+                             "no --narrow, and one process")
+        pool = read_documents(args.pool, require_labels=False)
+        labelled = read_documents(args.labelled, require_labels=False) if args.labelled else []
+        sel = select_batch(model, pool, replace(cfg, batch_size=args.batch_size or len(pool)), labelled=labelled)
+        stats = {"pool": len(pool), "scored": sel.n_scored}
+    else:
+        stream = StreamConfig(sample=args.pool_sample, narrow=args.narrow, narrow_labels=tuple(args.narrow_labels))
+        if args.batch_size is None:  # the whole (sampled, narrowed) pool, ranked
+            cfg = replace(cfg, batch_size=10**12)
+        sel, pool, stats = select_streaming(model, args.pool, cfg, stream, state)
+    if state is not None and not state.is_main_process:
+        return 0
     suggestions = sel.suggestions
     missing = [k for k, s in enumerate(suggestions) if not s]
     if missing:  # strategies that decode nothing: suggest the model's own prediction
@@ -68,8 +106,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-    print(f"{len(sel.indices)} of {len(pool)} documents ranked by {args.strategy} "
-          f"({1000 * sel.seconds / max(sel.n_scored, 1):.1f} s per 1,000 scored)", file=sys.stderr)
+    timing = ", ".join(f"{k} {v:.1f} s" for k, v in stats.items() if k.endswith("_s"))
+    print(f"{len(sel.indices)} of {stats['pool']} documents ranked by {args.strategy} ({stats['scored']} scored"
+          f"{', ' + timing if timing else ''}; {stats.get('processes', 1)} process(es))", file=sys.stderr)
     return 0
 
 

@@ -377,3 +377,46 @@ def test_generator_stage_feature_sets(retrieval_run: Path) -> None:
 def _saved(fusion, path: Path) -> Path:  # type: ignore[no-untyped-def]
     fusion.save(path)
     return path
+
+
+def test_reservoir_sample_is_seeded_uniform_and_in_stream_order() -> None:
+    from collections import Counter
+
+    from xlgen.active.stream import reservoir
+
+    docs = [Document(str(i), f"t{i}") for i in range(50)]
+    sample, n = reservoir(iter(docs), 10, seed=3)
+    assert n == 50 and len(sample) == 10 and [int(d.id) for d in sample] == sorted(int(d.id) for d in sample)
+    assert reservoir(iter(docs), 10, seed=3)[0] == sample and reservoir(iter(docs), 10, seed=4)[0] != sample
+    assert reservoir(iter(docs[:4]), 10)[0] == docs[:4]
+    hits = Counter(d.id for s in range(2000) for d in reservoir(iter(docs), 10, seed=s)[0])
+    assert len(hits) == 50 and max(hits.values()) < 1.3 * 400 and min(hits.values()) > 0.7 * 400  # each kept 1/5 of the time
+
+
+def test_streamed_selection_matches_the_whole_pool_and_narrows_by_the_retriever(retrieval_run: Path) -> None:
+    from xlgen.active.selection import SelectionConfig, select_batch
+    from xlgen.active.stream import StreamConfig, narrow_pool, select_streaming
+
+    m = XLGenModel.load(retrieval_run / "run" / "model")
+    m.decoding = DecodingConfig(max_new_tokens=8)
+    pool = [Document(d.id, d.text) for d in read_documents(retrieval_run / "data" / "test.jsonl")]
+    cfg = SelectionConfig(strategy="margin", batch_size=7)
+    whole = select_batch(m, pool, cfg)
+    sel, docs, stats = select_streaming(m, iter(pool), cfg, StreamConfig())
+    assert sel.ids == whole.ids and sel.scores == pytest.approx(whole.scores) and stats["scored"] == stats["pool"] == len(pool)
+    # narrowing: each label's best documents by the retriever stage, as a brute-force ranking finds them
+    g = m.guidance
+    cands = g.retriever.score([d.text for d in pool])
+    probs = g.fusion.retriever_probabilities(cands, g.counts)
+    best: dict[str, list[tuple[float, int]]] = {}
+    for row, (i, j) in enumerate(zip(cands.doc_index.tolist(), cands.label_ids.tolist(), strict=True)):
+        best.setdefault(cands.labels[j], []).append((float(probs[row]), -i))
+    for labels in ((), ("gratitude", "anger")):
+        expect = {-i for x, items in best.items() if not labels or x in labels for _, i in sorted(items, reverse=True)[:3]}
+        assert narrow_pool(m, pool, 3, labels, chunk=16) == sorted(expect)
+    sel, docs, stats = select_streaming(m, iter(pool), cfg, StreamConfig(sample=30, narrow=2, narrow_labels=("gratitude",)))
+    assert stats["pool"] == 50 and stats["sampled"] == 30 and stats["scored"] == len(docs) <= 2 and len(sel.ids) == len(docs)
+    with pytest.raises(ValueError, match="does not know"):
+        narrow_pool(m, pool, 3, ("no such label",))
+    with pytest.raises(ValueError, match="cannot score a streamed pool"):
+        select_streaming(m, iter(pool), SelectionConfig(strategy="coreset"), StreamConfig())
