@@ -13,7 +13,8 @@ from service.settings import Settings
 
 def test_settings_from_environment_round_trip() -> None:
     s = Settings.from_env({"XLGEN_MODEL": "/m", "XLGEN_MAX_TEXTS": "5", "XLGEN_BF16": "false", "XLGEN_MAX_WAIT_MS": "2.5",
-                           "XLGEN_MAX_CLAIMS_PER_ANNOTATOR": "7"})
+                           "XLGEN_MAX_CLAIMS_PER_ANNOTATOR": "7", "XLGEN_RETRAIN_ENCODER": "never"})
+    assert s.retrain_encoder == "never" and Settings().retrain_encoder == "auto"
     assert (s.model, s.max_texts, s.bf16, s.max_wait_ms, s.max_claims_per_annotator) == ("/m", 5, False, 2.5, 7)
     assert Settings.from_env(s.to_env()) == s
     assert Settings.from_env({}, api_key="k").api_key == "k"
@@ -21,7 +22,8 @@ def test_settings_from_environment_round_trip() -> None:
     assert Settings(db_url="postgresql://u@h/db").database_url == "postgresql://u@h/db"
 
 
-@pytest.mark.parametrize(("env", "match"), [({"XLGEN_MAX_TEXTS": "many"}, "XLGEN_MAX_TEXTS"), ({"XLGEN_MAX_TEXTS": "0"}, "MAX_TEXTS")])
+@pytest.mark.parametrize(("env", "match"), [({"XLGEN_MAX_TEXTS": "many"}, "XLGEN_MAX_TEXTS"), ({"XLGEN_MAX_TEXTS": "0"}, "MAX_TEXTS"),
+                                            ({"XLGEN_RETRAIN_ENCODER": "sometimes"}, "XLGEN_RETRAIN_ENCODER must be one of auto")])
 def test_bad_settings_are_named(env: dict[str, str], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         Settings.from_env(env)
