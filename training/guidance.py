@@ -94,7 +94,8 @@ def build_guidance(cfg: TrainConfig, train: Sequence[Document], d_model: int, wo
 
 def fine_tuned_encoder(cfg: TrainConfig, train: Sequence[Document], work_dir: Path) -> Path:
     """The run's sentence encoder fine-tuned on ``cfg.encoder_pairs`` train pairs and the answers of
-    ``cfg.encoder_answers`` (:func:`training.retriever.fine_tune_bi_encoder`), kept in
+    ``cfg.encoder_answers`` (the no answers only with ``cfg.encoder_hard_negatives``;
+    :func:`training.retriever.fine_tune_bi_encoder`), kept in
     ``work_dir/encoder``: a resumed run, and the other processes of a distributed one, read it there."""
     import os
     import shutil
@@ -106,7 +107,7 @@ def fine_tuned_encoder(cfg: TrainConfig, train: Sequence[Document], work_dir: Pa
     if (done / "modules.json").is_file():
         log.info("fine-tuned encoder reused from %s", done)
         return done
-    answers = read_answers(cfg.encoder_answers) if cfg.encoder_answers else []
+    answers = [a for a in (read_answers(cfg.encoder_answers) if cfg.encoder_answers else []) if a.answer or cfg.encoder_hard_negatives]
     texts = read_label_file(cfg.label_file) if cfg.label_file else None
     partial = work_dir / "encoder.partial"
     shutil.rmtree(partial, ignore_errors=True)

@@ -420,3 +420,25 @@ def test_streamed_selection_matches_the_whole_pool_and_narrows_by_the_retriever(
         narrow_pool(m, pool, 3, ("no such label",))
     with pytest.raises(ValueError, match="cannot score a streamed pool"):
         select_streaming(m, iter(pool), SelectionConfig(strategy="coreset"), StreamConfig())
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_no_answers_are_hard_negatives_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard: bool) -> None:
+    import training.retriever
+    from training.config import TrainConfig
+    from training.guidance import fine_tuned_encoder
+
+    seen = {}
+
+    def fake(encoder, docs, config, label_texts=None, answers=(), progress=True):  # type: ignore[no-untyped-def]
+        seen["answers"] = list(answers)
+        Path(config.output_dir).mkdir(parents=True)
+        (Path(config.output_dir) / "modules.json").write_text("[]")
+        return Path(config.output_dir)
+
+    monkeypatch.setattr(training.retriever, "fine_tune_bi_encoder", fake)
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text('{"text": "a", "label": "x", "answer": true}\n{"text": "b", "label": "x", "answer": false}\n')
+    cfg = TrainConfig(variant="retrieval", fine_tune_encoder=True, encoder_answers=str(answers), encoder_hard_negatives=hard)
+    assert fine_tuned_encoder(cfg, [Document("d", "t", ("x",))], tmp_path) == tmp_path / "encoder"
+    assert [a.answer for a in seen["answers"]] == ([True, False] if hard else [True])
