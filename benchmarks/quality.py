@@ -16,7 +16,8 @@ Rows (test split, full; every threshold tuned on dev for micro-F1, at least one 
 * ``fused without generator``: the fusion's retriever stage alone on the same candidates;
 * ``fused, generator stage features: F`` (``--fusion-features F ...``): the fused model with its generator stage
   refitted on dev with another feature set (same generator, same candidates; threshold on the refit's
-  out-of-fold dev scores, as training does);
+  out-of-fold dev scores, as training does), and ``fused without generator, stage refitted on dev: F``, the
+  same refit with the generator's features all zero (what the generator adds under the same calibration);
 * ``retriever stage``: with ``--skip retrieval`` and without ``--skip retriever``, the same retriever and
   retriever stage fitted without training a generator (each source alone, then the calibrated stage):
   the rows that a large dataset can afford when a generator epoch does not fit the time at hand.
@@ -227,13 +228,17 @@ def main() -> None:
         add(tuned_row(name, "fused (retrieval variant as served)", dev, [], test, [f.scores for f in fused_test], counts,
                       m.threshold, train_s=train_s, tag_s_per_1k=per_k * (retrieve_s + generate_s + fuse_s),
                       candidate_recall=float(m.metrics.get("test_candidate_recall", float("nan")))), [f.scores for f in fused_test])
-        for features in args.fusion_features:  # the generator stage refitted on dev with other features, threshold on its OOF scores
-            stage, oof = fit_generator_stage(g.fusion, cands_dev, g.counts, [p.all_scores for p in gen_dev], [d.labels for d in dev],
-                                             features=features)
-            threshold, _ = tune_threshold([d.labels for d in dev], oof, m.decoding.min_labels)
-            refit = Fusion(g.fusion.retriever, stage, g.fusion.top).fuse(cands_test, g.counts, [p.all_scores for p in gen_test])
-            add(tuned_row(name, f"fused, generator stage features: {features}", dev, [], test, [f.scores for f in refit], counts,
-                          threshold), [f.scores for f in refit])
+        # the generator stage refitted on dev with other features (threshold on its OOF scores), and the same refit
+        # without the generator (its features all zero): what the generator adds under the same calibration
+        for features in args.fusion_features:
+            for label, gdev, gtest in ((f"fused, generator stage features: {features}", [p.all_scores for p in gen_dev],
+                                        [p.all_scores for p in gen_test]),
+                                       (f"fused without generator, stage refitted on dev: {features}", [{} for _ in dev],
+                                        [{} for _ in test])):
+                stage, oof = fit_generator_stage(g.fusion, cands_dev, g.counts, gdev, [d.labels for d in dev], features=features)
+                threshold, _ = tune_threshold([d.labels for d in dev], oof, m.decoding.min_labels)
+                refit = Fusion(g.fusion.retriever, stage, g.fusion.top).fuse(cands_test, g.counts, gtest)
+                add(tuned_row(name, label, dev, [], test, [f.scores for f in refit], counts, threshold), [f.scores for f in refit])
         save()
 
     if "retrieval" in args.skip and "retriever" not in args.skip:

@@ -320,7 +320,7 @@ def test_a_fine_tuned_encoder_is_trained_kept_and_carried_by_the_model(tiny_enco
         TrainConfig(fine_tune_encoder=True)
     cfg = TrainConfig(data=str(data), output_dir=str(tmp_path / "run"), preset="tiny", max_steps=2, eval_every=2, batch_size=16,
                       max_target_length=16, max_input_length=64, progress=False, variant="retrieval", candidates_in_input=4,
-                      encoder=str(tiny_encoder_dir), fine_tune_encoder=True, encoder_answers=str(answers), encoder_pairs=30,
+                      encoder=str(tiny_encoder_dir), fine_tune_encoder=True, encoder_answers=str(answers), encoder_pairs=30, encoder_epochs=3,
                       fusion_features="counts+document")
     run(cfg)
     bundled = tmp_path / "run" / "model" / "guidance" / "retriever" / "encoder"
@@ -345,7 +345,8 @@ def test_a_resumed_run_reuses_its_fine_tuned_encoder(tiny_encoder_dir: Path, tmp
 
 def test_generator_stage_feature_sets(retrieval_run: Path) -> None:
     """Each named feature set computes what it says for one document; a stage fitted with one is saved with its
-    names and the fused scores of a reloaded model use them; an old model's stage keeps its base features."""
+    names and the fused scores of a reloaded stage use them (a model saved before the feature sets, whose stage
+    names the base features, keeps computing those)."""
     from xlgen.fusion import GENERATOR_FEATURE_SETS, Fusion, document_generator_features, fit_generator_stage
 
     names = GENERATOR_FEATURE_SETS["counts+document"]
@@ -360,15 +361,15 @@ def test_generator_stage_feature_sets(retrieval_run: Path) -> None:
 
     m = XLGenModel.load(retrieval_run / "run" / "model")
     g = m.guidance
-    assert g.generator_features == "base" and g.fusion.generator.names == GENERATOR_FEATURE_SETS["base"]
+    assert g.generator_features == "counts" and g.fusion.generator.names == GENERATOR_FEATURE_SETS["counts"]  # the default
     docs = read_documents(retrieval_run / "data" / "dev.jsonl")
     texts = [d.text for d in docs]
     plan = m.plan(texts)
     gen = [p.all_scores for p in m.predict(texts, threshold=0.0, plan=plan, scoring="generator")]
-    stage, oof = fit_generator_stage(g.fusion, plan.extra["candidates"], g.counts, gen, [d.labels for d in docs], features="counts")
-    assert stage.names == GENERATOR_FEATURE_SETS["counts"] and len(oof) == len(docs)
+    stage, oof = fit_generator_stage(g.fusion, plan.extra["candidates"], g.counts, gen, [d.labels for d in docs], features="base")
+    assert stage.names == GENERATOR_FEATURE_SETS["base"] and len(oof) == len(docs)
     fused = Fusion(g.fusion.retriever, stage, g.fusion.top).fuse(plan.extra["candidates"], g.counts, gen)
-    back = Fusion.load(_saved(Fusion(g.fusion.retriever, stage, g.fusion.top), retrieval_run / "fusion_counts.json"))
+    back = Fusion.load(_saved(Fusion(g.fusion.retriever, stage, g.fusion.top), retrieval_run / "fusion_base.json"))
     assert [f.scores for f in back.fuse(plan.extra["candidates"], g.counts, gen)] == [f.scores for f in fused]
     with pytest.raises(ValueError, match="unknown generator-stage features"):
         fit_generator_stage(g.fusion, plan.extra["candidates"], g.counts, gen, [d.labels for d in docs], features="nope")
