@@ -2,8 +2,8 @@
 
     python benchmarks/select_stream.py --model runs/goemotions/model --docs 1000000 --sample 20000 --narrow 50
 
-Builds the pool once (``--pool``, default ``runs/pool_<docs>.jsonl``: the GoEmotions train texts repeated with
-new ids, ``{"id", "text"}`` per line), then runs the real command, ``xlgen select`` in a subprocess (``--processes
+Builds the pool once (``--pool``, default ``runs/pool_pairs_<docs>.jsonl``: pairs of GoEmotions train texts, one
+``{"id", "text"}`` per line), then runs the real command with an empty embedding cache, ``xlgen select`` in a subprocess (``--processes
 2``: under ``torch.distributed.run`` with two CPU processes), and reports its wall time, peak memory and the
 stages it printed. Writes ``benchmarks/results/select_stream.json``.
 """
@@ -15,8 +15,10 @@ import json
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,12 +29,15 @@ from xlgen.data import find_split, read_documents  # noqa: E402
 
 
 def build_pool(path: Path, n: int, source: Path) -> None:
-    """``n`` lines of ``{"id", "text"}``: ``source``'s train texts in turn, each line a new id."""
+    """``n`` lines of ``{"id", "text"}``, each text two of ``source``'s train texts joined (distinct pairs for
+    a million lines of GoEmotions, so no embedding is computed once for several documents)."""
     texts = [d.text for d in read_documents(find_split(source, "train"))]
+    m = len(texts)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for i in range(n):
-            fh.write(json.dumps({"id": f"p{i}", "text": texts[i % len(texts)]}, ensure_ascii=False) + "\n")
+            text = f"{texts[i % m]} {texts[(i // m * 7919 + i * 31 + 17) % m]}"
+            fh.write(json.dumps({"id": f"p{i}", "text": text}, ensure_ascii=False) + "\n")
     tmp.replace(path)
 
 
@@ -51,7 +56,7 @@ def main() -> None:
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "select_stream.json"))
     args = p.parse_args()
 
-    pool = Path(args.pool or ROOT / "runs" / f"pool_{args.docs}.jsonl")
+    pool = Path(args.pool or ROOT / "runs" / f"pool_pairs_{args.docs}.jsonl")
     if not pool.is_file():
         started = time.perf_counter()
         pool.parent.mkdir(parents=True, exist_ok=True)
@@ -63,10 +68,17 @@ def main() -> None:
            "--output", str(out)]
     launcher = [sys.executable] if args.processes == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.processes), "--master_port", "29541"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    # a fresh embedding cache, so that no document's vector comes from an earlier run (the encoder's one-time
+    # CTranslate2 conversion is shared)
+    cache = Path(tempfile.mkdtemp(prefix="xlgen-select-cache-"))
+    shared = Path(os.environ.get("XLGEN_CACHE_DIR", Path.home() / ".cache" / "xlgen")) / "encoders"
+    if shared.is_dir():
+        (cache / "encoders").symlink_to(shared)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "XLGEN_CACHE_DIR": str(cache)}
     started = time.perf_counter()
     proc = subprocess.run([*launcher, *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    shutil.rmtree(cache, ignore_errors=True)
     if proc.returncode != 0:
         sys.exit(proc.stderr[-3000:])
     summary = [line for line in proc.stderr.splitlines() if "documents ranked by" in line][-1]
