@@ -26,6 +26,7 @@ documents are not leak-free (folds of the bi-encoder would be needed for that).
 
 from __future__ import annotations
 
+import math
 import random
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -233,11 +234,15 @@ def fine_tune_bi_encoder(encoder: str, docs: Sequence[Document], config: BiEncod
     model = SentenceEncoder.load(EncoderConfig(name=encoder, backend="torch")).model
     model.max_seq_length = config.max_seq_length
     data: Any = {name: Dataset.from_dict(cols) for name, cols in examples.items()}
+    steps = config.epochs * sum(math.ceil(len(cols["anchor"]) / config.batch_size) for cols in examples.values())
+    # warm-up starts at a learning rate of 0: a run of a few steps (a handful of answers, no replay) would learn
+    # nothing from its first step, or at all with one step
+    warmup = config.warmup_ratio if steps >= 10 else 0.0
     if len(data) == 1:
         data = data["pairs"]
     with tempfile.TemporaryDirectory(prefix="xlgen-bi-encoder-") as work:
         args = _training_args(SentenceTransformerTrainingArguments, work, config.epochs, config.batch_size, config.lr,
-                              config.warmup_ratio, config.seed, batch_sampler=BatchSamplers.NO_DUPLICATES,
+                              warmup, config.seed, batch_sampler=BatchSamplers.NO_DUPLICATES,
                               disable_tqdm=not progress)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=MultipleNegativesRankingLoss(model))
         trainer.train()

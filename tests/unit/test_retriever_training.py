@@ -145,3 +145,14 @@ def test_no_answers_push_the_rejected_documents_below_the_label(tiny_encoder_dir
     with_no = fine_tune_bi_encoder(str(tiny_encoder_dir), DOCS, BiEncoderConfig(output_dir=str(tmp_path / "no"), **cfg),
                                    answers=answers, progress=False)
     assert margin(with_no) > margin(with_yes) + 0.05, (margin(tiny_encoder_dir), margin(with_yes), margin(with_no))
+
+
+def test_a_few_answers_alone_still_move_the_encoder(tiny_encoder_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """One step (three yes answers, no replay): no warm-up from a learning rate of 0, so the weights change."""
+    from training.retriever import Answer
+    from xlgen.digests import encoder_digest
+
+    answers = [Answer("wheat corn grain", "harvest", True), Answer("corn grain", "harvest", True), Answer("oil", "crude", True)]
+    out = fine_tune_bi_encoder(str(tiny_encoder_dir), [], BiEncoderConfig(output_dir=str(tmp_path / "few"), max_pairs=0),
+                               answers=answers, progress=False)
+    assert encoder_digest(out) != encoder_digest(tiny_encoder_dir)
