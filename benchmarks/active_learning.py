@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
 from training.active_learning import SimulationConfig, format_table, plot, simulate, summarize  # noqa: E402
+from xlgen.active.curves import format_selection_table  # noqa: E402
 
 
 def main() -> None:
@@ -59,6 +60,8 @@ def main() -> None:
         result["summary"] = summarize(result["curves"], result["full_data"].get("micro_f1"))
     tables = [format_table(result, name) for name, result in results.items()]
     table = "\n".join([tables[0], *[t.split("\n", 2)[2] for t in tables[1:]]])
+    # what each strategy selected: label coverage, overlap with the others, p-value of its AUC against random's
+    table += "".join("\n\n" + format_selection_table(result, name) for name, result in results.items() if result.get("selection"))
     print(table)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)

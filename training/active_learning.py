@@ -33,7 +33,7 @@ from training.config import DEFAULT_DATA, TrainConfig
 from training.guidance import refresh_guidance
 from training.train import build_model, fit
 from xlgen.active.acquisition import STRATEGIES
-from xlgen.active.curves import plot, summarize
+from xlgen.active.curves import plot, selection_stats, summarize
 from xlgen.active.ensemble import EnsembleConfig
 from xlgen.active.selection import SelectionConfig
 from xlgen.active.simulation import Learner, RoundsConfig, run_strategies
@@ -213,6 +213,7 @@ def simulate(cfg: SimulationConfig) -> dict:
         "full_data": full,
         "curves": curves,
         "summary": summarize(curves, full.get("micro_f1")),
+        "selection": selection_stats(curves, [d.labels for d in pool]),
     }
     (out / "active_learning.json").write_text(json.dumps(result, indent=1))
     plot(result, out / "active_learning.png", title=Path(cfg.data).name)

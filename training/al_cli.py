@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from training.active_learning import SimulationConfig, simulate
 from xlgen.active.acquisition import STRATEGIES
-from xlgen.active.curves import format_table
+from xlgen.active.curves import format_selection_table, format_table
 from xlgen.active.ensemble import COMBINE, EnsembleConfig
 from xlgen.backends import BACKENDS
 from xlgen.config import add_arguments, from_arguments
@@ -125,5 +125,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     cfg = from_arguments(SimulationConfig, args, seeds=tuple(int(s) for s in args.seeds))
     result = simulate(cfg)
     print(format_table(result, cfg.data.rstrip("/").rsplit("/", 1)[-1]))
+    print(format_selection_table(result, cfg.data.rstrip("/").rsplit("/", 1)[-1]))
     print(f"curves: {cfg.output_dir}/active_learning.json, plot: {cfg.output_dir}/active_learning.png")
     return 0

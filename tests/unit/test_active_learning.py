@@ -9,7 +9,14 @@ import pytest
 
 from service.cli import main as xlgen
 from training.active_learning import SimulationConfig
-from xlgen.active.curves import area_under_curve, deficiency, share_to_reach, summarize
+from xlgen.active.curves import (
+    area_under_curve,
+    deficiency,
+    format_selection_table,
+    selection_stats,
+    share_to_reach,
+    summarize,
+)
 from xlgen.data import read_documents, write_jsonl
 
 
@@ -32,6 +39,29 @@ def test_summarize_against_random():
     assert s["vote"]["share_to_95"] == pytest.approx(0.3)
     assert s["vote"]["acq_s_per_1000"] == pytest.approx(2.0)
     assert s["vote"]["auc_mean"] > s["random"]["auc_mean"]
+
+
+def test_selection_stats_coverage_overlap_and_paired_test():
+    labels = [("a",), ("b",), ("c",), ("a", "d"), ("e",), ("a",), ("b",), ("f",)]
+
+    def curve(selected, f1s):
+        return [{"share": 0.1 * (i + 1), "micro_f1": y, "selected": sel} for i, (sel, y) in enumerate(zip(selected, f1s, strict=True))]
+
+    curves = {
+        "random": {"0": curve([[0], [5, 6]], [0.2, 0.3]), "1": curve([[1], [0, 5]], [0.2, 0.25])},
+        "vote": {"0": curve([[0], [3, 7]], [0.2, 0.5]), "1": curve([[1], [3, 4]], [0.2, 0.4])},
+    }
+    st = selection_stats(curves, labels)
+    # seed 0: initial {a}, vote adds d and f: {a, d, f} of 6 labels; seed 1: initial {b}, vote adds a, d, e
+    assert st["vote"]["coverage"] == pytest.approx((3 / 6 + 4 / 6) / 2) and st["vote"]["new_labels"] == pytest.approx(2.5)
+    assert st["random"]["coverage"] == pytest.approx((2 / 6 + 2 / 6) / 2)
+    assert st["vote"]["overlap"]["random"] == pytest.approx(0.0) == st["random"]["overlap"]["vote"]
+    assert st["random"]["p_vs_random"] is None and 0.0 < st["vote"]["p_vs_random"] < 0.2
+    table = format_selection_table({"selection": st}, "x")
+    assert "| x | vote | 0.583 | 2.5 |" in table and "overlap with random" in table
+    one_seed = selection_stats({k: {"0": v["0"]} for k, v in curves.items()}, labels)
+    assert one_seed["vote"]["p_vs_random"] is None
+    assert format_selection_table({}) == ""
 
 
 def test_config_validation():
@@ -61,6 +91,7 @@ def test_one_round_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.Ca
     assert saved["curves"]["margin"]["0"][1]["n_scored"] == 90 and saved["curves"]["margin"]["0"][1]["acq_s"] > 0
     assert 0.0 <= saved["full_data"]["micro_f1"] <= 1.0
     assert set(saved["summary"]["margin"]) >= {"auc_mean", "deficiency", "share_to_95", "share_to_100", "acq_s_per_1000"}
+    assert 0.0 < saved["selection"]["margin"]["coverage"] <= 1.0 and "random" in saved["selection"]["margin"]["overlap"]
 
 
 def test_select_command_writes_ranked_jsonl(tiny_model_dir: Path, tiny_data: Path, tmp_path: Path):

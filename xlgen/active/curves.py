@@ -63,6 +63,65 @@ def summarize(curves: dict[str, dict[str, list[dict]]], full_f1: float | None) -
     return out
 
 
+def selection_stats(curves: dict[str, dict[str, list[dict]]], pool_labels: Sequence[Sequence[str]]) -> dict[str, dict]:
+    """What each strategy selected, beside how well it learned (as the XMC AL study reports it).
+
+    Per strategy, means over seeds: ``coverage``, the share of the pool's labels that the labelled set
+    holds after the last round (the initial set included, the same for every strategy); ``new_labels``,
+    how many labels the selected documents brought that the initial set lacked; ``overlap``, per other
+    strategy, the Jaccard overlap of the two strategies' selected documents (the initial set excluded);
+    and ``p_vs_random``, the paired t-test (over seeds) of the micro-F1 AUC against random's (None with
+    fewer than two seeds, or for random itself).
+
+    Args:
+        curves: ``{strategy: {seed: [point per round]}}``, each point with its ``selected`` pool indices.
+        pool_labels: The pool's label sets, indexed like ``selected``.
+    """
+    from scipy.stats import ttest_rel
+
+    every = {x for labels in pool_labels for x in labels}
+    chosen = {name: {s: [i for p in pts[1:] for i in p["selected"]] for s, pts in by_seed.items()} for name, by_seed in curves.items()}
+    out: dict[str, dict] = {}
+    for name, by_seed in curves.items():
+        seeds = list(by_seed)
+        cov, new = [], []
+        for s in seeds:
+            initial = {x for i in by_seed[s][0]["selected"] for x in pool_labels[i]}
+            held = initial | {x for i in chosen[name][s] for x in pool_labels[i]}
+            cov.append(len(held) / max(len(every), 1))
+            new.append(len(held - initial))
+        overlap = {}
+        for other in curves:
+            if other != name:
+                jac = [len(set(chosen[name][s]) & set(chosen[other][s])) / max(len(set(chosen[name][s]) | set(chosen[other][s])), 1)
+                       for s in seeds if s in chosen[other]]
+                overlap[other] = float(np.mean(jac)) if jac else None
+        p_value = None
+        if name != "random" and "random" in curves and len(seeds) >= 2:
+            mine = [area_under_curve([p["share"] for p in by_seed[s]], [p["micro_f1"] for p in by_seed[s]]) for s in seeds]
+            theirs = [area_under_curve([p["share"] for p in curves["random"][s]], [p["micro_f1"] for p in curves["random"][s]])
+                      for s in seeds]
+            diff = np.subtract(mine, theirs)
+            p_value = 1.0 if np.allclose(diff, 0.0) else float(ttest_rel(mine, theirs).pvalue)
+        out[name] = {"coverage": float(np.mean(cov)), "new_labels": float(np.mean(new)), "overlap": overlap, "p_vs_random": p_value}
+    return out
+
+
+def format_selection_table(result: dict, dataset: str = "") -> str:
+    """:func:`selection_stats` as a Markdown table (empty when the result has none)."""
+    stats = result.get("selection") or {}
+    if not stats:
+        return ""
+    names = list(stats)
+    rows = ["| dataset | strategy | label coverage | labels new to the initial set | p (AUC vs random, paired t) | "
+            + " | ".join(f"overlap with {n}" for n in names) + " |", "|---" * (5 + len(names)) + "|"]
+    for name, st in stats.items():
+        p = "-" if st["p_vs_random"] is None else f"{st['p_vs_random']:.3f}"
+        cells = ["-" if n == name or st["overlap"].get(n) is None else f"{st['overlap'][n]:.2f}" for n in names]
+        rows.append(f"| {dataset} | {name} | {st['coverage']:.3f} | {st['new_labels']:.1f} | {p} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def format_table(result: dict, dataset: str = "") -> str:
     """The summary as a Markdown table."""
     def cell(v: float | None, pct: bool = False) -> str:
