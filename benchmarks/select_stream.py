@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xlgen.data import find_split, read_documents  # noqa: E402
+from xlgen.encoders.cache import cache_root  # noqa: E402
 
 
 def build_pool(path: Path, n: int, source: Path) -> None:
@@ -71,7 +72,7 @@ def main() -> None:
     # a fresh embedding cache, so that no document's vector comes from an earlier run (the encoder's one-time
     # CTranslate2 conversion is shared)
     cache = Path(tempfile.mkdtemp(prefix="xlgen-select-cache-"))
-    shared = Path(os.environ.get("XLGEN_CACHE_DIR", Path.home() / ".cache" / "xlgen")) / "encoders"
+    shared = cache_root() / "encoders"
     if shared.is_dir():
         (cache / "encoders").symlink_to(shared)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "XLGEN_CACHE_DIR": str(cache)}

@@ -97,11 +97,9 @@ def fine_tuned_encoder(cfg: TrainConfig, train: Sequence[Document], work_dir: Pa
     ``cfg.encoder_answers`` (the no answers only with ``cfg.encoder_hard_negatives``;
     :func:`training.retriever.fine_tune_bi_encoder`), kept in
     ``work_dir/encoder``: a resumed run, and the other processes of a distributed one, read it there."""
-    import os
-    import shutil
-
     from training.retriever import BiEncoderConfig, fine_tune_bi_encoder, read_answers
     from xlgen.encoders.label_texts import read_label_file
+    from xlgen.files import atomic_dir
 
     done = work_dir / "encoder"
     if (done / "modules.json").is_file():
@@ -109,13 +107,11 @@ def fine_tuned_encoder(cfg: TrainConfig, train: Sequence[Document], work_dir: Pa
         return done
     answers = [a for a in (read_answers(cfg.encoder_answers) if cfg.encoder_answers else []) if a.answer or cfg.encoder_hard_negatives]
     texts = read_label_file(cfg.label_file) if cfg.label_file else None
-    partial = work_dir / "encoder.partial"
-    shutil.rmtree(partial, ignore_errors=True)
     log.info("fine-tuning the encoder %s on %d train pairs and %d answers (%d no)", cfg.encoder,
              min(cfg.encoder_pairs, sum(len(d.labels) for d in train)), len(answers), sum(not a.answer for a in answers))
-    bcfg = BiEncoderConfig(output_dir=str(partial), epochs=cfg.encoder_epochs, max_pairs=cfg.encoder_pairs, seed=cfg.seed)
-    fine_tune_bi_encoder(cfg.encoder, train, bcfg, texts, answers, progress=cfg.progress)
-    os.replace(partial, done)  # whole or absent
+    with atomic_dir(done) as tmp:  # whole or absent
+        bcfg = BiEncoderConfig(output_dir=str(tmp), epochs=cfg.encoder_epochs, max_pairs=cfg.encoder_pairs, seed=cfg.seed)
+        fine_tune_bi_encoder(cfg.encoder, train, bcfg, texts, answers, progress=cfg.progress)
     return done
 
 

@@ -160,6 +160,17 @@ gap of its retriever logit and of its beam mass to the document's best, and how 
 generator produced)."""
 
 
+def generator_feature_names(features: str) -> tuple[str, ...]:
+    """The feature names of the set ``features`` (a key of :data:`GENERATOR_FEATURE_SETS`).
+
+    Raises:
+        ValueError: For an unknown set.
+    """
+    if features not in GENERATOR_FEATURE_SETS:
+        raise ValueError(f"unknown generator-stage features {features!r}; choose one of {', '.join(GENERATOR_FEATURE_SETS)}")
+    return GENERATOR_FEATURE_SETS[features]
+
+
 def document_generator_features(names: Sequence[str], logits: Mapping[str, float], generated: Mapping[str, float],
                                 counts: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
     """One document's generator-stage features, ``names`` in order, for every label the retriever
@@ -312,9 +323,7 @@ def fit_generator_stage(fusion: Fusion, candidates: Any, counts: Mapping[str, in
     Returns:
         ``(calibrator fitted on every dev document, out-of-fold scores per document)``.
     """
-    if features not in GENERATOR_FEATURE_SETS:
-        raise ValueError(f"unknown generator-stage features {features!r}; choose one of {', '.join(GENERATOR_FEATURE_SETS)}")
-    names = GENERATOR_FEATURE_SETS[features]
+    names = generator_feature_names(features)
     x, y, doc, labels = generator_rows(fusion, candidates, counts, generated, gold, names)
     n_docs = len(candidates)
     fold_of = np.random.default_rng(seed).permutation(n_docs) % max(2, min(folds, n_docs))

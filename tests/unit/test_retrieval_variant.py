@@ -433,7 +433,7 @@ def test_no_answers_are_hard_negatives_only_when_asked(tmp_path: Path, monkeypat
 
     def fake(encoder, docs, config, label_texts=None, answers=(), progress=True):  # type: ignore[no-untyped-def]
         seen["answers"] = list(answers)
-        Path(config.output_dir).mkdir(parents=True)
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)  # atomic_dir hands over an empty folder
         (Path(config.output_dir) / "modules.json").write_text("[]")
         return Path(config.output_dir)
 

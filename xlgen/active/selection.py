@@ -251,6 +251,15 @@ def diverse(scores: np.ndarray, embeddings: np.ndarray, candidates: np.ndarray, 
     return picked[np.argsort(-scores[picked], kind="stable")]
 
 
+def pick_batch(order: np.ndarray, scores: np.ndarray, embeddings: np.ndarray | None, cfg: SelectionConfig) -> np.ndarray:
+    """The batch from the candidates ``order`` (best first, noise dropped): with ``cfg.diversity`` and
+    embeddings, the best of each K-means cluster of the ``candidate_factor * batch_size`` best; else the
+    first ``batch_size``."""
+    if cfg.diversity and embeddings is not None:
+        return diverse(scores, embeddings, order[: cfg.candidate_factor * cfg.batch_size], cfg.batch_size, cfg.seed)
+    return order[: cfg.batch_size]
+
+
 def select_batch(
     model: XLGenModel, pool: Sequence[Document], cfg: SelectionConfig, cache: ScoreCache | None = None,
     labelled: Sequence[Document] = (),
@@ -275,12 +284,7 @@ def select_batch(
     order = drop_noise(top_b(scores, len(scores)), cfg.drop_top)
     strategy = get_strategy(cfg.strategy, cfg.seed)
     batch = strategy.pick(decoded.outputs, order, cfg.batch_size) if strategy.uses_labelled else None
-    if batch is not None:
-        picked = batch
-    elif cfg.diversity and decoded.outputs.embeddings is not None:
-        picked = diverse(scores, decoded.outputs.embeddings, order[: cfg.candidate_factor * cfg.batch_size], cfg.batch_size, cfg.seed)
-    else:
-        picked = order[: cfg.batch_size]
+    picked = batch if batch is not None else pick_batch(order, scores, decoded.outputs.embeddings, cfg)
     return Selection(
         indices=[int(sub[i]) for i in picked],
         ids=[pool[int(sub[i])].id for i in picked],

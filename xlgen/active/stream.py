@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from xlgen.active.acquisition import get_strategy
-from xlgen.active.selection import Selection, SelectionConfig, diverse, drop_noise, score_pool, top_b
+from xlgen.active.selection import Selection, SelectionConfig, drop_noise, pick_batch, score_pool, top_b
 from xlgen.data import Document, iter_jsonl
 from xlgen.model import XLGenModel
 
@@ -200,11 +200,7 @@ def select_streaming(model: XLGenModel, pool: str | Iterable[Document], cfg: Sel
             embeddings = np.zeros((len(docs), e.shape[1]), dtype=e.dtype) if embeddings is None else embeddings
             embeddings[idx] = e
     stats["score_s"] = time.perf_counter() - started
-    order = drop_noise(top_b(all_scores, len(all_scores)), cfg.drop_top)
-    if cfg.diversity and embeddings is not None:
-        picked = diverse(all_scores, embeddings, order[: cfg.candidate_factor * cfg.batch_size], cfg.batch_size, cfg.seed)
-    else:
-        picked = order[: cfg.batch_size]
+    picked = pick_batch(drop_noise(top_b(all_scores, len(all_scores)), cfg.drop_top), all_scores, embeddings, cfg)
     sel = Selection(indices=[int(i) for i in picked], ids=[docs[int(i)].id for i in picked],
                     scores=[float(all_scores[i]) for i in picked], suggestions=[suggestions[int(i)] for i in picked],
                     seconds=stats["score_s"], n_scored=len(docs), cached=False)

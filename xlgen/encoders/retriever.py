@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,7 @@ from xlgen.encoders.encoder import EncoderConfig, EncoderReference, SentenceEnco
 from xlgen.encoders.label_texts import LabelText, complete_label_texts, read_label_file, write_label_file
 from xlgen.encoders.packaged import EncoderUnavailableError, is_packaged
 from xlgen.encoders.sources import SOURCES, LabelSource, TrainData
+from xlgen.files import atomic_dir
 from xlgen.labels import LabelSpace
 
 FORMAT_VERSION = 1
@@ -248,11 +248,8 @@ class LabelRetriever:
         if local is not None:
             target = path / BUNDLED_ENCODER
             if not (target.is_dir() and target.resolve() == local.resolve()):  # not re-saved in place
-                partial = path / f"{BUNDLED_ENCODER}.partial"
-                shutil.rmtree(partial, ignore_errors=True)
-                shutil.copytree(local, partial)
-                shutil.rmtree(target, ignore_errors=True)
-                os.replace(partial, target)
+                with atomic_dir(target) as tmp:
+                    shutil.copytree(local, tmp, dirs_exist_ok=True)
             encoder["bundled"] = BUNDLED_ENCODER
         meta = {
             "format_version": FORMAT_VERSION,

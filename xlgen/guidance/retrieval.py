@@ -54,13 +54,11 @@ class RetrievalGuidance(Guidance):
 
     def __init__(self, retriever: Any, fusion: Fusion, k_input: int = 10, max_suffix_tokens: int = 48,
                  train_candidates: Any = None, generator_features: str = "base") -> None:
-        from xlgen.fusion import GENERATOR_FEATURE_SETS
+        from xlgen.fusion import generator_feature_names
 
         if k_input < 1 or max_suffix_tokens < 2:
             raise ValueError("k_input must be positive and max_suffix_tokens at least 2")
-        if generator_features not in GENERATOR_FEATURE_SETS:
-            raise ValueError(f"unknown generator-stage features {generator_features!r}; "
-                             f"choose one of {', '.join(GENERATOR_FEATURE_SETS)}")
+        generator_feature_names(generator_features)  # an unknown set fails here, not after training
         self.generator_features = generator_features
         self.retriever, self.fusion = retriever, fusion
         self.k_input, self.max_suffix_tokens = k_input, max_suffix_tokens
