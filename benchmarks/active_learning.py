@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
-from training.active_learning import SimulationConfig, format_table, plot, simulate, summarize  # noqa: E402
-from xlgen.active.curves import format_selection_table  # noqa: E402
+from training.active_learning import SimulationConfig, simulate  # noqa: E402
+from xlgen.active.curves import format_selection_table, format_table, plot, summarize  # noqa: E402
 
 
 def main() -> None:
@@ -33,10 +33,11 @@ def main() -> None:
     p.add_argument("--strategies", nargs="+", default=["random", "margin", "vote", "beal_adapted", "beal"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     for f in fields(SimulationConfig):
-        if f.name in ("rounds", "pool_size", "initial", "batch", "initial_steps", "round_steps", "test_size", "preset",
-                      "retrain", "full_data_steps", "pool_sample"):
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default,
-                           type=str if f.name in ("preset", "retrain") else int, help=f.metadata["help"])
+        if f.name in ("rounds", "pool_size", "initial", "batch", "initial_steps", "round_steps", "dev_size", "test_size", "preset",
+                      "retrain", "full_data_steps", "pool_sample", "learner", "mc_passes", "encoder_quantization"):
+            text = f.name in ("preset", "retrain", "learner", "encoder_quantization")
+            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, type=str if text else int,
+                           help=f.metadata["help"], choices=f.metadata.get("choices"))
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "al"))
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "active_learning"),
                    help="path prefix of the .json, .md and .png results")
@@ -57,7 +58,7 @@ def main() -> None:
         print(f"{name}: {results[name]['wall_s']:.0f} s", flush=True)
 
     for result in results.values():  # recomputed, so merged results of older runs get every column
-        result["summary"] = summarize(result["curves"], result["full_data"].get("micro_f1"))
+        result["summary"] = summarize(result["curves"], result["full_data"].get("micro_f1"), result["full_data"].get("macro_f1"))
     tables = [format_table(result, name) for name, result in results.items()]
     table = "\n".join([tables[0], *[t.split("\n", 2)[2] for t in tables[1:]]])
     # what each strategy selected: label coverage, overlap with the others, p-value of its AUC against random's

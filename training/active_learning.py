@@ -19,9 +19,10 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from xlgen.active.simulation import Learner, RoundsConfig, run_strategies
 from xlgen.config import opt
 from xlgen.data import Document, find_split, read_documents
 from xlgen.decoding import DecodingConfig
+from xlgen.encoders.packaged import DEFAULT_ENCODER
 from xlgen.evaluation import Evaluator
 from xlgen.labels import LabelSpace
 from xlgen.model import XLGenModel
@@ -48,6 +50,7 @@ from xlgen.tokenizer import SentencePieceTokenizer, Tokenizer
 
 log = logging.getLogger("xlgen.active_learning")
 RETRAIN = ("continue", "scratch")
+LEARNERS = ("generator", "retriever")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,14 @@ class SimulationConfig:
     data: str = opt(DEFAULT_DATA, "dataset folder holding train/dev/test splits")
     output_dir: str = opt("runs/al/goemotions", "folder for active_learning.json and active_learning.png")
     strategies: tuple[str, ...] = opt(("random", "margin", "vote", "beal_adapted", "beal"), "acquisition strategies (random is always added)")
+    learner: str = opt("generator", "who learns each round: the generator (the cpu preset, retrained) or the retrieval model's retriever "
+                       "stage (label retriever + calibrator refitted on the labelled documents: no gradient steps, so thousands of "
+                       "pool documents and many rounds fit a CPU; strategies that read generated sequences do not apply)",
+                       choices=LEARNERS)
+    encoder: str = opt(DEFAULT_ENCODER, "retriever learner: the sentence encoder (default: the packaged all-MiniLM-L6-v2; a "
+                       "sentence-transformers directory or hub name)")
+    encoder_quantization: str = opt("int8", "retriever learner: the sentence encoder's CTranslate2 weights (float32 or int8)",
+                                    choices=("float32", "int8"))
     seeds: tuple[int, ...] = opt((0, 1), "seeds: each draws its own initial set and trains its own models")
     pool_size: int | None = opt(1000, "pool: a fixed random sample of this many train documents (all if not set)")
     initial: int = opt(100, "randomly labelled documents to start from")
@@ -78,6 +89,7 @@ class SimulationConfig:
     diversity: bool = opt(False, "diverse batches: K-means over the best candidates' encoder embeddings")
     drop_top: float = opt(0.0, "drop this share of the most uncertain documents as likely noise")
     mc_dropout: int = opt(0, "extra MC-dropout members of the ensemble")
+    mc_passes: int = opt(10, "T of beal and bald: passes of the whole network with dropout on (the paper: 100)")
     full_data_steps: int = opt(300, "optimizer steps of the reference model trained on the whole pool; 0 skips it")
     threads: int | None = opt(1, "CPU threads for torch")
     progress: bool = opt(True, "show a progress bar per round")
@@ -88,6 +100,18 @@ class SimulationConfig:
             raise ValueError(f"unknown strategies {', '.join(unknown)}; choose from {', '.join(STRATEGIES)}")
         if self.retrain not in RETRAIN:
             raise ValueError(f"--retrain must be one of {', '.join(RETRAIN)}")
+        if self.learner not in LEARNERS:
+            raise ValueError(f"--learner must be one of {', '.join(LEARNERS)}")
+        if self.learner == "retriever":
+            from training.al_retriever import RetrieverStageModel
+            from xlgen.active.selection import unsupported
+
+            refused = [s for s in self.strategies if unsupported(RetrieverStageModel, s)]  # type: ignore[arg-type]
+            if refused:
+                why = unsupported(RetrieverStageModel, refused[0])  # type: ignore[arg-type]
+                raise ValueError(f"--learner retriever cannot run {', '.join(refused)}: {why}")
+            if self.variant != "base":
+                raise ValueError("--variant applies to the generator learner only")
         if min(self.initial, self.batch, self.rounds, self.initial_steps, self.round_steps, self.dev_size, self.test_size) < 1:
             raise ValueError("initial, batch, rounds, steps, dev_size and test_size must be positive")
         if not self.seeds:
@@ -177,17 +201,47 @@ def simulate_seed(
     work: Path,
 ) -> dict[str, list[dict]]:
     """Every strategy's curve for one seed: ``{strategy: [point per round]}``, round 0 shared."""
-    ensemble = EnsembleConfig(max_new_tokens=cfg.max_target_length, mc_dropout=cfg.mc_dropout)
     learner = Learner(
         train=lambda docs, previous, r: train_model(cfg, tok, docs, dev, seed + r, work / "train",
                                                     previous=previous if cfg.retrain == "continue" else None),
         evaluate=lambda xm: evaluate(xm, test),
     )
-    selection = lambda name, r: SelectionConfig(strategy=name, batch_size=cfg.batch, diversity=cfg.diversity,  # noqa: E731
-                                                pool_sample=cfg.pool_sample, drop_top=cfg.drop_top, seed=seed * 1000 + r,
-                                                ensemble=ensemble)
-    rounds = RoundsConfig(initial=cfg.initial, batch=cfg.batch, rounds=cfg.rounds, seed=seed, progress=cfg.progress)
-    return run_strategies(pool, cfg.all_strategies, learner, selection, rounds, work / "round0")
+    return run_strategies(pool, cfg.all_strategies, learner, selection_config(cfg, seed), rounds_config(cfg, seed), work / "round0")
+
+
+def selection_config(cfg: SimulationConfig, seed: int) -> Callable[[str, int], SelectionConfig]:
+    """``(strategy, round) -> SelectionConfig`` of one seed."""
+    ensemble = EnsembleConfig(max_new_tokens=cfg.max_target_length, mc_dropout=cfg.mc_dropout, mc_passes=cfg.mc_passes)
+    return lambda name, r: SelectionConfig(strategy=name, batch_size=cfg.batch, diversity=cfg.diversity, pool_sample=cfg.pool_sample,
+                                           drop_top=cfg.drop_top, seed=seed * 1000 + r, ensemble=ensemble)
+
+
+def rounds_config(cfg: SimulationConfig, seed: int) -> RoundsConfig:
+    return RoundsConfig(initial=cfg.initial, batch=cfg.batch, rounds=cfg.rounds, seed=seed, progress=cfg.progress)
+
+
+def retriever_learner(cfg: SimulationConfig, pool: list[Document], dev: list[Document], test: list[Document]) -> tuple[Learner, dict[str, float]]:
+    """The retriever-stage learner (:mod:`training.al_retriever`) and its full-pool reference's test metrics.
+
+    The encoder is loaded once and every text of the pool, dev and test is embedded once (through the
+    on-disk cache) before the rounds; the reference is the same recipe fitted on the whole pool.
+    """
+    from training.al_retriever import evaluate_stage_model, fit_stage_model
+    from xlgen.encoders import EmbeddingCache, EncoderConfig, RetrieverConfig, SentenceEncoder
+
+    encoder = SentenceEncoder.load(EncoderConfig(name=cfg.encoder, quantization=cfg.encoder_quantization))
+    cache = EmbeddingCache()
+    encoder.encode([d.text for d in [*pool, *dev, *test]], cache=cache, progress=cfg.progress)
+    rcfg = RetrieverConfig(encoder=encoder.name, encoder_quantization=cfg.encoder_quantization)
+    models: dict[str, Any] = {}
+    learner = Learner(train=lambda docs, previous, r: fit_stage_model(docs, dev, encoder, cache, rcfg),
+                      evaluate=lambda m: evaluate_stage_model(m, test),
+                      save=lambda m, path: models.__setitem__(str(path), m), load=lambda path: models[str(path)])
+    started = time.perf_counter()
+    full = evaluate_stage_model(fit_stage_model(pool, dev, encoder, cache, rcfg), test) if cfg.full_data_steps else {}
+    if full:
+        full["train_s"] = time.perf_counter() - started
+    return learner, full
 
 
 def simulate(cfg: SimulationConfig) -> dict:
@@ -197,14 +251,20 @@ def simulate(cfg: SimulationConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pool, dev, test = load_data(cfg)
-    tok = pool_tokenizer(cfg, pool)
     full: dict[str, float] = {}
-    if cfg.full_data_steps:
-        started = time.perf_counter()
-        full = evaluate(train_model(replace(cfg, initial_steps=cfg.full_data_steps), tok, pool, dev, 0, out / "work" / "train"), test)
-        full["train_s"] = time.perf_counter() - started
-        tqdm.write(f"full pool ({len(pool)} docs): test micro-F1 {full['micro_f1']:.4f}")
-    runs = {seed: simulate_seed(cfg, seed, pool, dev, test, tok, out / "work") for seed in cfg.seeds}
+    if cfg.learner == "retriever":
+        learner, full = retriever_learner(cfg, pool, dev, test)
+        runs = {seed: run_strategies(pool, cfg.all_strategies, learner, selection_config(cfg, seed),
+                                     rounds_config(cfg, seed), out / "work" / "round0") for seed in cfg.seeds}
+    else:
+        tok = pool_tokenizer(cfg, pool)
+        if cfg.full_data_steps:
+            started = time.perf_counter()
+            full = evaluate(train_model(replace(cfg, initial_steps=cfg.full_data_steps), tok, pool, dev, 0, out / "work" / "train"), test)
+            full["train_s"] = time.perf_counter() - started
+        runs = {seed: simulate_seed(cfg, seed, pool, dev, test, tok, out / "work") for seed in cfg.seeds}
+    if full:
+        tqdm.write(f"full pool ({len(pool)} docs): test micro-F1 {full['micro_f1']:.4f}, macro-F1 {full['macro_f1']:.4f}")
     shutil.rmtree(out / "work", ignore_errors=True)
     curves = {name: {str(seed): runs[seed][name] for seed in cfg.seeds} for name in cfg.all_strategies}
     result = {
@@ -212,7 +272,7 @@ def simulate(cfg: SimulationConfig) -> dict:
         "pool_size": len(pool),
         "full_data": full,
         "curves": curves,
-        "summary": summarize(curves, full.get("micro_f1")),
+        "summary": summarize(curves, full.get("micro_f1"), full.get("macro_f1")),
         "selection": selection_stats(curves, [d.labels for d in pool]),
     }
     (out / "active_learning.json").write_text(json.dumps(result, indent=1))

@@ -51,8 +51,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     """Writes one line per selected document: ``{"id", "rank", "score", "labels": [{"label", "score"}]}``.
 
     The pool is streamed (:func:`xlgen.active.stream.select_streaming`), except for the strategies that
-    compare it with the labelled documents; under ``accelerate launch`` / ``torch.distributed.run`` the
-    processes share the narrowing and the scoring, and the first one writes the output.
+    compare it with the labelled documents or pick their batch as a whole (``alps``); under ``accelerate
+    launch`` / ``torch.distributed.run`` the processes share the narrowing and the scoring, and the first one
+    writes the output.
     """
     import os
 
@@ -76,10 +77,11 @@ def cmd_select(args: argparse.Namespace) -> int:
     ensemble = EnsembleConfig(combine=args.combine, mc_dropout=args.mc_dropout)
     cfg = SelectionConfig(strategy=args.strategy, batch_size=args.batch_size or 1, diversity=args.diversity,
                           pool_sample=args.pool_sample, drop_top=args.drop_top, seed=args.seed, ensemble=ensemble)
-    if get_strategy(args.strategy, args.seed).uses_labelled:
+    strategy = get_strategy(args.strategy, args.seed)
+    if strategy.uses_labelled or strategy.picks_batch:
         if args.narrow is not None or distributed:
-            raise ValueError(f"--strategy {args.strategy} compares the whole pool with the labelled documents: "
-                             "no --narrow, and one process")
+            raise ValueError(f"--strategy {args.strategy} needs the whole pool at once (it compares it with the labelled "
+                             "documents, or picks its batch as a whole): no --narrow, and one process")
         pool = read_documents(args.pool, require_labels=False)
         labelled = read_documents(args.labelled, require_labels=False) if args.labelled else []
         sel = select_batch(model, pool, replace(cfg, batch_size=args.batch_size or len(pool)), labelled=labelled)

@@ -66,4 +66,4 @@ def test_two_processes_select_what_one_does(setup: dict) -> None:
 
 def test_a_strategy_that_needs_the_whole_pool_is_refused_while_narrowing(setup: dict) -> None:
     out = _select(setup, setup["root"] / "x.jsonl", "--strategy", "coreset")
-    assert out.returncode != 0 and "compares the whole pool" in out.stderr
+    assert out.returncode != 0 and "needs the whole pool at once" in out.stderr

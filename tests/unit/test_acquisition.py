@@ -25,7 +25,7 @@ def outputs_with_members(*members: list[dict[str, float]]) -> PoolOutputs:
 
 def test_registry_names_and_docstrings():
     assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "cluster", "vote", "variance", "beal_adapted", "beal", "beal_det", "bald",
-                               "coreset", "dal", "cvirs"}
+                               "coreset", "dal", "cvirs", "alps"}
     for name, cls in STRATEGIES.items():
         s = get_strategy(name)
         assert s.name == name and s.needs in NEEDS

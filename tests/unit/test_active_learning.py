@@ -13,6 +13,7 @@ from xlgen.active.curves import (
     area_under_curve,
     deficiency,
     format_selection_table,
+    format_table,
     selection_stats,
     share_to_reach,
     summarize,
@@ -39,6 +40,26 @@ def test_summarize_against_random():
     assert s["vote"]["share_to_95"] == pytest.approx(0.3)
     assert s["vote"]["acq_s_per_1000"] == pytest.approx(2.0)
     assert s["vote"]["auc_mean"] > s["random"]["auc_mean"]
+
+
+def test_summarize_macro_shares_and_the_reference_row():
+    def curve(micro, macro):
+        return [{"share": 0.1 * (i + 1), "micro_f1": y, "macro_f1": m, "acq_s": 0.0, "n_scored": 10}
+                for i, (y, m) in enumerate(zip(micro, macro, strict=True))]
+
+    curves = {"random": {"0": curve((0.2, 0.3, 0.4), (0.1, 0.2, 0.2)), "1": curve((0.2, 0.3, 0.4), (0.1, 0.2, 0.4))},
+              "beal": {"0": curve((0.2, 0.5, 0.5), (0.1, 0.3, 0.3)), "1": curve((0.2, 0.5, 0.5), (0.1, 0.1, 0.3))}}
+    s = summarize(curves, full_f1=0.5, full_macro_f1=0.3)
+    assert s["beal"]["share_to_100"] == pytest.approx(0.2)
+    assert s["beal"]["share_to_100_macro"] == pytest.approx(0.3)  # seed means 0.1, 0.2, 0.3
+    assert s["beal"]["share_to_95_macro"] == pytest.approx(0.3)  # 0.285 first reached at 0.3
+    assert s["random"]["share_to_100_macro"] == pytest.approx(0.3)  # seed means 0.1, 0.2, 0.3
+    assert s["random"]["final_macro_f1_mean"] == pytest.approx(0.3)
+    assert s["random"]["macro_auc_std"] > 0 and s["beal"]["macro_auc_std"] > 0
+    table = format_table({"summary": s, "full_data": {"micro_f1": 0.5, "macro_f1": 0.3}, "pool_size": 3000}, "toy")
+    assert "| toy | reference: the whole pool (3,000 documents) | - | 0.500 | - | 0.300 |" in table
+    assert "| toy | beal | 0.425 ± 0.000 | 0.500 | 0.200 ± 0.050 | 0.300 |" in table
+    assert "20% / 20% | 30% / 30% |" in table
 
 
 def test_selection_stats_coverage_overlap_and_paired_test():

@@ -6,7 +6,9 @@ where a higher score means "annotate this first". They are chosen by name from :
 
 Each class says what it ``needs`` of the model, so that the caller decodes only as much as that:
 ``none`` (text only), ``beams`` (the reference beam search), ``clusters`` (the beams and the
-cluster probabilities of a ``bcl`` or ``mcg`` model) or ``ensemble`` (every member).
+cluster probabilities of a ``bcl`` or ``mcg`` model), ``ensemble`` (every member), ``passes`` (T
+passes with dropout on) or ``surprisal`` (the beams and the generator's token losses on the best one).
+A strategy that selects a batch as a whole (``picks_batch``) also has ``pick``.
 
 Log-probabilities are length-normalised here (sum over tokens / number of tokens), never taken
 from the generation library's beam scores, which apply a length penalty.
@@ -22,10 +24,22 @@ import numpy as np
 
 from xlgen.decoding import Candidate
 
-NEEDS = ("none", "beams", "clusters", "ensemble", "passes")
+NEEDS = ("none", "beams", "clusters", "ensemble", "passes", "surprisal")
 """What a strategy needs decoded, cheapest first; each of the first four also serves the ones before it
 (the ensemble's first member is the reference beam search); ``passes`` (T stochastic passes of the
-whole network) serves only itself."""
+whole network) serves only itself; ``surprisal`` (the reference beam search and the teacher-forced token
+losses of its best sequence, no cluster probabilities) serves itself, ``beams`` and ``none``
+(see :func:`serves`)."""
+
+
+def serves(have: str, need: str) -> bool:
+    """Whether outputs decoded for the need ``have`` hold everything a strategy of need ``need`` reads."""
+    chain = NEEDS[:4]
+    if have == need:
+        return True
+    if have in chain and need in chain:
+        return chain.index(have) > chain.index(need)
+    return have == "surprisal" and need in ("none", "beams")
 
 
 @dataclass
@@ -47,6 +61,9 @@ class PoolOutputs:
         labelled_labels: The label sets of the documents labelled so far (CVIRS).
         cluster_probs: Probability of each label cluster ``(n_docs, n_clusters)`` (``bcl``: its
             head; ``mcg``: the beam mass of its first stage).
+        surprisal: The generator's token losses on its own best sequence ``(n_docs, max_new_tokens)``:
+            per target position the teacher-forced negative log-likelihood, 0 after the sequence's
+            end (see :class:`ALPS`).
     """
 
     texts: list[str]
@@ -58,6 +75,7 @@ class PoolOutputs:
     labelled_embeddings: np.ndarray | None = None
     labelled_labels: list[set[str]] | None = None
     cluster_probs: np.ndarray | None = None
+    surprisal: np.ndarray | None = None
 
     @property
     def n_docs(self) -> int:
@@ -67,7 +85,7 @@ class PoolOutputs:
         missing = {"n_pieces": self.n_pieces is None, "beams": self.beams is None, "members": self.members is None,
                    "passes": self.passes is None, "embeddings": self.embeddings is None,
                    "labelled_embeddings": self.labelled_embeddings is None,
-                   "cluster_probs": self.cluster_probs is None}
+                   "cluster_probs": self.cluster_probs is None, "surprisal": self.surprisal is None}
         if missing.get(what, False):
             raise ValueError(f"this acquisition function needs {what!r}, which the outputs lack")
 
@@ -81,19 +99,26 @@ class Strategy:
         uses_embeddings: Reads document vectors of the pool (``outputs.embeddings``).
         uses_labelled: Reads the labelled documents: their vectors too when ``uses_embeddings``
             (``outputs.labelled_embeddings``), and their label sets (``outputs.labelled_labels``).
+        picks_batch: Selects a batch as a whole (:meth:`pick`) rather than by its scores, so it needs
+            the whole candidate pool at once.
+        seed: Seeds whatever the strategy draws at random (random scores, K-means).
     """
 
     name = ""
     needs = "ensemble"
     uses_embeddings = False
     uses_labelled = False
+    picks_batch = False
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         raise NotImplementedError
 
     def pick(self, outputs: PoolOutputs, candidates: np.ndarray, b: int) -> np.ndarray | None:
         """A batch of ``b`` among ``candidates`` (pool indices, best score first) when the strategy selects
-        a batch as a whole (Core-Set's k-center greedy); None leaves it to the scores."""
+        a batch as a whole (``picks_batch``: Core-Set's k-center greedy, ALPS's K-means); None leaves it to the scores."""
         return None
 
 
@@ -101,9 +126,6 @@ class RandomScore(Strategy):
     """Random sampling: ``s(x) ~ U(0, 1)``, seeded, so a pool is ranked in a random order."""
 
     name, needs = "random", "none"
-
-    def __init__(self, seed: int = 0):
-        self.seed = seed
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         return np.random.default_rng(self.seed).random(outputs.n_docs)  # (n_docs,)
@@ -338,7 +360,7 @@ class CoreSet(Strategy):
     already taken one, repeat. Needs no decoding."""
 
     name, needs = "coreset", "none"
-    uses_embeddings = uses_labelled = True
+    uses_embeddings = uses_labelled = picks_batch = True
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         outputs.require("embeddings")
@@ -420,10 +442,64 @@ class CVIRS(Strategy):
         return u * v
 
 
+class ALPS(Strategy):
+    """ALPS (Yuan, Lin & Boyd-Graber, 2020) with the generator's own token losses as the surprisal. With
+    ``t = (t_1, ..., t_n)`` the target ids of the reference beam search's best sequence ``y_1(x)`` (its labels
+    joined by ``<sep>``, then eos: :func:`xlgen.tokenizer.encode_target`, cut to ``L``, the reference
+    member's ``max_new_tokens``), teacher-forced by the torch model on the inputs the beams were decoded from
+    (a ``retrieval`` model's with its candidate labels, an ``mcg`` model's with its cluster tokens):
+    ``u_j(x) = -log p(t_j | t_<j, x)`` for ``j <= n``, ``u_j(x) = 0`` for ``n < j <= L``; the surprisal
+    embedding ``e(x) = u(x) / ||u(x)||_2``; the batch: K-means (seeded, ``k = b``) over the candidates'
+    ``e(x)``, and of each cluster the candidate nearest its centroid. ``s(x) = sum_j u_j(x)``, the total
+    surprisal (``-log p(y_1 | x)`` when the generated ids are ``t``: no label repeated or segmented otherwise,
+    no eos cut off at ``L``), only orders the candidates (and ``drop_top``); the batch comes from the clusters.
+
+    An adaptation: ALPS embeds a document by a masked LM's per-token cross-entropy over the document's own
+    tokens (the loss at a random 15% of the positions, 0 elsewhere). The packaged sentence encoder has no
+    MLM head and the T5 is trained to generate labels, not to reconstruct its input, so neither has a
+    loss over the document's tokens. The generator's loss over its output takes its place: with no labels
+    (ALPS is label-free) the model's own best sequence stands for the observed tokens, and ``u(x)`` says
+    at which positions of it, and how much, the model was surprised by what it chose. Every position
+    counts, not a random 15%: a label sequence is a few tokens long.
+    """
+
+    name, needs = "alps", "surprisal"
+    picks_batch = True
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("surprisal")
+        return np.asarray(outputs.surprisal, dtype=np.float64).sum(axis=1)  # (n_docs,)
+
+    def pick(self, outputs: PoolOutputs, candidates: np.ndarray, b: int) -> np.ndarray:
+        import warnings
+
+        from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
+
+        scores = self.score(outputs)  # (n_docs,)
+        candidates = np.asarray(candidates, dtype=int)
+        if len(candidates) <= b:
+            return candidates
+        e = _unit_rows(np.asarray(outputs.surprisal, dtype=np.float64)[candidates])  # (n_candidates, L)
+        with warnings.catch_warnings():  # fewer distinct vectors than b: the empty clusters are filled below
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            km = KMeans(n_clusters=b, n_init=1, random_state=self.seed).fit(e)
+        chosen: list[int] = []
+        for c in range(b):
+            members = np.flatnonzero(km.labels_ == c)
+            if members.size:
+                nearest = members[np.argmin(np.linalg.norm(e[members] - km.cluster_centers_[c], axis=1))]
+                chosen.append(int(candidates[nearest]))
+        taken = set(chosen)
+        rest = [int(i) for i in candidates if int(i) not in taken]  # empty clusters: fill by score
+        picked = np.array(chosen + rest[: b - len(chosen)], dtype=int)
+        return picked[np.argsort(-scores[picked], kind="stable")]
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, ClusterEntropy, VoteDisagreement, LabelSetVariance,
-                ExpectedConfidence, BEAL, DeterministicBEAL, BALD, CoreSet, DAL, CVIRS)
+                ExpectedConfidence, BEAL, DeterministicBEAL, BALD, CoreSet, DAL, CVIRS, ALPS)
 }
 
 
@@ -432,11 +508,11 @@ DEFAULT_STRATEGY = "margin"
 
 
 def get_strategy(name: str, seed: int = 0) -> Strategy:
-    """The acquisition function registered as ``name`` (``random`` takes ``seed``).
+    """The acquisition function registered as ``name``, seeded with ``seed`` (``random``, ``alps``).
 
     Raises:
         ValueError: For an unknown name.
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown acquisition strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return RandomScore(seed) if name == "random" else STRATEGIES[name]()
+    return STRATEGIES[name](seed)

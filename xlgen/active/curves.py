@@ -32,10 +32,11 @@ def share_to_reach(share: Sequence[float], f1: Sequence[float], target: float) -
     return next((float(s) for s, y in zip(share, f1, strict=True) if y >= target - 1e-12), None)
 
 
-def summarize(curves: dict[str, dict[str, list[dict]]], full_f1: float | None) -> dict[str, dict]:
-    """Per strategy: micro-F1 AUC (mean, std over seeds), macro-F1 AUC, deficiency against random, the
-    shares needed to reach 95% and 100% of full-pool micro-F1 (on the seed-mean curve), and acquisition
-    seconds per 1,000 scored documents."""
+def summarize(curves: dict[str, dict[str, list[dict]]], full_f1: float | None, full_macro_f1: float | None = None) -> dict[str, dict]:
+    """Per strategy: micro- and macro-F1 AUC (mean, std over seeds), final micro- and macro-F1 (seed means),
+    deficiency against random, the shares needed to reach 95% and 100% of the full-pool reference's
+    micro-F1 (``full_f1``) and macro-F1 (``full_macro_f1``) on the seed-mean curves (``None``: not within
+    the simulation), and acquisition seconds per 1,000 scored documents."""
     f1s = {n: {s: [p["micro_f1"] for p in pts] for s, pts in by_seed.items()} for n, by_seed in curves.items()}
     best = max(max(max(v) for v in by_seed.values()) for by_seed in f1s.values())
     reference = max(full_f1 or 0.0, best)
@@ -49,15 +50,23 @@ def summarize(curves: dict[str, dict[str, list[dict]]], full_f1: float | None) -
         scored = sum(p["n_scored"] for s in seeds for p in by_seed[s])
         acq = sum(p["acq_s"] for s in seeds for p in by_seed[s])
         valid = [d for d in defs if d is not None]
-        macro = [area_under_curve(share, [p["macro_f1"] for p in by_seed[s]]) for s in seeds if "macro_f1" in by_seed[s][0]]
+        has_macro = all("macro_f1" in by_seed[s][0] for s in seeds)
+        macro_curves = [[p["macro_f1"] for p in by_seed[s]] for s in seeds] if has_macro else []
+        macro = [area_under_curve(share, c) for c in macro_curves]
+        macro_mean = np.mean(macro_curves, axis=0) if macro_curves else None  # (n_rounds + 1,)
+        reach_macro = macro_mean is not None and bool(full_macro_f1)
         out[name] = {
             "auc_mean": float(np.mean(aucs)),
             "auc_std": float(np.std(aucs)),
             "final_f1_mean": float(mean[-1]),
             "macro_auc_mean": float(np.mean(macro)) if macro else None,
+            "macro_auc_std": float(np.std(macro)) if macro else None,
+            "final_macro_f1_mean": float(macro_mean[-1]) if macro_mean is not None else None,
             "deficiency": float(np.mean(valid)) if valid else None,
             "share_to_95": share_to_reach(share, mean, 0.95 * full_f1) if full_f1 else None,
             "share_to_100": share_to_reach(share, mean, full_f1) if full_f1 else None,
+            "share_to_95_macro": share_to_reach(share, macro_mean, 0.95 * full_macro_f1) if reach_macro else None,  # type: ignore[arg-type, operator]
+            "share_to_100_macro": share_to_reach(share, macro_mean, full_macro_f1) if reach_macro else None,  # type: ignore[arg-type]
             "acq_s_per_1000": 1000 * acq / scored if scored else 0.0,
         }
     return out
@@ -123,19 +132,28 @@ def format_selection_table(result: dict, dataset: str = "") -> str:
 
 
 def format_table(result: dict, dataset: str = "") -> str:
-    """The summary as a Markdown table."""
+    """The summary as a Markdown table, the full-pool reference's own F1 in its first row."""
     def cell(v: float | None, pct: bool = False) -> str:
         if v is None:
             return "not reached" if pct else "-"
         return f"{100 * v:.0f}%" if pct else f"{v:.3f}"
 
-    rows = ["| dataset | strategy | micro-F1 AUC (mean ± std) | final micro-F1 | macro-F1 AUC | deficiency vs random "
-            "| share to 95% | share to 100% | acq. s / 1k docs |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    def spread(mean: float | None, std: float | None) -> str:
+        return "-" if mean is None else f"{mean:.3f} ± {std or 0.0:.3f}"
+
+    rows = ["| dataset | strategy | micro-F1 AUC (mean ± std) | final micro-F1 | macro-F1 AUC (mean ± std) | final macro-F1 "
+            "| deficiency vs random | share to 95% / 100% of micro | share to 95% / 100% of macro | acq. s / 1k docs |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    full = result.get("full_data") or {}
+    if full:
+        n = result.get("pool_size")
+        rows.append(f"| {dataset} | reference: the whole pool{f' ({n:,} documents)' if n else ''} | - | {cell(full.get('micro_f1'))} | - "
+                    f"| {cell(full.get('macro_f1'))} | - | 100% | 100% | - |")
     for name, s in result["summary"].items():
-        rows.append(f"| {dataset} | {name} | {s['auc_mean']:.3f} ± {s['auc_std']:.3f} | {s['final_f1_mean']:.3f} | "
-                    f"{cell(s.get('macro_auc_mean'))} | "
-                    f"{cell(s['deficiency'])} | {cell(s['share_to_95'], True)} | {cell(s['share_to_100'], True)} | "
+        rows.append(f"| {dataset} | {name} | {spread(s['auc_mean'], s['auc_std'])} | {s['final_f1_mean']:.3f} | "
+                    f"{spread(s.get('macro_auc_mean'), s.get('macro_auc_std'))} | {cell(s.get('final_macro_f1_mean'))} | "
+                    f"{cell(s['deficiency'])} | {cell(s['share_to_95'], True)} / {cell(s['share_to_100'], True)} | "
+                    f"{cell(s.get('share_to_95_macro'), True)} / {cell(s.get('share_to_100_macro'), True)} | "
                     f"{s['acq_s_per_1000']:.1f} |")
     return "\n".join(rows)
 

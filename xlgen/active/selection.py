@@ -19,13 +19,15 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
 
-from xlgen.active.acquisition import NEEDS, PoolOutputs, get_strategy
+from xlgen.active.acquisition import NEEDS, PoolOutputs, get_strategy, serves
 from xlgen.active.ensemble import EnsembleConfig, decode_ensemble, mc_passes
 from xlgen.data import Document
+from xlgen.decoding import Candidate, cut
 from xlgen.model import XLGenModel
 
 
@@ -110,8 +112,19 @@ class ScoreCache:
         self.scores.clear()
 
 
+PROBABILITY_STRATEGIES = ("cvirs", "beal_det")
+"""Strategies of need ``beams`` that read only the label probabilities (``PoolOutputs.passes``), which a
+generator-free model (``generator_free``, e.g. :class:`training.al_retriever.RetrieverStageModel`) gives too."""
+
+
 def unsupported(model: XLGenModel, strategy: str) -> str | None:
     """Why ``model`` cannot run the acquisition function ``strategy`` (``None`` when it can)."""
+    needs = get_strategy(strategy).needs
+    if getattr(model, "generator_free", False):
+        if needs in ("none", "passes") or strategy in PROBABILITY_STRATEGIES:
+            return None
+        return (f"strategy {strategy!r} reads generated sequences, which a model without a generator does not produce; "
+                f"without one: random, subword, coreset, dal, {', '.join(PROBABILITY_STRATEGIES)}, beal, bald")
     if get_strategy(strategy).needs == "clusters" and (model.guidance is None or "cluster_probs" not in model.guidance.reports):
         return (f"strategy {strategy!r} needs a model whose guidance has label clusters (variant bcl or mcg); "
                 f"this model is {model.settings.variant}")
@@ -139,20 +152,26 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
     texts = list(texts)
     outputs = PoolOutputs(texts, n_pieces=subword_counts(model, texts))
     suggestions: list[list[tuple[str, float]]] = [[] for _ in texts]
+    if getattr(model, "generator_free", False):
+        return _decode_generator_free(model, outputs, needs, ensemble, embeddings, seed, started)
     if needs == "passes":
         outputs.passes = mc_passes(model, texts, ensemble, seed)
     elif needs == "ensemble":
         out = decode_ensemble(model, texts, ensemble)
         outputs.beams, outputs.members, outputs.embeddings = out.candidates[0], out.member_labels, out.embeddings
         suggestions = out.labels
-    elif needs in ("beams", "clusters"):
+    elif needs in ("beams", "clusters", "surprisal"):
         cfg = ensemble.member_configs()[0]
         model.model.eval()
         cache: dict[int, torch.Tensor] = {}
         # the guidance plans once: its report (cluster probabilities) and the inputs come from one pass
         plan = model.plan(texts, report=needs == "clusters")
         outputs.cluster_probs = plan.cluster_probs  # (n, n_clusters) or None
-        beams = model.candidates(model.encode_inputs(texts, plan=plan), cfg, encoder_cache=cache)
+        inputs = model.encode_inputs(texts, plan=plan)
+        beams = model.candidates(inputs, cfg, encoder_cache=cache)
+        if needs == "surprisal":  # the encoder cache holds torch's states unless an export decoded
+            outputs.surprisal = surprisal_vectors(model, inputs, beams, cfg.max_new_tokens, cfg.batch_size,
+                                                  cache if model.backend is None else None)
         preds = [model.to_prediction(c, cfg, model.threshold) for c in beams]
         outputs.beams = beams
         outputs.members = [[dict(zip(p.labels, p.scores, strict=True)) for p in preds]]
@@ -163,6 +182,61 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
     if embeddings and outputs.embeddings is None:
         outputs.embeddings = model.embeddings(texts, ensemble.batch_size)
     return _Decoded(outputs, suggestions, time.perf_counter() - started)
+
+
+def _decode_generator_free(model: Any, outputs: PoolOutputs, needs: str, ensemble: EnsembleConfig, embeddings: bool,
+                           seed: int, started: float) -> _Decoded:
+    """:func:`decode_pool` of a model without a generator: its label probabilities are the deterministic
+    pass (and the one member, cut at its threshold); ``passes`` asks for ``ensemble.mc_passes`` passes with
+    dropout on (``model.dropout_passes``)."""
+    texts = outputs.texts
+    probs = model.label_probabilities(texts) if needs != "none" else []
+    cuts = [cut(p, model.threshold, model.min_labels) for p in probs]
+    if needs == "passes":
+        outputs.passes = model.dropout_passes(texts, ensemble.mc_passes, seed)
+    elif needs != "none":
+        outputs.passes = [probs]
+        outputs.members = [[dict(c) for c in cuts]]
+    if embeddings:
+        outputs.embeddings = model.embeddings(texts)
+    suggestions = cuts if cuts else [[] for _ in texts]
+    return _Decoded(outputs, suggestions, time.perf_counter() - started)
+
+
+@torch.inference_mode()
+def surprisal_vectors(model: XLGenModel, inputs: Sequence[Sequence[int]], beams: Sequence[Sequence[Candidate]], length: int,
+                      batch_size: int = 32, encoder_cache: dict[int, torch.Tensor] | None = None) -> np.ndarray:
+    """ALPS's surprisal from the generator (see :class:`xlgen.active.acquisition.ALPS`): per document, the
+    teacher-forced negative log-likelihood of each target id of its best beam (its labels through
+    :func:`xlgen.tokenizer.encode_target`, at most ``length`` ids), by the torch model on the encoded
+    ``inputs`` the beams were decoded from, 0 after the target's end: ``(n_docs, length)``.
+    ``encoder_cache``: the documents' encoder states, else the torch encoder runs."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    from xlgen.backends.batching import pad_batch
+    from xlgen.tokenizer import encode_target
+
+    tok = model.tokenizer
+    out = np.zeros((len(inputs), length))
+    targets = [encode_target(tok, list(b[0].labels) if b else [], length) for b in beams]
+    model.model.eval()
+    for start in range(0, len(inputs), batch_size):
+        idx = range(start, min(start + batch_size, len(inputs)))
+        ids, mask = pad_batch([inputs[i] for i in idx], tok.pad_id, model.device)  # (batch, src_len) each
+        if encoder_cache is not None and all(i in encoder_cache for i in idx):
+            width = ids.shape[1]
+            states = torch.stack([torch.nn.functional.pad(encoder_cache[i], (0, 0, 0, width - encoder_cache[i].shape[0]))
+                                  for i in idx]).to(ids.device)  # (batch, src_len, d_model)
+        else:
+            states = model.t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        target, _ = pad_batch([targets[i] for i in idx], tok.pad_id, model.device)  # (batch, tgt_len)
+        start_ids = torch.full_like(target[:, :1], tok.pad_id)  # T5's decoder start is the pad id
+        logits = model.generator(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
+                                 decoder_input_ids=torch.cat([start_ids, target[:, :-1]], dim=1)).logits
+        nll = -torch.log_softmax(logits.float(), dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (batch, tgt_len)
+        for row, i in enumerate(idx):
+            out[i, : len(targets[i])] = nll[row, : len(targets[i])].cpu().numpy()
+    return out  # (n_docs, length)
 
 
 def _vectors(model: XLGenModel, docs: Sequence[Document]) -> np.ndarray | None:
@@ -189,7 +263,7 @@ def score_pool(
     # the seed only changes what the dropout passes decode
     key = (model.weights_version(), ids, strategy.needs, repr(cfg.ensemble), cfg.diversity, cfg.seed if strategy.needs == "passes" else 0)
     # richer outputs of the same model serve too: the ensemble's first member is the reference beam search
-    richer = [(*key[:2], n, *key[3:]) for n in NEEDS[NEEDS.index(strategy.needs) :] if n != "passes" or strategy.needs == "passes"]
+    richer = [(*key[:2], n, *key[3:]) for n in NEEDS if serves(n, strategy.needs)]
     decoded = next((cache.decoded[k] for k in richer if k in cache.decoded), None)
     if decoded is None:
         decoded = decode_pool(model, [d.text for d in docs], strategy.needs, cfg.ensemble,
@@ -283,7 +357,7 @@ def select_batch(
     scores, decoded, seconds = score_pool(model, [pool[i] for i in sub], cfg, cache, labelled)
     order = drop_noise(top_b(scores, len(scores)), cfg.drop_top)
     strategy = get_strategy(cfg.strategy, cfg.seed)
-    batch = strategy.pick(decoded.outputs, order, cfg.batch_size) if strategy.uses_labelled else None
+    batch = strategy.pick(decoded.outputs, order, cfg.batch_size) if strategy.picks_batch else None
     picked = batch if batch is not None else pick_batch(order, scores, decoded.outputs.embeddings, cfg)
     return Selection(
         indices=[int(sub[i]) for i in picked],

@@ -17,8 +17,9 @@ across processes.
 4. **Select** as :func:`xlgen.active.selection.select_batch` does (drop the noisiest share, top-b or
    K-means diversity over the gathered encoder embeddings).
 
-Strategies that compare the pool with the labelled documents (``coreset``, ``dal``) need the whole
-pool at once and are refused here; use :func:`~xlgen.active.selection.select_batch` for them.
+Strategies that compare the pool with the labelled documents (``coreset``, ``dal``) or pick their batch
+as a whole (``picks_batch``: ``alps``) need the whole pool at once and are refused here; use
+:func:`~xlgen.active.selection.select_batch` for them.
 """
 
 from __future__ import annotations
@@ -160,11 +161,13 @@ def select_streaming(model: XLGenModel, pool: str | Iterable[Document], cfg: Sel
         sample and narrowed sizes, and the seconds of each stage.
 
     Raises:
-        ValueError: For a strategy that needs the whole pool at once (it compares it with labelled documents).
+        ValueError: For a strategy that needs the whole pool at once (it compares it with labelled documents,
+            or picks its batch as a whole).
     """
     strategy = get_strategy(cfg.strategy, cfg.seed)
-    if strategy.uses_labelled:
-        raise ValueError(f"{cfg.strategy} compares the whole pool with the labelled documents: it cannot score a streamed pool")
+    if strategy.uses_labelled or strategy.picks_batch:
+        raise ValueError(f"{cfg.strategy} needs the whole pool at once (it compares it with the labelled documents, or picks "
+                         "its batch as a whole): it cannot score a streamed pool")
     stats: dict[str, Any] = {"processes": 1 if state is None else state.num_processes}
     started = time.perf_counter()
     docs_iter = iter_jsonl(pool, require_labels=False) if isinstance(pool, str) else iter(pool)
