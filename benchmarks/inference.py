@@ -2,9 +2,13 @@
 
 For each model directory (exported first where the exports are missing or stale), each backend and
 each batch size: documents per second for beam-5 tagging (``XLGenModel.predict``) and for ensemble
-acquisition scoring (``score_pool`` with the ``vote`` strategy: beam-5 plus two sampling members),
-and the ratio to torch. Then quality on the test split: micro-F1 at the model's threshold per
-backend, the share of documents whose best beam equals torch's, and the largest label-score gap::
+decoding (``decode_ensemble`` with the default members of the ``vote`` strategy: beam-5 plus two
+sampling members of 5 samples; no embeddings, which ``vote`` does not read), the ratio to torch,
+and the ensemble's cost in beam-5 passes: its time over that of beam-5 tagging of the same
+documents on the same backends, timed beside it. ``--samples 5 2 1`` adds CTranslate2 ensemble rows
+whose sampling members draw fewer samples. Then quality on the test split: micro-F1 at the model's
+threshold per backend, the share of documents whose best beam equals torch's, and the largest
+label-score gap::
 
     python benchmarks/inference.py --models runs/inference-bench/cpu/model runs/inference-bench/small/model \
         --names "cpu preset (5.9M)" "small preset (65M)" --scale 1 0.25 --quality-docs 0 300
@@ -33,23 +37,28 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
-from xlgen.active.ensemble import EnsembleConfig  # noqa: E402
-from xlgen.active.selection import SelectionConfig, score_pool  # noqa: E402
+from xlgen.active.ensemble import EnsembleConfig, decode_ensemble, default_members  # noqa: E402
 from xlgen.backends import Backend, Backends, StaleExport, read_export, weights_stamp  # noqa: E402
 from xlgen.backends.ct2_backend import CT2Backend  # noqa: E402
 from xlgen.backends.export import export_dir  # noqa: E402
 from xlgen.backends.onnx_backend import OnnxBackend  # noqa: E402
 from xlgen.data import Document, find_split, read_documents  # noqa: E402
+from xlgen.decoding import DecodingConfig  # noqa: E402
 from xlgen.metrics import micro_f1  # noqa: E402
 from xlgen.model import XLGenModel, export_model  # noqa: E402
 
 
 @dataclass(frozen=True)
 class Setup:
-    """One way to decode: a label and the backends, fastest first (empty: torch alone)."""
+    """One way to decode: a label and the backends, fastest first (empty: torch alone); for ensemble
+    setups, how many samples each sampling member draws (None: the default members' 5)."""
 
     label: str
     backends: tuple[Backend, ...]
+    samples: int | None = None
+
+    def members(self) -> tuple[DecodingConfig, ...]:
+        return tuple(replace(m, num_samples=self.samples) if m.strategy == "sample" and self.samples else m for m in default_members())
 
 
 def ensure_exports(path: Path) -> None:
@@ -62,8 +71,9 @@ def ensure_exports(path: Path) -> None:
             print(f"exported {name} in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def setups(path: Path, xm: XLGenModel, threads: int) -> tuple[list[Setup], list[Setup]]:
-    """(tagging setups, ensemble setups) over the exports of ``path``."""
+def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int]) -> tuple[list[Setup], list[Setup]]:
+    """(tagging setups, ensemble setups) over the exports of ``path``; ``samples``: samples per sampling
+    member of the CTranslate2 ensemble setups (5 is the default members')."""
     t5, tok = xm.t5, xm.tokenizer
     cfg = t5.config
     ort = OnnxBackend(export_dir(path, "onnxruntime"), len(t5.get_decoder().block), cfg.num_heads, cfg.d_kv,
@@ -73,9 +83,12 @@ def setups(path: Path, xm: XLGenModel, threads: int) -> tuple[list[Setup], list[
            for ct in ("float32", "int8")}
     tagging = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), Setup("ctranslate2 float32", (ct2["float32"],)),
                Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],))]
-    ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)),
-                Setup("ctranslate2 int8 + torch sampling", (ct2["int8"],)),
-                Setup("ctranslate2 int8 + onnxruntime sampling (auto)", (ct2["int8"], ort))]
+    ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,))]
+    for k in samples:
+        more = "" if k == 5 else f", {k} samples per member"
+        # every member on CTranslate2 (seeded sampling); auto: the sampling members read the shared encoder states on ONNX Runtime
+        ensemble += [Setup(f"ctranslate2 int8{more}", (ct2["int8"],), k),
+                     Setup(f"ctranslate2 int8 + onnxruntime sampling (auto){more}", (ct2["int8"], ort), k)]
     return tagging, ensemble
 
 
@@ -98,23 +111,27 @@ def speed(xm: XLGenModel, texts: list[str], batch: int, tag_setups: list[Setup],
           n_tag: int, n_ens: int, repeats: int) -> list[dict]:
     rows = []
     beam = replace(xm.decoding, strategy="beam", num_beams=5, batch_size=batch)
-    ens = SelectionConfig(strategy="vote", batch_size=1, ensemble=EnsembleConfig(batch_size=batch))
     for kind, group, n in (("tagging", tag_setups, n_tag), ("ensemble", ens_setups, n_ens)):
         docs = texts[:n]
         ref = None
         for setup in group:
             use(xm, setup)
             warm = docs[: max(2, batch)]
-            if kind == "tagging":
-                xm.predict(warm, beam)
-                rate = best_rate(lambda d=docs: xm.predict(d, beam), len(docs), repeats)
+            xm.predict(warm, beam)
+            row: dict = {}
+            if kind == "ensemble":
+                ens = EnsembleConfig(members=setup.members(), batch_size=batch)
+                decode_ensemble(xm, warm, ens, embeddings=False)
+                beam_rate = best_rate(lambda d=docs: xm.predict(d, beam), len(docs), repeats)
+                rate = best_rate(lambda d=docs, e=ens: decode_ensemble(xm, d, e, embeddings=False), len(docs), repeats)
+                row = {"beam_docs_per_s": beam_rate, "x_beam": beam_rate / rate}  # the ensemble's time in beam-5 passes
             else:
-                pool = [Document(str(i), t) for i, t in enumerate(docs)]
-                score_pool(xm, pool[: len(warm)], ens)
-                rate = best_rate(lambda p=pool: score_pool(xm, p, ens), len(docs), repeats)
+                rate = best_rate(lambda d=docs: xm.predict(d, beam), len(docs), repeats)
             ref = rate if ref is None else ref
-            rows.append({"kind": kind, "backend": setup.label, "batch": batch, "docs": len(docs), "docs_per_s": rate, "x_torch": rate / ref})
-            print(f"  {kind:8s} batch {batch:2d} {setup.label:48s} {rate:8.1f} docs/s  x{rate / ref:.2f}", flush=True)
+            rows.append({"kind": kind, "backend": setup.label, "batch": batch, "docs": len(docs), "docs_per_s": rate, "x_torch": rate / ref,
+                         **row})
+            cost = f"  = {row['x_beam']:.2f} beam-5 passes ({row['beam_docs_per_s']:.1f} docs/s)" if row else ""
+            print(f"  {kind:8s} batch {batch:2d} {setup.label:64s} {rate:8.1f} docs/s  x{rate / ref:.2f}{cost}", flush=True)
     use(xm, Setup("torch", ()))
     return rows
 
@@ -139,12 +156,13 @@ def quality(xm: XLGenModel, docs: list[Document], tag_setups: list[Setup]) -> li
 
 
 def markdown(results: list[dict], args: argparse.Namespace) -> str:
-    out = [f"Beam-5 tagging and ensemble acquisition scoring (vote: beam-5 + 2 sampling members), documents per second, "
-           f"{args.threads} thread(s) for every library, {args.data} test texts; x torch = speed over transformers' generate "
-           f"in the same run (best of {args.repeats}).", ""]
-    heads = [f"{kind} b={b} | x" for kind in ("tagging", "ensemble") for b in args.batch_sizes]
+    out = [f"Beam-5 tagging and ensemble decoding (vote's members: beam-5 + 2 sampling members of 5 samples unless said), "
+           f"documents per second, {args.threads} thread(s) for every library, {args.data} test texts; x = speed over "
+           f"transformers' generate in the same run; beam passes = the ensemble's time over beam-5 tagging of the same "
+           f"documents on the same backends, timed beside it (best of {args.repeats}).", ""]
+    heads = [f"tagging b={b} | x" for b in args.batch_sizes] + [f"ensemble b={b} | x | beam passes" for b in args.batch_sizes]
     out.append("| model | input tokens | backend | " + " | ".join(heads) + " |")
-    out.append("|---|---|---|" + "---|---|" * len(heads))
+    out.append("|---|---|---|" + "---|---|" * len(args.batch_sizes) + "---|---|---|" * len(args.batch_sizes))
     for res in results:
         by = {(r["kind"], r["backend"], r["batch"]): r for r in res["speed"]}
         labels = list(dict.fromkeys(r["backend"] for r in res["speed"]))
@@ -154,6 +172,8 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
                 for b in args.batch_sizes:
                     r = by.get((kind, label, b))
                     cells += [f"{r['docs_per_s']:.1f}", f"{r['x_torch']:.2f}"] if r else ["-", "-"]
+                    if kind == "ensemble":
+                        cells.append(f"{r['x_beam']:.2f}" if r and "x_beam" in r else "-")
             out.append(f"| {res['model']} | {res['mean_input_tokens']:.0f} | {label} | " + " | ".join(cells) + " |")
     if not any(res["quality"] for res in results):
         return "\n".join(out) + "\n"
@@ -193,6 +213,8 @@ def main() -> None:
     p.add_argument("--ensemble-docs", nargs="+", type=int, default=[32, 256], help="documents per ensemble run, per batch size")
     p.add_argument("--scale", nargs="+", type=float, default=[1.0], help="document-count factor per model (slower models: < 1)")
     p.add_argument("--quality-docs", nargs="+", type=int, default=[2000], help="test documents for quality, per model (0: all, -1: none)")
+    p.add_argument("--samples", nargs="+", type=int, default=[5],
+                   help="samples per sampling member of the CTranslate2 ensemble setups (5: the default members)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
@@ -215,7 +237,7 @@ def main() -> None:
         n_quality = args.quality_docs[min(k, len(args.quality_docs) - 1)] or len(test)
         ensure_exports(path)
         xm = XLGenModel.load(path, backend="torch")
-        tag_setups, ens_setups = setups(path, xm, args.threads)
+        tag_setups, ens_setups = setups(path, xm, args.threads, args.samples)
         mean_tokens = float(np.mean([len(x) for x in xm.encode_inputs(texts[:512])]))
         print(f"{name}: {sum(p.numel() for p in xm.t5.parameters()) / 1e6:.1f}M parameters, {mean_tokens:.0f} input tokens on average",
               flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from xlgen.active.ensemble import EnsembleConfig, combine_votes, decode_ensemble
@@ -64,3 +65,59 @@ def test_a_single_member_ensemble_matches_predict(tiny_model):
     out = decode_ensemble(tiny_model, TEXTS, EnsembleConfig(members=(member,)), threshold=0.0)
     preds = tiny_model.predict(TEXTS, member, threshold=0.0)
     assert [list(m) for m in out.member_labels[0]] == [p.labels for p in preds]
+
+
+@pytest.fixture()
+def ct2_model(tiny_model_dir):
+    """The tiny model decoding on its CTranslate2 export (float32, so that its beams are torch's)."""
+    from xlgen.backends import installed
+    from xlgen.model import XLGenModel, export_model
+
+    if not installed("ctranslate2"):
+        pytest.skip("ctranslate2 is not installed")
+    export_model(tiny_model_dir, "ctranslate2", compute_type="float32")
+    m = XLGenModel.load(tiny_model_dir, backend="ctranslate2")
+    m.decoding = DecodingConfig(max_new_tokens=16)
+    return m
+
+
+def test_the_ensemble_on_ctranslate2_is_shaped_as_on_torch(tiny_model, ct2_model):
+    """Every member on CTranslate2 (seeded sampling included); no encoder pass outside it unless the
+    embeddings or MC-dropout members need the states."""
+    from xlgen.active.ensemble import member_backends
+
+    cfg = EnsembleConfig(max_new_tokens=8, batch_size=4)
+    assert [b.name for b in member_backends(ct2_model, cfg.members)] == ["ctranslate2"] * 3
+    want = decode_ensemble(tiny_model, TEXTS, cfg)
+    calls = count_encoder_calls(ct2_model)
+    got = decode_ensemble(ct2_model, TEXTS, cfg, embeddings=False)
+    assert calls[0] == 0 and got.embeddings is None
+    assert got.n_members == want.n_members == 3
+    assert [[len(c) for c in m] for m in got.candidates] == [[len(c) for c in m] for m in want.candidates]  # 5 each
+    assert len(got.member_labels[2]) == len(got.votes) == len(got.labels) == len(TEXTS)
+    assert [c[0].labels for c in got.candidates[0]] == [c[0].labels for c in want.candidates[0]]  # the best beam
+    assert decode_ensemble(ct2_model, TEXTS, cfg, embeddings=False).candidates == got.candidates  # seeded
+    with_emb = decode_ensemble(ct2_model, TEXTS, cfg)
+    assert calls[0] == 2  # the torch encoder, once per batch of 4, for the embeddings
+    assert with_emb.candidates == got.candidates
+    np.testing.assert_allclose(with_emb.embeddings, want.embeddings, atol=1e-6)
+    mc = decode_ensemble(ct2_model, TEXTS, EnsembleConfig(max_new_tokens=8, batch_size=4, mc_dropout=1), embeddings=False)
+    assert calls[0] == 4 and mc.n_members == 4 and not ct2_model.model.training  # states for the MC member, in eval mode
+
+
+def test_sampling_members_decode_from_the_shared_states(ct2_model):
+    """Beside a backend that reads encoder states (ONNX Runtime; here torch standing in), the sampling
+    members go to it and share one encoder pass; beam search stays on CTranslate2."""
+    from xlgen.active.ensemble import member_backends
+    from xlgen.backends import Backends
+    from xlgen.backends.torch_backend import TorchBackend
+
+    (ct2,) = ct2_model.backend.members
+    reads = TorchBackend(ct2_model.t5, ct2_model.tokenizer.eos_id, ct2_model.tokenizer.pad_id)
+    ct2_model.backend = Backends((ct2, reads), ct2_model.backend.stamp)
+    cfg = EnsembleConfig(max_new_tokens=8, batch_size=4)
+    assert member_backends(ct2_model, cfg.members) == [ct2, reads, reads]
+    calls = count_encoder_calls(ct2_model)
+    out = decode_ensemble(ct2_model, TEXTS, cfg, embeddings=False)
+    assert calls[0] == 2 and out.embeddings is None  # one pass per batch, shared by both sampling members
+    assert [[len(c) for c in m] for m in out.candidates] == [[5] * len(TEXTS)] * 3

@@ -2,8 +2,9 @@
 
 The default members are beam search (5 beams), top-k/top-p sampling and temperature-0.8 sampling;
 optional MC-dropout members repeat the first member ``mc_dropout`` times with dropout switched on
-in the decoder. Every member reads the encoder states from one shared cache, so each document is
-encoded once however many members there are (MC dropout therefore perturbs the decoder only).
+in the decoder. Every member that takes encoder states reads them from one shared cache, so each
+document is encoded once for all of them however many there are (MC dropout therefore perturbs the
+decoder only); a member on CTranslate2 encodes by itself (see :func:`decode_ensemble`).
 
 Each member predicts a label set (its label scores cut at the model's threshold); the members are
 combined by ``union``, ``intersection`` or ``vote`` (labels predicted by at least ``min_votes`` of
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from xlgen.backends import Backend, decode, pick
 from xlgen.decoding import Candidate, DecodingConfig
 from xlgen.model import XLGenModel
 
@@ -83,14 +85,14 @@ class EnsembleOutput:
         member_labels: ``[member][doc]`` -> the labels that member predicts, with their scores.
         votes: ``[doc]`` -> every label any member predicted, with its vote fraction.
         labels: ``[doc]`` -> the combined labels with their vote fractions, most voted first.
-        embeddings: Mean-pooled encoder states, ``(n_docs, d_model)``.
+        embeddings: Mean-pooled encoder states, ``(n_docs, d_model)``; None when not asked for.
     """
 
     candidates: list[list[list[Candidate]]]
     member_labels: list[list[dict[str, float]]]
     votes: list[dict[str, float]]
     labels: list[list[tuple[str, float]]]
-    embeddings: np.ndarray
+    embeddings: np.ndarray | None
 
     @property
     def n_members(self) -> int:
@@ -126,32 +128,72 @@ def encoder_embeddings(cache: dict[int, torch.Tensor], n_docs: int) -> np.ndarra
     return torch.stack([cache[i].float().mean(dim=0) for i in range(n_docs)]).numpy()  # (n_docs, d_model)
 
 
+def member_backends(model: XLGenModel, members: Sequence[DecodingConfig]) -> list[Backend | None]:
+    """The backend decoding each of ``members`` (None: torch), dropout off.
+
+    Each member takes the fastest backend that serves it (:func:`xlgen.backends.pick`), except that a
+    sampling member whose fastest backend encodes by itself (CTranslate2) goes to a backend reading
+    the shared encoder states (ONNX Runtime) when the model has one: CTranslate2 encodes again on
+    every call and computes the cross-attention keys and values of every sample anew. Measured on
+    the cpu preset, one thread (``benchmarks/inference.py``): on 112-token inputs a 5-sample member
+    costs 2.2 CTranslate2 beam-5 passes there against 1.5 from the shared states (encoder pass
+    included); on 21-token inputs it is the other way round, 1.4 against 1.8.
+    """
+    shared = [b for b in (model.backend.members if model.backend is not None else ()) if b.needs_states]
+    chosen: list[Backend | None] = []
+    for m in members:
+        fastest = pick(model.backend, model.model, m)
+        if m.strategy == "sample" and fastest is not None and not fastest.needs_states:
+            fastest = next((b for b in shared if b.supports(m)), fastest)
+        chosen.append(fastest)
+    return chosen
+
+
 def decode_ensemble(
-    model: XLGenModel, texts: Sequence[str], cfg: EnsembleConfig | None = None, threshold: float | None = None
+    model: XLGenModel, texts: Sequence[str], cfg: EnsembleConfig | None = None, threshold: float | None = None,
+    embeddings: bool = True,
 ) -> EnsembleOutput:
-    """Runs every member over ``texts``, encoding each document once.
+    """Runs every member over ``texts``, encoding each document at most once outside the backends.
+
+    The members run on :func:`member_backends`. The encoder states are cached, and shared by every
+    member, only when something reads them: the embeddings, a member on a backend that takes encoder
+    states (torch, ONNX Runtime), or the MC-dropout members. Those members run first, so that the
+    cache is filled by their own encoder and a backend that encodes by itself (CTranslate2) finds it
+    full; with every member on CTranslate2 and no embeddings asked for, nothing else encodes.
 
     Args:
         model: The model.
         texts: Documents.
         cfg: The ensemble (default: :class:`EnsembleConfig`'s defaults).
         threshold: Score threshold of each member's label set (default: the model's tuned one).
+        embeddings: Return the mean-pooled encoder states (``EnsembleOutput.embeddings``); False
+            leaves it None and spares the encoder pass that only they would need.
     """
     cfg = cfg or EnsembleConfig()
     thr = model.threshold if threshold is None else threshold
     inputs = model.encode_inputs(texts)
-    cache: dict[int, torch.Tensor] = {}
     members = cfg.member_configs()
-    candidates: list[list[list[Candidate]]] = []
-    member_labels: list[list[dict[str, float]]] = []
+    n_base = len(cfg.members)
+    model.model.eval()
+    backends = member_backends(model, members[:n_base])
+    reads_states = [b is None or b.needs_states for b in backends]
+    cache: dict[int, torch.Tensor] | None = {} if embeddings or cfg.mc_dropout or any(reads_states) else None
+    # deterministic members first, in eval mode, so that the cached encoder states are too; those
+    # reading encoder states before those encoding by themselves (the cache gets filled once, by the former)
+    order = sorted(range(n_base), key=lambda k: not reads_states[k]) + list(range(n_base, len(members)))
+    candidates: list[list[list[Candidate]]] = [[] for _ in members]
+    member_labels: list[list[dict[str, float]]] = [[] for _ in members]
     try:
-        for k, mcfg in enumerate(members):
-            # deterministic members first, in eval mode, so that the cached encoder states are too
-            model.model.train(k >= len(cfg.members))
-            cands = model.candidates(inputs, mcfg, encoder_cache=cache)
-            candidates.append(cands)
-            preds = [model.to_prediction(c, mcfg, thr) for c in cands]
-            member_labels.append([dict(zip(p.labels, p.scores, strict=True)) for p in preds])
+        for k in order:
+            mcfg = members[k]
+            model.model.train(k >= n_base)
+            backend = backends[k] if k < n_base else None
+            if backend is not None and backend is not pick(model.backend, model.model, mcfg):
+                candidates[k] = decode(backend, model.tokenizer, inputs, mcfg, encoder_cache=cache)
+            else:  # torch, or the model's own choice
+                candidates[k] = model.candidates(inputs, mcfg, encoder_cache=cache)
+            preds = [model.to_prediction(c, mcfg, thr) for c in candidates[k]]
+            member_labels[k] = [dict(zip(p.labels, p.scores, strict=True)) for p in preds]
     finally:
         model.model.eval()
     votes, combined = [], []
@@ -159,9 +201,10 @@ def decode_ensemble(
         sets = [member_labels[m][d] for m in range(len(members))]
         votes.append(dict(combine_votes(sets, "union")))
         combined.append(combine_votes(sets, cfg.combine, cfg.min_votes))
-    emb = encoder_embeddings(cache, len(texts)) if texts else np.zeros((0, model.t5.config.d_model), dtype=np.float32)
+    emb = None
+    if embeddings:
+        emb = encoder_embeddings(cache or {}, len(texts)) if texts else np.zeros((0, model.t5.config.d_model), dtype=np.float32)
     return EnsembleOutput(candidates, member_labels, votes, combined, emb)
-
 
 
 def mc_passes(model: XLGenModel, texts: Sequence[str], cfg: EnsembleConfig | None = None, seed: int = 0) -> list[list[dict[str, float]]]:

@@ -157,7 +157,7 @@ def decode_pool(model: XLGenModel, texts: Sequence[str], needs: str, ensemble: E
     if needs == "passes":
         outputs.passes = mc_passes(model, texts, ensemble, seed)
     elif needs == "ensemble":
-        out = decode_ensemble(model, texts, ensemble)
+        out = decode_ensemble(model, texts, ensemble, embeddings=embeddings)
         outputs.beams, outputs.members, outputs.embeddings = out.candidates[0], out.member_labels, out.embeddings
         suggestions = out.labels
     elif needs in ("beams", "clusters", "surprisal"):

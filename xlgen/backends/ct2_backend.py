@@ -4,22 +4,49 @@ bfloat16 on CUDA by default.
 The converted vocabulary is the ids themselves (``"17"`` is id 17), so inputs go in and sequences
 come out as ids. Beam search runs with transformers' length penalty (1.0) so that it keeps the
 same hypotheses as ``generate``; CTranslate2's score is the sum of the token log-probs divided by
-``length ** length_penalty``, which gives the exact sum back. Sampling is left to the other
-backends: CTranslate2's ignores the seed. CTranslate2 encodes by itself, so an encoder cache is
-filled (for embeddings, and for the backends decoding the other ensemble members) by the encoder
-it is given, the torch one.
+``length ** length_penalty``, which gives the exact sum back.
+
+Sampling draws ``num_samples`` sequences per document with transformers' warpers (temperature,
+top-k, top-p: CTranslate2 applies top-k before the temperature, which selects the same tokens, and
+keeps the same top-p nucleus); with ``return_scores`` its score is the sum of the model's own token
+log-probs, before any warping, as the other backends report. CTranslate2 has no per-call seed: its
+random generator is per worker thread, seeded from ``ctranslate2.set_random_seed`` when the thread
+first samples. So every decoding call (every ``rng`` the decoding loop passes) samples on a fresh
+translator whose first call runs under a process-wide lock right after setting the seed drawn from
+``rng``; the later batches of that call continue its stream. The same seed therefore gives the
+same samples in any call and process (with the same batches and threads); loading that translator
+costs about as much as decoding one small batch. On CUDA (untested) CTranslate2 seeds its curand
+states the same way, but seeds them again from the process-wide seed when a larger batch needs more.
+
+Several samples of a document cost more here than on the backends reading shared encoder states:
+CTranslate2 encodes on every call and computes the cross-attention keys and values of each sample
+anew, so an ensemble decodes its sampling members elsewhere when it can
+(:func:`xlgen.active.ensemble.member_backends`).
+
+CTranslate2 encodes by itself, so an encoder cache is filled (for embeddings, and for the backends
+decoding the other ensemble members) by the encoder it is given, the torch one.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from xlgen.backends.base import Backend, Generated
 from xlgen.decoding import DecodingConfig
+
+_SEED_LOCK = threading.Lock()
+"""Held from ``ctranslate2.set_random_seed`` until the fresh translator has sampled once (the seed is process-wide)."""
+
+SAMPLERS_KEPT = 2
+"""Sampling translators kept, one per decoding call in flight (the most recent ones)."""
 
 
 def compute_type_for(device: str, compute_type: str = "auto") -> str:
@@ -55,43 +82,76 @@ class CT2Backend(Backend):
         self.input_device = "cpu"
         self.compute_type = compute_type_for(self.device, compute_type)
         index = int(device.split(":")[1]) if on_cuda and ":" in device else 0
-        self.translator = ctranslate2.Translator(
-            str(path), device="cuda" if on_cuda else "cpu", device_index=index, compute_type=self.compute_type,
-            intra_threads=threads, inter_threads=1,
-        )
+        options = {"device": "cuda" if on_cuda else "cpu", "device_index": index, "compute_type": self.compute_type,
+                   "intra_threads": threads, "inter_threads": 1}
+        self._load: Callable[[], Any] = lambda: ctranslate2.Translator(str(path), **options)
+        self.translator = self._load()
+        self.vocab_size = len(json.loads((Path(path) / "shared_vocabulary.json").read_text()))
         self.eos_id, self.length_penalty, self.encoder = eos_id, length_penalty, encoder
+        # decoding call (its rng, held so that its id stays its own) -> the translator sampling for it
+        self._samplers: OrderedDict[int, tuple[np.random.Generator, Any]] = OrderedDict()
+        self._samplers_lock = threading.Lock()
 
     def supports(self, cfg: DecodingConfig) -> bool:
-        # its sampling ignores the seed (OpenNMT/CTranslate2#1757), and repeated calls must agree
-        return cfg.strategy != "sample"
+        return True
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             raise RuntimeError("this CTranslate2 backend was given no encoder to fill an encoder cache with")
         return self.encoder(ids, mask)  # (batch, src_len, d_model)
 
+    def _sample(self, source: list[list[str]], rng: np.random.Generator, **options: Any) -> list[Any]:
+        """``translate_batch`` on the sampling translator of the decoding call ``rng`` belongs to; the
+        first batch of a call loads a fresh translator seeded from ``rng``."""
+        import ctranslate2
+
+        with self._samplers_lock:
+            kept = self._samplers.get(id(rng))
+            translator = kept[1] if kept is not None and kept[0] is rng else None
+            if translator is not None:
+                self._samplers.move_to_end(id(rng))
+        if translator is not None:
+            return translator.translate_batch(source, **options)
+        seed = int(rng.integers(0, 2**32 - 1))  # 2**32 - 1 is CTranslate2's "no seed"
+        with _SEED_LOCK:
+            ctranslate2.set_random_seed(seed)
+            translator = self._load()
+            results = translator.translate_batch(source, **options)  # its worker thread seeds its generator here
+        with self._samplers_lock:
+            self._samplers[id(rng)] = (rng, translator)
+            while len(self._samplers) > SAMPLERS_KEPT:
+                self._samplers.popitem(last=False)
+        return results
+
     def generate(
         self, ids: torch.Tensor, mask: torch.Tensor, states: torch.Tensor | None, cfg: DecodingConfig, rng: np.random.Generator
     ) -> Generated:
-        if not self.supports(cfg):
-            raise ValueError(f"the CTranslate2 backend does not run {cfg.strategy!r} decoding")
         lengths = mask.sum(dim=1).tolist()
         source = [[str(t) for t in row[:n]] for row, n in zip(ids.tolist(), lengths, strict=True)]
         common = {"max_decoding_length": cfg.max_new_tokens, "min_decoding_length": 0, "return_end_token": True, "return_scores": True,
                   "max_input_length": 0}  # like generate: eos may come first, inputs are never cut
+        repeat = 1
         if cfg.strategy == "beam":
             lp = self.length_penalty
             results = self.translator.translate_batch(
                 source, beam_size=cfg.num_beams, num_hypotheses=cfg.num_beams, length_penalty=lp, **common)
-        else:
+        elif cfg.strategy == "sample" and cfg.top_k != 1:
             lp = 0.0
+            # top_k 0 (off) or beyond the vocabulary: the whole distribution, as transformers' warper
+            top_k = cfg.top_k if cfg.top_k < self.vocab_size else 0
+            results = self._sample(source, rng, beam_size=1, num_hypotheses=cfg.num_samples, length_penalty=lp,
+                                   sampling_topk=top_k, sampling_topp=cfg.top_p, sampling_temperature=cfg.temperature, **common)
+        else:  # greedy, or sampling from the single most likely token: every sample is the greedy sequence
+            lp = 0.0
+            repeat = cfg.num_return
             results = self.translator.translate_batch(source, beam_size=1, num_hypotheses=1, length_penalty=lp, **common)
         tokens: list[list[int]] = []
         logprob: list[float] = []
         for r in results:
             for hyp, score in zip(r.hypotheses, r.scores, strict=True):
-                tokens.append([int(t) for t in hyp])
-                logprob.append(score * max(len(hyp), 1) ** lp)
+                seq = [int(t) for t in hyp]
+                tokens += [list(seq) for _ in range(repeat)]
+                logprob += [score * max(len(hyp), 1) ** lp] * repeat
         return Generated(tokens, np.asarray(logprob, dtype=np.float64))
 
     def describe(self) -> str:
