@@ -125,7 +125,7 @@ def unsupported(model: XLGenModel, strategy: str) -> str | None:
             return None
         return (f"strategy {strategy!r} reads generated sequences, which a model without a generator does not produce; "
                 f"without one: random, subword, coreset, dal, {', '.join(PROBABILITY_STRATEGIES)}, beal, bald")
-    if get_strategy(strategy).needs == "clusters" and (model.guidance is None or "cluster_probs" not in model.guidance.reports):
+    if needs == "clusters" and (model.guidance is None or "cluster_probs" not in model.guidance.reports):
         return (f"strategy {strategy!r} needs a model whose guidance has label clusters (variant bcl or mcg); "
                 f"this model is {model.settings.variant}")
     return None
@@ -213,7 +213,7 @@ def surprisal_vectors(model: XLGenModel, inputs: Sequence[Sequence[int]], beams:
     ``encoder_cache``: the documents' encoder states, else the torch encoder runs."""
     from transformers.modeling_outputs import BaseModelOutput
 
-    from xlgen.backends.batching import pad_batch
+    from xlgen.backends.batching import pad_batch, states_from_cache
     from xlgen.tokenizer import encode_target
 
     tok = model.tokenizer
@@ -223,11 +223,8 @@ def surprisal_vectors(model: XLGenModel, inputs: Sequence[Sequence[int]], beams:
     for start in range(0, len(inputs), batch_size):
         idx = range(start, min(start + batch_size, len(inputs)))
         ids, mask = pad_batch([inputs[i] for i in idx], tok.pad_id, model.device)  # (batch, src_len) each
-        if encoder_cache is not None and all(i in encoder_cache for i in idx):
-            width = ids.shape[1]
-            states = torch.stack([torch.nn.functional.pad(encoder_cache[i], (0, 0, 0, width - encoder_cache[i].shape[0]))
-                                  for i in idx]).to(ids.device)  # (batch, src_len, d_model)
-        else:
+        states = states_from_cache(encoder_cache, idx, ids)  # (batch, src_len, d_model)
+        if states is None:
             states = model.t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         target, _ = pad_batch([targets[i] for i in idx], tok.pad_id, model.device)  # (batch, tgt_len)
         start_ids = torch.full_like(target[:, :1], tok.pad_id)  # T5's decoder start is the pad id

@@ -48,14 +48,23 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = MA
         yield batch
 
 
+def states_from_cache(cache: dict[int, torch.Tensor] | None, idx: Sequence[int], ids: torch.Tensor) -> torch.Tensor | None:
+    """The cached encoder states of the batch ``idx`` padded to the width of its ``(batch, src_len)`` ``ids``,
+    ``(batch, src_len, d_model)``; None unless the cache has every row."""
+    if cache is None or not all(i in cache for i in idx):
+        return None
+    width = ids.shape[1]
+    rows = [cache[i] for i in idx]
+    return torch.stack([torch.nn.functional.pad(r, (0, 0, 0, width - r.shape[0])) for r in rows]).to(ids.device)
+
+
 def _cached_states(
     backend: Backend, ids: torch.Tensor, mask: torch.Tensor, idx: Sequence[int], cache: dict[int, torch.Tensor] | None
 ) -> torch.Tensor:
     """Encoder states of a batch, ``(batch, src_len, d_model)``, from the cache where it has every row."""
-    if cache is not None and all(i in cache for i in idx):
-        width = ids.shape[1]
-        rows = [cache[i] for i in idx]
-        return torch.stack([torch.nn.functional.pad(r, (0, 0, 0, width - r.shape[0])) for r in rows]).to(ids.device)
+    cached = states_from_cache(cache, idx, ids)
+    if cached is not None:
+        return cached
     states = backend.encode(ids, mask)  # (batch, src_len, d_model)
     if cache is not None:
         lengths = mask.sum(dim=1).tolist()
