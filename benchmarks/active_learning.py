@@ -42,6 +42,8 @@ def main() -> None:
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "active_learning"),
                    help="path prefix of the .json, .md and .png results")
     p.add_argument("--merge", nargs="+", help="skip running: combine the datasets of these earlier result files")
+    p.add_argument("--suffix", default="", help="appended to each dataset's name in the results, to keep runs of one dataset "
+                   "with other settings apart when merged (e.g. ' (300 scored per round)')")
     args = p.parse_args()
 
     overrides = {f.name: getattr(args, f.name) for f in fields(SimulationConfig) if hasattr(args, f.name)}
@@ -52,10 +54,11 @@ def main() -> None:
         cfg = replace(SimulationConfig(), **{**overrides, "data": str(dataset_dir(name)), "output_dir": f"{args.runs_dir}/{name}",
                                             "strategies": tuple(args.strategies), "seeds": tuple(args.seeds)})
         started = time.time()
-        results[name] = simulate(cfg)
-        results[name]["wall_s"] = time.time() - started
-        print(format_table(results[name], name), flush=True)
-        print(f"{name}: {results[name]['wall_s']:.0f} s", flush=True)
+        key = name + args.suffix
+        results[key] = simulate(cfg)
+        results[key]["wall_s"] = time.time() - started
+        print(format_table(results[key], key), flush=True)
+        print(f"{key}: {results[key]['wall_s']:.0f} s", flush=True)
 
     for result in results.values():  # recomputed, so merged results of older runs get every column
         result["summary"] = summarize(result["curves"], result["full_data"].get("micro_f1"), result["full_data"].get("macro_f1"))
