@@ -71,19 +71,44 @@ def ensure_exports(path: Path) -> None:
             print(f"exported {name} in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int]) -> tuple[list[Setup], list[Setup]]:
+def quantized_onnx(onnx_dir: Path) -> Path:
+    """The ONNX export with ONNX Runtime's dynamic int8 quantization of its weights (``quantize_dynamic``),
+    written beside it in ``<export>-int8/`` (kept, rebuilt when the export is newer)."""
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = onnx_dir.with_name(onnx_dir.name + "-int8")
+    graphs = sorted(onnx_dir.glob("*.onnx"))
+    if out.is_dir() and all((out / g.name).is_file() and (out / g.name).stat().st_mtime >= g.stat().st_mtime for g in graphs):
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(onnx_dir, tmp, ignore=shutil.ignore_patterns("*.onnx"))
+    for g in graphs:
+        quantize_dynamic(g, tmp / g.name, weight_type=QuantType.QInt8)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int], ort_int8: bool = False) -> tuple[list[Setup], list[Setup]]:
     """(tagging setups, ensemble setups) over the exports of ``path``; ``samples``: samples per sampling
-    member of the CTranslate2 ensemble setups (5 is the default members')."""
+    member of the CTranslate2 ensemble setups (5 is the default members'); ``ort_int8``: ONNX Runtime
+    rows over its dynamically quantized export too."""
     t5, tok = xm.t5, xm.tokenizer
     cfg = t5.config
     ort = OnnxBackend(export_dir(path, "onnxruntime"), len(t5.get_decoder().block), cfg.num_heads, cfg.d_kv,
                       tok.pad_id, tok.eos_id, threads=threads)
+    ort_q = [Setup("onnxruntime int8 (dynamic quantization)",
+                   (OnnxBackend(quantized_onnx(export_dir(path, "onnxruntime")), len(t5.get_decoder().block), cfg.num_heads, cfg.d_kv,
+                                tok.pad_id, tok.eos_id, threads=threads),))] if ort_int8 else []
     ct2 = {ct: CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type=ct, threads=threads,
                           encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state)
            for ct in ("float32", "int8")}
     tagging = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), Setup("ctranslate2 float32", (ct2["float32"],)),
-               Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],))]
-    ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,))]
+               Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],)), *ort_q]
+    ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), *ort_q]
     for k in samples:
         more = "" if k == 5 else f", {k} samples per member"
         # every member on CTranslate2 (seeded sampling); auto: the sampling members read the shared encoder states on ONNX Runtime
@@ -215,6 +240,8 @@ def main() -> None:
     p.add_argument("--quality-docs", nargs="+", type=int, default=[2000], help="test documents for quality, per model (0: all, -1: none)")
     p.add_argument("--samples", nargs="+", type=int, default=[5],
                    help="samples per sampling member of the CTranslate2 ensemble setups (5: the default members)")
+    p.add_argument("--ort-int8", action="store_true",
+                   help="also ONNX Runtime over its export quantized to int8 (quantize_dynamic, written beside the export)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
@@ -237,7 +264,7 @@ def main() -> None:
         n_quality = args.quality_docs[min(k, len(args.quality_docs) - 1)] or len(test)
         ensure_exports(path)
         xm = XLGenModel.load(path, backend="torch")
-        tag_setups, ens_setups = setups(path, xm, args.threads, args.samples)
+        tag_setups, ens_setups = setups(path, xm, args.threads, args.samples, args.ort_int8)
         mean_tokens = float(np.mean([len(x) for x in xm.encode_inputs(texts[:512])]))
         print(f"{name}: {sum(p.numel() for p in xm.t5.parameters()) / 1e6:.1f}M parameters, {mean_tokens:.0f} input tokens on average",
               flush=True)
