@@ -141,3 +141,28 @@ def test_cluster_strategy_simulation_on_bcl(tiny_data: Path, tmp_path: Path):
     result = simulate(cfg)
     points = result["curves"]["cluster"]["0"]
     assert [p["labelled"] for p in points] == [20, 40] and points[1]["n_scored"] == 100
+
+
+def test_a_strategy_keeps_its_colour_across_panels(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xlgen.active.acquisition import STRATEGIES
+    from xlgen.active.curves import plot, strategy_color
+
+    assert len({strategy_color(n) for n in STRATEGIES}) == len(STRATEGIES)  # every registered strategy its own
+    assert strategy_color("not registered") == strategy_color("not registered")
+
+    def curves(names: list[str]) -> dict:
+        point = [{"share": 0.1 * (r + 1), "micro_f1": 0.3 + 0.1 * r} for r in range(2)]
+        return {"curves": {n: {"0": point} for n in names}, "full_data": {}}
+
+    fig, axes = plt.subplots(1, 2)
+    plot(curves(["random", "beal", "cvirs"]), tmp_path / "a.png", ax=axes[0])
+    plot(curves(["beal", "random"]), tmp_path / "b.png", ax=axes[1])  # another order, fewer strategies
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in axes]
+    plt.close(fig)
+    assert colours[0]["beal"] == colours[1]["beal"] and colours[0]["random"] == colours[1]["random"]
+    assert colours[0]["beal"] != colours[0]["random"] != colours[0]["cvirs"]

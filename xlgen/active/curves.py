@@ -158,8 +158,24 @@ def format_table(result: dict, dataset: str = "") -> str:
     return "\n".join(rows)
 
 
+def strategy_color(name: str) -> tuple[float, float, float, float]:
+    """One colour per strategy, the same in every panel and plot: its place in the registry on matplotlib's
+    tab10 then Dark2 palettes (18 distinct colours); an unregistered name by its hash."""
+    import zlib
+
+    import matplotlib
+
+    from xlgen.active.acquisition import STRATEGIES
+
+    palette = [matplotlib.colormaps["tab10"](i) for i in range(10)] + [matplotlib.colormaps["Dark2"](i) for i in range(8)]
+    names = list(STRATEGIES)
+    k = names.index(name) if name in names else zlib.crc32(name.encode())
+    return tuple(palette[k % len(palette)])  # type: ignore[return-value]
+
+
 def plot(result: dict, path: Path, title: str = "", ax=None) -> None:  # type: ignore[no-untyped-def]
-    """Mean test micro-F1 per strategy against the labelled share, min-max over seeds shaded."""
+    """Mean test micro-F1 per strategy against the labelled share, min-max over seeds shaded; a
+    strategy has the same colour in every plot (:func:`strategy_color`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,8 +188,9 @@ def plot(result: dict, path: Path, title: str = "", ax=None) -> None:  # type: i
         seeds = list(by_seed)
         x = 100 * np.array([p["share"] for p in by_seed[seeds[0]]])
         y = np.array([[p["micro_f1"] for p in by_seed[s]] for s in seeds])  # (n_seeds, n_rounds + 1)
-        ax.plot(x, y.mean(0), marker="o", label=name, linestyle="--" if name == "random" else "-")
-        ax.fill_between(x, y.min(0), y.max(0), alpha=0.15)
+        color = strategy_color(name)
+        ax.plot(x, y.mean(0), marker="o", label=name, linestyle="--" if name == "random" else "-", color=color)
+        ax.fill_between(x, y.min(0), y.max(0), alpha=0.15, color=color)
     if result["full_data"]:
         ax.axhline(result["full_data"]["micro_f1"], color="grey", linestyle=":", label="full pool")
     ax.set_xlabel("labelled share of the pool (%)")
