@@ -78,17 +78,16 @@ def quantized_onnx(onnx_dir: Path) -> Path:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from xlgen.files import atomic_dir
+
     out = onnx_dir.with_name(onnx_dir.name + "-int8")
     graphs = sorted(onnx_dir.glob("*.onnx"))
     if out.is_dir() and all((out / g.name).is_file() and (out / g.name).stat().st_mtime >= g.stat().st_mtime for g in graphs):
         return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(onnx_dir, tmp, ignore=shutil.ignore_patterns("*.onnx"))
-    for g in graphs:
-        quantize_dynamic(g, tmp / g.name, weight_type=QuantType.QInt8)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:  # whole or absent
+        shutil.copytree(onnx_dir, tmp, ignore=shutil.ignore_patterns("*.onnx"), dirs_exist_ok=True)
+        for g in graphs:
+            quantize_dynamic(g, tmp / g.name, weight_type=QuantType.QInt8)
     return out
 
 
