@@ -105,19 +105,25 @@ def test_the_ensemble_on_ctranslate2_is_shaped_as_on_torch(tiny_model, ct2_model
     assert calls[0] == 4 and mc.n_members == 4 and not ct2_model.model.training  # states for the MC member, in eval mode
 
 
-def test_sampling_members_decode_from_the_shared_states(ct2_model):
-    """Beside a backend that reads encoder states (ONNX Runtime; here torch standing in), the sampling
-    members go to it and share one encoder pass; beam search stays on CTranslate2."""
+def test_members_take_the_fastest_backend_and_share_states_where_it_reads_them(ct2_model):
+    """Every member, sampling included, goes to the fastest backend that serves it: CTranslate2 ahead
+    of a backend reading encoder states (ONNX Runtime; here torch standing in), with no encoder pass
+    outside it. Where the states-reading backend is the fastest, the members share one encoder pass."""
     from xlgen.active.ensemble import member_backends
     from xlgen.backends import Backends
     from xlgen.backends.torch_backend import TorchBackend
 
     (ct2,) = ct2_model.backend.members
+    stamp = ct2_model.backend.stamp
     reads = TorchBackend(ct2_model.t5, ct2_model.tokenizer.eos_id, ct2_model.tokenizer.pad_id)
-    ct2_model.backend = Backends((ct2, reads), ct2_model.backend.stamp)
     cfg = EnsembleConfig(max_new_tokens=8, batch_size=4)
-    assert member_backends(ct2_model, cfg.members) == [ct2, reads, reads]
+    ct2_model.backend = Backends((ct2, reads), stamp)
+    assert member_backends(ct2_model, cfg.members) == [ct2, ct2, ct2]
     calls = count_encoder_calls(ct2_model)
     out = decode_ensemble(ct2_model, TEXTS, cfg, embeddings=False)
-    assert calls[0] == 2 and out.embeddings is None  # one pass per batch, shared by both sampling members
+    assert calls[0] == 0 and out.embeddings is None
+    ct2_model.backend = Backends((reads, ct2), stamp)
+    assert member_backends(ct2_model, cfg.members) == [reads, reads, reads]
+    out = decode_ensemble(ct2_model, TEXTS, cfg, embeddings=False)
+    assert calls[0] == 2 and out.embeddings is None  # one pass per batch of 4, shared by the three members
     assert [[len(c) for c in m] for m in out.candidates] == [[5] * len(TEXTS)] * 3

@@ -129,24 +129,17 @@ def encoder_embeddings(cache: dict[int, torch.Tensor], n_docs: int) -> np.ndarra
 
 
 def member_backends(model: XLGenModel, members: Sequence[DecodingConfig]) -> list[Backend | None]:
-    """The backend decoding each of ``members`` (None: torch), dropout off.
+    """The backend decoding each of ``members`` (None: torch), dropout off: each member's fastest
+    (:func:`xlgen.backends.pick`), sampling members included.
 
-    Each member takes the fastest backend that serves it (:func:`xlgen.backends.pick`), except that a
-    sampling member whose fastest backend encodes by itself (CTranslate2) goes to a backend reading
-    the shared encoder states (ONNX Runtime) when the model has one: CTranslate2 encodes again on
-    every call and computes the cross-attention keys and values of every sample anew. Measured on
-    the cpu preset, one thread (``benchmarks/inference.py``): on 112-token inputs a 5-sample member
-    costs 2.2 CTranslate2 beam-5 passes there against 1.5 from the shared states (encoder pass
-    included); on 21-token inputs it is the other way round, 1.4 against 1.8.
+    A CTranslate2 member encodes by itself and computes the cross-attention keys and values of every
+    sample anew, where ONNX Runtime reads one shared encoder pass; decoding in chunks of documents
+    (:data:`xlgen.backends.ct2_backend.CHUNK_DOCS`), CTranslate2 is still the faster. Measured on the
+    cpu preset, one thread, batch 32 (``benchmarks/inference.py --unchunked``): the ensemble all on
+    CTranslate2 ran at 293.7 documents/s on GoEmotions' 21-token inputs against 222.3 with its sampling
+    members on ONNX Runtime, and at 81.9 against 82.2 on Reuters' 112-token inputs.
     """
-    shared = [b for b in (model.backend.members if model.backend is not None else ()) if b.needs_states]
-    chosen: list[Backend | None] = []
-    for m in members:
-        fastest = pick(model.backend, model.model, m)
-        if m.strategy == "sample" and fastest is not None and not fastest.needs_states:
-            fastest = next((b for b in shared if b.supports(m)), fastest)
-        chosen.append(fastest)
-    return chosen
+    return [pick(model.backend, model.model, m) for m in members]
 
 
 def decode_ensemble(
