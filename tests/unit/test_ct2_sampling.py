@@ -133,7 +133,7 @@ def test_first_tokens_follow_the_warped_distribution(ct2_dir: Path, temperature:
 def test_chunked_calls_return_what_one_forward_pass_does(ct2_dir: Path):
     """Decoding a batch in chunks of documents (``chunk_docs``) keeps every document's beams and their
     order; seeded samples stay reproducible and keep their per-document shape."""
-    from xlgen.backends.ct2_backend import CT2Backend
+    from xlgen.backends.ct2_backend import CHUNK_DOCS, CT2Backend
 
     xm = XLGenModel.load(ct2_dir, backend="torch")
     inputs = xm.encode_inputs(TEXTS)
@@ -149,5 +149,6 @@ def test_chunked_calls_return_what_one_forward_pass_does(ct2_dir: Path):
     first = decode(chunked, xm.tokenizer, inputs, cfg)
     assert [len(doc) for doc in first] == [5] * len(TEXTS)
     assert decode(CT2Backend(path, eos, compute_type="float32", threads=1, chunk_docs=3), xm.tokenizer, inputs, cfg) == first
+    assert CT2Backend(path, eos).chunk_docs == CHUNK_DOCS > 0  # on CPU by default
     with pytest.raises(ValueError, match="chunk_docs"):
         CT2Backend(path, eos, chunk_docs=-1)

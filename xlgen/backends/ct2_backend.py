@@ -51,10 +51,11 @@ SAMPLERS_KEPT = 2
 CHUNK_DOCS = 8
 """Documents per CTranslate2 forward pass inside one call (``max_batch_size``): a call's batch is
 decoded in chunks of this many documents. Measured on the cpu preset, int8, one thread, batches of 32
-length-sorted documents (512 test documents): a 5-sample member ran 1.9x faster on Reuters' 112-token
-inputs (238-250 against 126-131 documents/s) and 1.13-1.19x on GoEmotions' 21-token inputs; beam-5
-tagging 1.04-1.28x. Sampling rows (documents x samples) are never reordered like beams, and a chunk
-keeps a sample that runs to ``max_new_tokens`` from holding the whole batch's other rows."""
+length-sorted documents, against the whole batch in one pass (``benchmarks/inference.py --unchunked``):
+the ``vote`` ensemble (beam-5 and two 5-sample members) 1.42x faster on Reuters' 112-token inputs and
+1.14x on GoEmotions' 21-token inputs, beam-5 tagging 1.09x and 1.04x. With several samples a batch is
+many rows (documents x samples), and a chunk also keeps a sample that runs to ``max_new_tokens`` from
+holding the whole batch's other rows."""
 
 
 def compute_type_for(device: str, compute_type: str = "auto") -> str:
@@ -75,7 +76,8 @@ class CT2Backend(Backend):
         device: ``cpu`` or ``cuda[:N]``.
         compute_type: CTranslate2 compute type; ``auto``: int8 on CPU, bfloat16 on CUDA.
         threads: Intra-op threads (0: CTranslate2's default).
-        chunk_docs: Documents per forward pass inside a call (:data:`CHUNK_DOCS`; 0: the whole batch at once).
+        chunk_docs: Documents per forward pass inside a call (0: the whole batch at once); default
+            :data:`CHUNK_DOCS` on CPU, the whole batch on CUDA (untested there: a GPU wants large batches).
     """
 
     name = "ctranslate2"
@@ -83,7 +85,7 @@ class CT2Backend(Backend):
 
     def __init__(self, path: str | Path, eos_id: int, length_penalty: float = 1.0,
                  encoder: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 device: str = "cpu", compute_type: str = "auto", threads: int = 0, chunk_docs: int = CHUNK_DOCS) -> None:
+                 device: str = "cpu", compute_type: str = "auto", threads: int = 0, chunk_docs: int | None = None) -> None:
         import ctranslate2
 
         on_cuda = device.startswith("cuda") and ctranslate2.get_cuda_device_count() > 0
@@ -96,6 +98,8 @@ class CT2Backend(Backend):
         self._load: Callable[[], Any] = lambda: ctranslate2.Translator(str(path), **options)
         self.translator = self._load()
         self.vocab_size = len(json.loads((Path(path) / "shared_vocabulary.json").read_text()))
+        if chunk_docs is None:
+            chunk_docs = 0 if on_cuda else CHUNK_DOCS
         if chunk_docs < 0:
             raise ValueError("chunk_docs must not be negative")
         self.eos_id, self.length_penalty, self.encoder, self.chunk_docs = eos_id, length_penalty, encoder, chunk_docs
