@@ -2,8 +2,10 @@
 
     python benchmarks/encoder_speed.py --threads 1
     python benchmarks/encoder_speed.py --threads 1 2 --docs 2000 500 --repeats 3
+    python benchmarks/encoder_speed.py --threads 1 2 --batch-tokens 128 512 8192   # batch caps against the default
 
-Backends (xlgen.encoders.SentenceEncoder, same tokenizer, same length-sorted batches of 64):
+Backends (xlgen.encoders.SentenceEncoder, same tokenizer, same length-sorted batches of at most 64 texts;
+on CTranslate2 also at most 512 padded tokens per thread on CPU, other caps with ``--batch-tokens``):
 
 * ``torch``: sentence-transformers' ``encode`` (the reference);
 * ``ctranslate2 float32``: the BERT converted to CTranslate2;
@@ -54,6 +56,8 @@ def main() -> None:
     p.add_argument("--threads", nargs="+", type=int, default=[1])
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-tokens", nargs="*", type=int, default=[],
+                   help="also CTranslate2 int8 with these caps on padded tokens per batch (the default on CPU: 512 per thread)")
     p.add_argument("--encoder", default=EncoderConfig.name)
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "encoder_speed.json"))
     args = p.parse_args()
@@ -67,6 +71,10 @@ def main() -> None:
         encoders = {f"{b} {q}" if b == "ctranslate2" else b: SentenceEncoder.load(
             EncoderConfig(name=args.encoder, backend=b, quantization=q, threads=threads, batch_size=args.batch_size))
             for b, q in BACKENDS}
+        for cap in args.batch_tokens:
+            encoders[f"ctranslate2 int8, {cap}-token batches"] = SentenceEncoder.load(EncoderConfig(
+                name=args.encoder, backend="ctranslate2", quantization="int8", threads=threads, batch_size=args.batch_size,
+                batch_tokens=cap))
         for name, n in zip(args.datasets, docs_per, strict=True):
             texts = [d.text for d in read_documents(dataset_dir(name) / "test.jsonl.gz")[:n]]
             tok = encoders["torch"].model.tokenizer

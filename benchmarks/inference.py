@@ -27,6 +27,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -92,11 +93,11 @@ def quantized_onnx(onnx_dir: Path) -> Path:
 
 
 def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int], ort_int8: bool = False,
-           chunks: bool = False) -> tuple[list[Setup], list[Setup]]:
+           chunks: Sequence[int] = ()) -> tuple[list[Setup], list[Setup]]:
     """(tagging setups, ensemble setups) over the exports of ``path``; ``samples``: samples per sampling
     member of the CTranslate2 ensemble setups (5 is the default members'); ``ort_int8``: ONNX Runtime
     rows over its dynamically quantized export too; ``chunks``: CTranslate2 int8 rows decoding each batch
-    in one forward pass too (``chunk_docs=0``)."""
+    in chunks of that many documents too (``chunk_docs``; 0: the whole batch in one forward pass)."""
     t5, tok = xm.t5, xm.tokenizer
     cfg = t5.config
     ort = OnnxBackend(export_dir(path, "onnxruntime"), len(t5.get_decoder().block), cfg.num_heads, cfg.d_kv,
@@ -107,10 +108,11 @@ def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int], ort_int
     ct2 = {ct: CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type=ct, threads=threads,
                           encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state)
            for ct in ("float32", "int8")}
-    # the whole batch in one CTranslate2 forward pass, as before CT2Backend decoded in chunks of CHUNK_DOCS documents
-    whole = CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type="int8", threads=threads, chunk_docs=0,
-                       encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state)
-    unchunked = [Setup("ctranslate2 int8, unchunked", (whole,))] if chunks else []
+    # CTranslate2 int8 decoding each batch in chunks of n documents per forward pass (0: the whole batch at once)
+    unchunked = [Setup("ctranslate2 int8, unchunked" if n == 0 else f"ctranslate2 int8, chunks of {n}",
+                       (CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type="int8", threads=threads, chunk_docs=n,
+                                   encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state),))
+                 for n in chunks]
     tagging = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), Setup("ctranslate2 float32", (ct2["float32"],)),
                Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],)), *unchunked, *ort_q]
     ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), *ort_q, *unchunked]
@@ -247,7 +249,10 @@ def main() -> None:
     p.add_argument("--ort-int8", action="store_true",
                    help="also ONNX Runtime over its export quantized to int8 (quantize_dynamic, written beside the export)")
     p.add_argument("--unchunked", action="store_true",
-                   help="also CTranslate2 int8 decoding each batch in one forward pass (not in chunks of CHUNK_DOCS documents)")
+                   help="also CTranslate2 int8 decoding each batch in one forward pass (the same as --chunks 0)")
+    p.add_argument("--chunks", nargs="*", type=int, default=[],
+                   help="also CTranslate2 int8 decoding each batch in chunks of these many documents (0: the whole batch); "
+                        "the default is chunks of CHUNK_DOCS on one thread, the whole batch on several")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
@@ -270,7 +275,8 @@ def main() -> None:
         n_quality = args.quality_docs[min(k, len(args.quality_docs) - 1)] or len(test)
         ensure_exports(path)
         xm = XLGenModel.load(path, backend="torch")
-        tag_setups, ens_setups = setups(path, xm, args.threads, args.samples, args.ort_int8, args.unchunked)
+        tag_setups, ens_setups = setups(path, xm, args.threads, args.samples, args.ort_int8,
+                                        list(dict.fromkeys([0] * args.unchunked + args.chunks)))
         mean_tokens = float(np.mean([len(x) for x in xm.encode_inputs(texts[:512])]))
         print(f"{name}: {sum(p.numel() for p in xm.t5.parameters()) / 1e6:.1f}M parameters, {mean_tokens:.0f} input tokens on average",
               flush=True)

@@ -149,6 +149,7 @@ def test_chunked_calls_return_what_one_forward_pass_does(ct2_dir: Path):
     first = decode(chunked, xm.tokenizer, inputs, cfg)
     assert [len(doc) for doc in first] == [5] * len(TEXTS)
     assert decode(CT2Backend(path, eos, compute_type="float32", threads=1, chunk_docs=3), xm.tokenizer, inputs, cfg) == first
-    assert CT2Backend(path, eos).chunk_docs == CHUNK_DOCS > 0  # on CPU by default
+    assert CT2Backend(path, eos, threads=1).chunk_docs == CHUNK_DOCS > 0  # on one CPU thread by default
+    assert CT2Backend(path, eos, threads=2).chunk_docs == CT2Backend(path, eos).chunk_docs == 0  # several: whole batches
     with pytest.raises(ValueError, match="chunk_docs"):
         CT2Backend(path, eos, chunk_docs=-1)

@@ -43,7 +43,7 @@ def ct2_encoder_f32(tiny_encoder_dir: Path, cache_dir: Path) -> SentenceEncoder:
 
 def test_config_validates_fields() -> None:
     for bad in ({"backend": "onnx"}, {"quantization": "int4"}, {"device": "tpu"}, {"batch_size": 0},
-                {"max_seq_length": 1}, {"threads": 0}, {"name": " "}):
+                {"max_seq_length": 1}, {"threads": 0}, {"name": " "}, {"batch_tokens": 0}):
         with pytest.raises(ValueError):
             EncoderConfig(**bad)
 
@@ -77,6 +77,30 @@ def test_batching_and_length_sorting_keep_the_order(ct2_encoder_f32: SentenceEnc
         assert np.allclose(together, one_by_one, atol=1e-5)
         assert np.allclose(together[0], together[-1])  # the same text twice
         assert enc.encode([]).shape == (0, 32)
+
+
+def test_ctranslate2_batches_are_capped_in_padded_tokens(tiny_encoder_dir: Path, cache_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU at most CPU_BATCH_TOKENS padded tokens per batch and thread by default, ``batch_tokens`` otherwise;
+    the vectors do not depend on the batching."""
+    from xlgen.encoders.encoder import CPU_BATCH_TOKENS
+
+    texts = [f"{i} " + " ".join(["word"] * n) for i, n in enumerate((3, 40, 7, 90, 12, 5, 60, 2) * 20)]
+    widths: dict[str, list[int]] = {}
+    got = {}
+    for label, cap in (("default", None), ("64", 64), ("huge", 10**6)):
+        enc = SentenceEncoder.load(EncoderConfig(name=str(tiny_encoder_dir), backend="ctranslate2", batch_tokens=cap, threads=1,
+                                                 batch_size=len(texts)))
+        assert enc._ct2 is not None
+        embed = enc._ct2.embed_ids
+        seen: list[int] = []
+        monkeypatch.setattr(enc._ct2, "embed_ids", lambda ids, embed=embed, seen=seen: seen.append(len(ids) * max(map(len, ids))) or embed(ids))
+        got[label], widths[label] = enc.encode(texts), seen
+    assert max(widths["default"]) <= CPU_BATCH_TOKENS < max(widths["huge"])
+    # a text longer than the cap gets a batch of its own; the others stay within it
+    assert all(w <= 64 or w == max(widths["64"]) for w in widths["64"]) and len(widths["64"]) > len(widths["default"])
+    np.testing.assert_allclose(got["default"], got["huge"], atol=1e-5)
+    np.testing.assert_allclose(got["64"], got["huge"], atol=1e-5)
 
 
 def test_encode_rejects_non_strings(torch_encoder: SentenceEncoder) -> None:

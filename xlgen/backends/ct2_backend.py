@@ -55,7 +55,8 @@ length-sorted documents, against the whole batch in one pass (``benchmarks/infer
 the ``vote`` ensemble (beam-5 and two 5-sample members) 1.42x faster on Reuters' 112-token inputs and
 1.14x on GoEmotions' 21-token inputs, beam-5 tagging 1.09x and 1.04x. With several samples a batch is
 many rows (documents x samples), and a chunk also keeps a sample that runs to ``max_new_tokens`` from
-holding the whole batch's other rows."""
+holding the whole batch's other rows. Only on one thread: with two, chunks of 8 or 16 documents
+made beam-5 tagging slower, not faster."""
 
 
 def compute_type_for(device: str, compute_type: str = "auto") -> str:
@@ -77,7 +78,8 @@ class CT2Backend(Backend):
         compute_type: CTranslate2 compute type; ``auto``: int8 on CPU, bfloat16 on CUDA.
         threads: Intra-op threads (0: CTranslate2's default).
         chunk_docs: Documents per forward pass inside a call (0: the whole batch at once); default
-            :data:`CHUNK_DOCS` on CPU, the whole batch on CUDA (untested there: a GPU wants large batches).
+            :data:`CHUNK_DOCS` on one CPU thread, else the whole batch (several threads need the rows
+            to share, and a GPU wants large batches).
     """
 
     name = "ctranslate2"
@@ -99,7 +101,7 @@ class CT2Backend(Backend):
         self.translator = self._load()
         self.vocab_size = len(json.loads((Path(path) / "shared_vocabulary.json").read_text()))
         if chunk_docs is None:
-            chunk_docs = 0 if on_cuda else CHUNK_DOCS
+            chunk_docs = CHUNK_DOCS if not on_cuda and threads == 1 else 0
         if chunk_docs < 0:
             raise ValueError("chunk_docs must not be negative")
         self.eos_id, self.length_penalty, self.encoder, self.chunk_docs = eos_id, length_penalty, encoder, chunk_docs

@@ -124,7 +124,7 @@ class Ct2Encoder:
 
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling {pooling!r} is not one of {POOLING_MODES}")
-        self.pooling = pooling
+        self.pooling, self.threads = pooling, threads
         self.encoder = ctranslate2.Encoder(str(path), device=device, compute_type=quantization, intra_threads=threads)
 
     def embed_ids(self, ids: Sequence[Sequence[int]]) -> np.ndarray:

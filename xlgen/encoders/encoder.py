@@ -51,7 +51,12 @@ DEVICES = ("auto", "cpu", "cuda")
 CACHE_CHUNK = 4096
 """Texts embedded between two writes to the embedding cache."""
 MAX_BATCH_TOKENS = 8192
-"""Padded tokens per batch on the CTranslate2 path (64 short texts, or 32 of 256 tokens)."""
+"""Padded tokens per batch on the CTranslate2 path on CUDA (64 short texts, or 32 of 256 tokens)."""
+CPU_BATCH_TOKENS = 512
+"""Padded tokens per batch and CPU thread on the CTranslate2 path: about twenty short texts or two of
+256 tokens on one thread. Small batches keep a layer's activations in the CPU's caches; more threads
+need more rows to share. Measured with ``benchmarks/encoder_speed.py --batch-tokens`` (README,
+Pretrained knowledge)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ class EncoderConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     batch_size: int = 64
     """Texts per batch (the CTranslate2 path also caps padded tokens per batch)."""
+    batch_tokens: int | None = None
+    """Padded tokens per batch on the CTranslate2 path; None: :data:`CPU_BATCH_TOKENS` per thread on
+    CPU, :data:`MAX_BATCH_TOKENS` on CUDA. A longer text still gets a batch of its own."""
     max_seq_length: int | None = None
     """Token limit per text; None keeps the model's own (256 for all-MiniLM-L6-v2)."""
     threads: int | None = None
@@ -84,6 +92,8 @@ class EncoderConfig:
             raise ValueError(f"encoder device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.batch_size < 1:
             raise ValueError("encoder batch_size must be >= 1")
+        if self.batch_tokens is not None and self.batch_tokens < 1:
+            raise ValueError("encoder batch_tokens must be >= 1")
         if self.max_seq_length is not None and self.max_seq_length < 2:
             raise ValueError("encoder max_seq_length must be >= 2")
         if self.threads is not None and self.threads < 1:
@@ -274,7 +284,9 @@ class SentenceEncoder:
             return np.concatenate(parts)
         ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
-        for idx in length_batches([len(x) for x in ids], batch_size, MAX_BATCH_TOKENS):
+        cap = self.config.batch_tokens or (MAX_BATCH_TOKENS if str(self.device).startswith("cuda")
+                                           else CPU_BATCH_TOKENS * self._ct2.threads)
+        for idx in length_batches([len(x) for x in ids], batch_size, cap):
             out[idx] = self._ct2.embed_ids([ids[i] for i in idx])
             bar.update(len(idx))
         return out
