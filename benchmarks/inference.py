@@ -109,8 +109,10 @@ def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int], ort_int
                           encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state)
            for ct in ("float32", "int8")}
     # CTranslate2 int8 decoding each batch in chunks of n documents per forward pass (0: the whole batch at once)
-    unchunked = [Setup("ctranslate2 int8, unchunked" if n == 0 else f"ctranslate2 int8, chunks of {n}",
-                       (CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type="int8", threads=threads, chunk_docs=n,
+    # with one worker of `threads` intra-op threads (on one thread the default's own worker)
+    worker = f", one {threads}-thread worker" if threads > 1 else ""
+    unchunked = [Setup(f"ctranslate2 int8, unchunked{worker}" if n == 0 else f"ctranslate2 int8, chunks of {n}{worker}",
+                       (CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type="int8", threads=threads, chunk_docs=n, workers=1,
                                    encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state),))
                  for n in chunks]
     tagging = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), Setup("ctranslate2 float32", (ct2["float32"],)),

@@ -149,7 +149,14 @@ def test_chunked_calls_return_what_one_forward_pass_does(ct2_dir: Path):
     first = decode(chunked, xm.tokenizer, inputs, cfg)
     assert [len(doc) for doc in first] == [5] * len(TEXTS)
     assert decode(CT2Backend(path, eos, compute_type="float32", threads=1, chunk_docs=3), xm.tokenizer, inputs, cfg) == first
-    assert CT2Backend(path, eos, threads=1).chunk_docs == CHUNK_DOCS > 0  # on one CPU thread by default
-    assert CT2Backend(path, eos, threads=2).chunk_docs == CT2Backend(path, eos).chunk_docs == 0  # several: whole batches
+    one, two = CT2Backend(path, eos, threads=1), CT2Backend(path, eos, threads=2)
+    assert one.chunk_docs == two.chunk_docs == CHUNK_DOCS > 0  # chunks on CPU by default
+    assert two.translator.num_translators == 2  # two one-thread beam workers
+    assert CT2Backend(path, eos, threads=2, workers=1).translator.num_translators == one.translator.num_translators == 1
+    assert decode(two, xm.tokenizer, inputs, beam) == decode(CT2Backend(path, eos, threads=2, workers=1), xm.tokenizer, inputs, beam)
+    sample2 = replace(cfg, seed=5)
+    assert decode(two, xm.tokenizer, inputs, sample2) == decode(CT2Backend(path, eos, threads=2), xm.tokenizer, inputs, sample2)
     with pytest.raises(ValueError, match="chunk_docs"):
         CT2Backend(path, eos, chunk_docs=-1)
+    with pytest.raises(ValueError, match="workers"):
+        CT2Backend(path, eos, workers=0)

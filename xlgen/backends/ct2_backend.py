@@ -55,8 +55,8 @@ length-sorted documents, against the whole batch in one pass (``benchmarks/infer
 the ``vote`` ensemble (beam-5 and two 5-sample members) 1.42x faster on Reuters' 112-token inputs and
 1.14x on GoEmotions' 21-token inputs, beam-5 tagging 1.09x and 1.04x. With several samples a batch is
 many rows (documents x samples), and a chunk also keeps a sample that runs to ``max_new_tokens`` from
-holding the whole batch's other rows. Only on one thread: with two, chunks of 8 or 16 documents
-made beam-5 tagging slower, not faster."""
+holding the whole batch's other rows. On several threads the chunks of beam search go to as many
+one-thread workers (one worker with several intra-op threads was slower, and slower still on chunks)."""
 
 
 def compute_type_for(device: str, compute_type: str = "auto") -> str:
@@ -76,10 +76,13 @@ class CT2Backend(Backend):
         encoder: Encoder states of a padded batch, for encoder caches (CTranslate2 keeps its own).
         device: ``cpu`` or ``cuda[:N]``.
         compute_type: CTranslate2 compute type; ``auto``: int8 on CPU, bfloat16 on CUDA.
-        threads: Intra-op threads (0: CTranslate2's default).
+        threads: CPU threads (0: CTranslate2's default). Beam search and greedy decoding run them as
+            that many one-thread workers sharing out a call's chunks (CTranslate2's ``inter_threads``);
+            sampling runs on one worker of one thread, so that a seed gives the same samples.
         chunk_docs: Documents per forward pass inside a call (0: the whole batch at once); default
-            :data:`CHUNK_DOCS` on one CPU thread, else the whole batch (several threads need the rows
-            to share, and a GPU wants large batches).
+            :data:`CHUNK_DOCS` on CPU, the whole batch on a GPU.
+        workers: Overrides the number of beam-search workers (1: one worker with ``threads`` intra-op
+            threads, as sampling runs).
     """
 
     name = "ctranslate2"
@@ -87,7 +90,8 @@ class CT2Backend(Backend):
 
     def __init__(self, path: str | Path, eos_id: int, length_penalty: float = 1.0,
                  encoder: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 device: str = "cpu", compute_type: str = "auto", threads: int = 0, chunk_docs: int | None = None) -> None:
+                 device: str = "cpu", compute_type: str = "auto", threads: int = 0, chunk_docs: int | None = None,
+                 workers: int | None = None) -> None:
         import ctranslate2
 
         on_cuda = device.startswith("cuda") and ctranslate2.get_cuda_device_count() > 0
@@ -95,16 +99,25 @@ class CT2Backend(Backend):
         self.input_device = "cpu"
         self.compute_type = compute_type_for(self.device, compute_type)
         index = int(device.split(":")[1]) if on_cuda and ":" in device else 0
-        options = {"device": "cuda" if on_cuda else "cpu", "device_index": index, "compute_type": self.compute_type,
-                   "intra_threads": threads, "inter_threads": 1}
-        self._load: Callable[[], Any] = lambda: ctranslate2.Translator(str(path), **options)
-        self.translator = self._load()
+        # on several CPU threads, beam search and greedy run as that many one-thread workers, each on its
+        # own chunks of the batch; sampling runs on one worker of one thread (its random generator is per
+        # worker thread, seeded when the worker first samples: two would make the samples depend on which
+        # took which chunk; one thread on chunks was faster than two threads on whole batches)
+        if workers is None:
+            workers = threads if not on_cuda and threads > 1 else 1
+        if workers < 1:
+            raise ValueError("workers must be positive")
+        common = {"device": "cuda" if on_cuda else "cpu", "device_index": index, "compute_type": self.compute_type}
+        options = {**common, "intra_threads": 1 if workers > 1 else threads, "inter_threads": workers}
+        sampling = {**common, "intra_threads": threads if on_cuda or threads < 1 else 1, "inter_threads": 1}
+        self.translator = ctranslate2.Translator(str(path), **options)
+        self._load: Callable[[], Any] = lambda: ctranslate2.Translator(str(path), **sampling)
         self.vocab_size = len(json.loads((Path(path) / "shared_vocabulary.json").read_text()))
-        if chunk_docs is None:
-            chunk_docs = CHUNK_DOCS if not on_cuda and threads == 1 else 0
-        if chunk_docs < 0:
+        if chunk_docs is not None and chunk_docs < 0:
             raise ValueError("chunk_docs must not be negative")
-        self.eos_id, self.length_penalty, self.encoder, self.chunk_docs = eos_id, length_penalty, encoder, chunk_docs
+        # chunks on CPU (the beam workers share them out)
+        self.chunk_docs = (CHUNK_DOCS if not on_cuda and threads >= 1 else 0) if chunk_docs is None else chunk_docs
+        self.eos_id, self.length_penalty, self.encoder = eos_id, length_penalty, encoder
         # decoding call (its rng, held so that its id stays its own) -> the translator sampling for it
         self._samplers: OrderedDict[int, tuple[np.random.Generator, Any]] = OrderedDict()
         self._samplers_lock = threading.Lock()
@@ -146,23 +159,24 @@ class CT2Backend(Backend):
         lengths = mask.sum(dim=1).tolist()
         source = [[str(t) for t in row[:n]] for row, n in zip(ids.tolist(), lengths, strict=True)]
         common = {"max_decoding_length": cfg.max_new_tokens, "min_decoding_length": 0, "return_end_token": True, "return_scores": True,
-                  "max_input_length": 0,  # like generate: eos may come first, inputs are never cut
-                  "max_batch_size": self.chunk_docs}
+                  "max_input_length": 0}  # like generate: eos may come first, inputs are never cut
         repeat = 1
         if cfg.strategy == "beam":
             lp = self.length_penalty
             results = self.translator.translate_batch(
-                source, beam_size=cfg.num_beams, num_hypotheses=cfg.num_beams, length_penalty=lp, **common)
+                source, beam_size=cfg.num_beams, num_hypotheses=cfg.num_beams, length_penalty=lp, max_batch_size=self.chunk_docs, **common)
         elif cfg.strategy == "sample" and cfg.top_k != 1:
             lp = 0.0
             # top_k 0 (off) or beyond the vocabulary: the whole distribution, as transformers' warper
             top_k = cfg.top_k if cfg.top_k < self.vocab_size else 0
             results = self._sample(source, rng, beam_size=1, num_hypotheses=cfg.num_samples, length_penalty=lp,
-                                   sampling_topk=top_k, sampling_topp=cfg.top_p, sampling_temperature=cfg.temperature, **common)
+                                   sampling_topk=top_k, sampling_topp=cfg.top_p, sampling_temperature=cfg.temperature,
+                                   max_batch_size=self.chunk_docs, **common)
         else:  # greedy, or sampling from the single most likely token: every sample is the greedy sequence
             lp = 0.0
             repeat = cfg.num_return
-            results = self.translator.translate_batch(source, beam_size=1, num_hypotheses=1, length_penalty=lp, **common)
+            results = self.translator.translate_batch(source, beam_size=1, num_hypotheses=1, length_penalty=lp,
+                                                      max_batch_size=self.chunk_docs, **common)
         tokens: list[list[int]] = []
         logprob: list[float] = []
         for r in results:
