@@ -105,15 +105,16 @@ def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int], ort_int
     ort_q = [Setup("onnxruntime int8 (dynamic quantization)",
                    (OnnxBackend(quantized_onnx(export_dir(path, "onnxruntime")), len(t5.get_decoder().block), cfg.num_heads, cfg.d_kv,
                                 tok.pad_id, tok.eos_id, threads=threads),))] if ort_int8 else []
-    ct2 = {ct: CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type=ct, threads=threads,
-                          encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state)
-           for ct in ("float32", "int8")}
+    def ct2_backend(compute_type: str, **options: int) -> CT2Backend:
+        return CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type=compute_type, threads=threads,
+                          encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state, **options)
+
+    ct2 = {ct: ct2_backend(ct) for ct in ("float32", "int8")}
     # CTranslate2 int8 decoding each batch in chunks of n documents per forward pass (0: the whole batch at once)
     # with one worker of `threads` intra-op threads (on one thread the default's own worker)
     worker = f", one {threads}-thread worker" if threads > 1 else ""
     unchunked = [Setup(f"ctranslate2 int8, unchunked{worker}" if n == 0 else f"ctranslate2 int8, chunks of {n}{worker}",
-                       (CT2Backend(export_dir(path, "ctranslate2"), tok.eos_id, compute_type="int8", threads=threads, chunk_docs=n, workers=1,
-                                   encoder=lambda ids, mask: t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state),))
+                       (ct2_backend("int8", chunk_docs=n, workers=1),))
                  for n in chunks]
     tagging = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), Setup("ctranslate2 float32", (ct2["float32"],)),
                Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],)), *unchunked, *ort_q]
@@ -254,7 +255,7 @@ def main() -> None:
                    help="also CTranslate2 int8 decoding each batch in one forward pass (the same as --chunks 0)")
     p.add_argument("--chunks", nargs="*", type=int, default=[],
                    help="also CTranslate2 int8 decoding each batch in chunks of these many documents (0: the whole batch); "
-                        "the default is chunks of CHUNK_DOCS on one thread, the whole batch on several")
+                        "these rows run one worker of --threads threads; the default is chunks of CHUNK_DOCS shared out to --threads one-thread workers")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "inference.json"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from xlgen.backends import Backend, decode, pick
+from xlgen.backends import Backend, pick
 from xlgen.decoding import Candidate, DecodingConfig
 from xlgen.model import XLGenModel
 
@@ -180,11 +180,7 @@ def decode_ensemble(
         for k in order:
             mcfg = members[k]
             model.model.train(k >= n_base)
-            backend = backends[k] if k < n_base else None
-            if backend is not None and backend is not pick(model.backend, model.model, mcfg):
-                candidates[k] = decode(backend, model.tokenizer, inputs, mcfg, encoder_cache=cache)
-            else:  # torch, or the model's own choice
-                candidates[k] = model.candidates(inputs, mcfg, encoder_cache=cache)
+            candidates[k] = model.candidates(inputs, mcfg, encoder_cache=cache)  # on member_backends' choice (torch in train mode)
             preds = [model.to_prediction(c, mcfg, thr) for c in candidates[k]]
             member_labels[k] = [dict(zip(p.labels, p.scores, strict=True)) for p in preds]
     finally:

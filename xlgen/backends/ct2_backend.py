@@ -159,24 +159,23 @@ class CT2Backend(Backend):
         lengths = mask.sum(dim=1).tolist()
         source = [[str(t) for t in row[:n]] for row, n in zip(ids.tolist(), lengths, strict=True)]
         common = {"max_decoding_length": cfg.max_new_tokens, "min_decoding_length": 0, "return_end_token": True, "return_scores": True,
-                  "max_input_length": 0}  # like generate: eos may come first, inputs are never cut
+                  "max_input_length": 0,  # like generate: eos may come first, inputs are never cut
+                  "max_batch_size": self.chunk_docs}
         repeat = 1
         if cfg.strategy == "beam":
             lp = self.length_penalty
             results = self.translator.translate_batch(
-                source, beam_size=cfg.num_beams, num_hypotheses=cfg.num_beams, length_penalty=lp, max_batch_size=self.chunk_docs, **common)
+                source, beam_size=cfg.num_beams, num_hypotheses=cfg.num_beams, length_penalty=lp, **common)
         elif cfg.strategy == "sample" and cfg.top_k != 1:
             lp = 0.0
             # top_k 0 (off) or beyond the vocabulary: the whole distribution, as transformers' warper
             top_k = cfg.top_k if cfg.top_k < self.vocab_size else 0
             results = self._sample(source, rng, beam_size=1, num_hypotheses=cfg.num_samples, length_penalty=lp,
-                                   sampling_topk=top_k, sampling_topp=cfg.top_p, sampling_temperature=cfg.temperature,
-                                   max_batch_size=self.chunk_docs, **common)
+                                   sampling_topk=top_k, sampling_topp=cfg.top_p, sampling_temperature=cfg.temperature, **common)
         else:  # greedy, or sampling from the single most likely token: every sample is the greedy sequence
             lp = 0.0
             repeat = cfg.num_return
-            results = self.translator.translate_batch(source, beam_size=1, num_hypotheses=1, length_penalty=lp,
-                                                      max_batch_size=self.chunk_docs, **common)
+            results = self.translator.translate_batch(source, beam_size=1, num_hypotheses=1, length_penalty=lp, **common)
         tokens: list[list[int]] = []
         logprob: list[float] = []
         for r in results:
