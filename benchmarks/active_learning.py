@@ -27,6 +27,10 @@ from training.active_learning import SimulationConfig, simulate  # noqa: E402
 from xlgen.active.curves import format_selection_table, format_table, plot, summarize  # noqa: E402
 
 
+def fields_help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(SimulationConfig) if f.name == name)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["goemotions", "reuters21578"])
@@ -38,6 +42,8 @@ def main() -> None:
             text = f.name in ("preset", "retrain", "learner", "encoder_quantization")
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, type=str if text else int,
                            help=f.metadata["help"], choices=f.metadata.get("choices"))
+    p.add_argument("--diversity", action="store_true", help=fields_help("diversity") + " (every strategy of the run, random included)")
+    p.add_argument("--drop-top", type=float, default=0.0, help=fields_help("drop_top") + " (every strategy of the run)")
     p.add_argument("--runs-dir", default=str(ROOT / "runs" / "al"))
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "active_learning"),
                    help="path prefix of the .json, .md and .png results")
@@ -76,9 +82,13 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
-    for ax, (name, result) in zip(axes[0], results.items(), strict=True):
+    cols = min(len(results), 3)  # one panel per dataset (and setting), three to a row
+    rows = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
+    for ax, (name, result) in zip(axes.flat, results.items(), strict=False):  # the grid may have spare panels
         plot(result, out.with_suffix(".png"), title=name, ax=ax)
+    for ax in list(axes.flat)[len(results):]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
 

@@ -10,7 +10,7 @@ can afford pools of thousands of documents, three seeds and ten rounds on a CPU.
 way from scratch, so the full-pool reference is trained by the same recipe, to convergence (a convex
 fit, no schedule to cut short).
 
-What it can score: probabilities of every candidate label (``cvirs``, ``beal_det``), ``T`` passes with
+What it can score: probabilities of every candidate label (``cvirs``, ``beal_det``, ``label_entropy``), ``T`` passes with
 dropout on in the sentence encoder (``beal``, ``bald``: the whole network of this learner is the
 encoder; the sources and the calibrator are deterministic), document vectors (``coreset``, ``dal``,
 diversity) and text (``random``, ``subword``). The strategies that read generated sequences

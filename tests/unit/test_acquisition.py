@@ -25,7 +25,7 @@ def outputs_with_members(*members: list[dict[str, float]]) -> PoolOutputs:
 
 def test_registry_names_and_docstrings():
     assert set(STRATEGIES) == {"random", "subword", "margin", "entropy", "cluster", "vote", "variance", "beal_adapted", "beal", "beal_det", "bald",
-                               "coreset", "dal", "cvirs", "alps"}
+                               "label_entropy", "coreset", "dal", "cvirs", "alps"}
     for name, cls in STRATEGIES.items():
         s = get_strategy(name)
         assert s.name == name and s.needs in NEEDS
@@ -171,3 +171,15 @@ def test_cvirs_ranks_uncertain_and_inconsistent_documents_first() -> None:
     # the labelled documents all carry {a}: predicting {b} is inconsistent with them, predicting {a} is not
     s = cvirs.score(PoolOutputs(["x", "y", "z"], passes=[probs], labelled_labels=[{"a"}, {"a"}]))
     assert s[1] == pytest.approx(0.0) and s[2] > 0.0 and s[0] > 0.0
+
+
+def test_label_entropy_sums_the_labels_binary_entropies() -> None:
+    s = get_strategy("label_entropy")
+    probs = [{"a": 0.5, "b": 0.5}, {"a": 0.5}, {"a": 0.99, "b": 0.01}, {}]
+    scores = s.score(PoolOutputs(["w", "x", "y", "z"], passes=[probs]))
+    assert scores[0] == pytest.approx(2 * np.log(2)) and scores[1] == pytest.approx(np.log(2))
+    assert scores[2] == pytest.approx(2 * -(0.99 * np.log(0.99) + 0.01 * np.log(0.01)))
+    assert scores[3] == 0.0
+    assert list(np.argsort(-scores)) == [0, 1, 2, 3]  # torn over two labels, then one, then sure, then nothing
+    with pytest.raises(ValueError, match="passes"):
+        s.score(PoolOutputs(["x"]))

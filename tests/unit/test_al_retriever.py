@@ -59,7 +59,7 @@ def test_dropout_passes_differ_reproduce_and_restore_eval_mode(model: RetrieverS
     assert model.label_probabilities(texts) == before  # the deterministic path is untouched
 
 
-@pytest.mark.parametrize("strategy", ["random", "subword", "coreset", "dal", "cvirs", "beal_det", "beal", "bald"])
+@pytest.mark.parametrize("strategy", ["random", "subword", "coreset", "dal", "cvirs", "beal_det", "label_entropy", "beal", "bald"])
 def test_every_generator_free_strategy_selects_a_batch(model: RetrieverStageModel, strategy: str):
     pool = make_docs(30, 7)
     ensemble = SelectionConfig().ensemble.__class__(mc_passes=2)
@@ -67,7 +67,7 @@ def test_every_generator_free_strategy_selects_a_batch(model: RetrieverStageMode
                        labelled=TRAIN[:100])
     assert len(set(sel.indices)) == 5
     assert all(0 <= i < len(pool) for i in sel.indices)
-    if strategy in ("cvirs", "beal_det"):
+    if strategy in ("cvirs", "beal_det", "label_entropy"):
         assert all(sel.suggestions)  # the stage's labels above its threshold, for annotators
 
 
@@ -80,6 +80,14 @@ def test_beal_det_picks_the_least_confident(model: RetrieverStageModel):
         y = np.array(list(p.values()))
         confidence.append(float(((2.0**y - 1.0) / np.arange(1, len(y) + 1)).sum()))
     assert confidence == sorted(confidence)
+
+
+def test_label_entropy_picks_the_most_uncertain(model: RetrieverStageModel):
+    pool = make_docs(30, 8)
+    sel = select_batch(model, pool, SelectionConfig(strategy="label_entropy", batch_size=30), ScoreCache())
+    probs = model.label_probabilities([pool[i].text for i in sel.indices])
+    entropy = [float(sum(-y * np.log(y) - (1 - y) * np.log(1 - y) for y in np.clip(list(p.values()), 1e-12, 1 - 1e-12))) for p in probs]
+    assert entropy == sorted(entropy, reverse=True) and entropy[0] > entropy[-1]
 
 
 def test_sequence_strategies_are_refused_with_the_reason(model: RetrieverStageModel):

@@ -350,6 +350,26 @@ class BALD(Strategy):
         return out  # (n_docs,)
 
 
+class LabelEntropy(Strategy):
+    """Uncertainty sampling over the label probabilities: ``s(x) = sum_j H(y_j)``,
+    ``H(y) = -y log y - (1 - y) log(1 - y)``, over every label ``j`` with probability ``y_j`` in the
+    deterministic pass (the reference beam search's, fused where the model fuses; a generator-free
+    model's own). Each label is a binary decision and a document's uncertainty is the sum of its
+    labels' (as :class:`ClusterEntropy` sums its clusters'): a document torn over several labels comes
+    before one torn over one; labels no source proposes have ``y = 0`` and add nothing."""
+
+    name, needs = "label_entropy", "beams"
+
+    def score(self, outputs: PoolOutputs) -> np.ndarray:
+        outputs.require("passes")
+        probs = (outputs.passes or [[]])[0]
+        out = np.zeros(outputs.n_docs)
+        for i, p in enumerate(probs):
+            if p:
+                out[i] = float(_bernoulli_entropy(np.clip(np.fromiter(p.values(), dtype=float), 0.0, 1.0)).sum())
+        return out  # (n_docs,)
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -499,7 +519,7 @@ class ALPS(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (RandomScore, SubwordRatio, BeamMargin, NBestEntropy, ClusterEntropy, VoteDisagreement, LabelSetVariance,
-                ExpectedConfidence, BEAL, DeterministicBEAL, BALD, CoreSet, DAL, CVIRS, ALPS)
+                ExpectedConfidence, BEAL, DeterministicBEAL, BALD, LabelEntropy, CoreSet, DAL, CVIRS, ALPS)
 }
 
 

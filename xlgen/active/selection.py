@@ -112,7 +112,7 @@ class ScoreCache:
         self.scores.clear()
 
 
-PROBABILITY_STRATEGIES = ("cvirs", "beal_det")
+PROBABILITY_STRATEGIES = ("cvirs", "beal_det", "label_entropy")
 """Strategies of need ``beams`` that read only the label probabilities (``PoolOutputs.passes``), which a
 generator-free model (``generator_free``, e.g. :class:`training.al_retriever.RetrieverStageModel`) gives too."""
 
