@@ -3,11 +3,13 @@
     python benchmarks/active_learning.py                                   # goemotions and reuters21578
     python benchmarks/active_learning.py --datasets goemotions --seeds 0 --rounds 2
     python benchmarks/active_learning.py --merge a.json b.json      # one table and plot from earlier runs
+    python benchmarks/active_learning.py --learner retriever --strategies random label_entropy --diversity --suffix " (diverse)"
 
 Each dataset runs :func:`training.active_learning.simulate` (a fixed 1,000-document pool, 100
 random initial labels, 3 rounds of 100, continuing from the last model, 2 seeds), then prints one
 table and writes benchmarks/results/active_learning.json, active_learning.md and
-active_learning.png (one panel per dataset).
+active_learning.png (one panel per dataset, three to a row). ``--diversity`` and ``--drop-top`` change
+how every strategy of the run picks its batch, random included; ``--suffix`` keeps such runs apart when merged.
 """
 
 from __future__ import annotations
