@@ -113,12 +113,12 @@ def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int], ort_int
     # CTranslate2 int8 decoding each batch in chunks of n documents per forward pass (0: the whole batch at once)
     # with one worker of `threads` intra-op threads (on one thread the default's own worker)
     worker = f", one {threads}-thread worker" if threads > 1 else ""
-    unchunked = [Setup(f"ctranslate2 int8, unchunked{worker}" if n == 0 else f"ctranslate2 int8, chunks of {n}{worker}",
+    chunk_rows = [Setup(f"ctranslate2 int8, unchunked{worker}" if n == 0 else f"ctranslate2 int8, chunks of {n}{worker}",
                        (ct2_backend("int8", chunk_docs=n, workers=1),))
                  for n in chunks]
     tagging = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), Setup("ctranslate2 float32", (ct2["float32"],)),
-               Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],)), *unchunked, *ort_q]
-    ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), *ort_q, *unchunked]
+               Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],)), *chunk_rows, *ort_q]
+    ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), *ort_q, *chunk_rows]
     for k in samples:
         more = "" if k == 5 else f", {k} samples per member"
         # every member on CTranslate2 (seeded sampling), as the default routing puts them beside an ONNX export too

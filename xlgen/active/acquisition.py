@@ -190,6 +190,12 @@ class NBestEntropy(Strategy):
         return out  # (n_docs,)
 
 
+def _bernoulli_entropy(p: np.ndarray) -> np.ndarray:
+    """``H(p) = -p log p - (1 - p) log(1 - p)`` elementwise, ``p`` clipped to [1e-12, 1 - 1e-12]."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
 class ClusterEntropy(Strategy):
     """Cluster uncertainty of a ``bcl`` / ``mcg`` model: ``s(x) = sum_c H(p_c)``,
     ``H(p) = -p log p - (1 - p) log(1 - p)``, over the label clusters ``c`` with probability ``p_c``.
@@ -202,8 +208,7 @@ class ClusterEntropy(Strategy):
 
     def score(self, outputs: PoolOutputs) -> np.ndarray:
         outputs.require("cluster_probs")
-        p = np.clip(np.asarray(outputs.cluster_probs, dtype=float), 1e-12, 1 - 1e-12)  # (n_docs, n_clusters)
-        return (-p * np.log(p) - (1 - p) * np.log(1 - p)).sum(axis=1)  # (n_docs,)
+        return _bernoulli_entropy(np.asarray(outputs.cluster_probs, dtype=float)).sum(axis=1)  # (n_docs, n_clusters) -> (n_docs,)
 
 
 def vote_fractions(members: Sequence[Sequence[dict[str, float]]], doc: int) -> np.ndarray:
@@ -228,9 +233,9 @@ class VoteDisagreement(Strategy):
         outputs.require("members")
         out = np.zeros(outputs.n_docs)
         for i in range(outputs.n_docs):
-            v = np.clip(vote_fractions(outputs.members or [], i), 1e-12, 1 - 1e-12)
+            v = vote_fractions(outputs.members or [], i)
             if v.size:
-                out[i] = float((-v * np.log(v) - (1 - v) * np.log(1 - v)).mean())
+                out[i] = float(_bernoulli_entropy(v).mean())
         return out  # (n_docs,)
 
 
@@ -325,11 +330,6 @@ class DeterministicBEAL(BEAL):
     name, needs = "beal_det", "beams"
 
 
-def _bernoulli_entropy(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
-
-
 class BALD(Strategy):
     """BALD over MC-dropout passes, per label as a Bernoulli and summed over the document's labels:
     ``s(x) = sum_j [H(mean_t y_tj) - mean_t H(y_tj)]``, the mutual information between a label's
@@ -366,7 +366,7 @@ class LabelEntropy(Strategy):
         out = np.zeros(outputs.n_docs)
         for i, p in enumerate(probs):
             if p:
-                out[i] = float(_bernoulli_entropy(np.clip(np.fromiter(p.values(), dtype=float), 0.0, 1.0)).sum())
+                out[i] = float(_bernoulli_entropy(np.fromiter(p.values(), dtype=float)).sum())
         return out  # (n_docs,)
 
 
