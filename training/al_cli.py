@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from typing import Any
 
 from training.active_learning import SimulationConfig, simulate
 from xlgen.active.acquisition import STRATEGIES
@@ -57,11 +58,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     """
     import os
 
-    from xlgen.active.acquisition import get_strategy
-    from xlgen.active.selection import SelectionConfig, select_batch
-    from xlgen.active.stream import StreamConfig, select_streaming
     from xlgen.devices import resolve_device
-    from xlgen.model import XLGenModel
 
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError("--batch-size must be positive")
@@ -73,6 +70,20 @@ def cmd_select(args: argparse.Namespace) -> int:
 
         state = PartialState(cpu=device == "cpu")
         device = str(state.device)
+    try:
+        return _select(args, device, state, distributed)
+    finally:  # every process tears its process group down before exit, rather than leave its threads to the interpreter's
+        if state is not None:
+            state.destroy_process_group()
+
+
+def _select(args: argparse.Namespace, device: str, state: Any, distributed: bool) -> int:
+    """:func:`cmd_select` on ``device``, sharing the work through ``state`` (accelerate's ``PartialState``) when given."""
+    from xlgen.active.acquisition import get_strategy
+    from xlgen.active.selection import SelectionConfig, select_batch
+    from xlgen.active.stream import StreamConfig, select_streaming
+    from xlgen.model import XLGenModel
+
     model = XLGenModel.load(args.model, device=device, backend=args.backend)
     ensemble = EnsembleConfig(combine=args.combine, mc_dropout=args.mc_dropout)
     cfg = SelectionConfig(strategy=args.strategy, batch_size=args.batch_size or 1, diversity=args.diversity,
