@@ -2,11 +2,12 @@
 
 For each model directory (exported first where the exports are missing or stale), each backend and
 each batch size: documents per second for beam-5 tagging (``XLGenModel.predict``) and for ensemble
-decoding (``decode_ensemble`` with the default members of the ``vote`` strategy: beam-5 plus two
-sampling members of 5 samples; no embeddings, which ``vote`` does not read), the ratio to torch,
-and the ensemble's cost in beam-5 passes: its time over that of beam-5 tagging of the same
-documents on the same backends, timed beside it. ``--samples 5 2 1`` adds CTranslate2 ensemble rows
-whose sampling members draw fewer samples. Then quality on the test split: micro-F1 at the model's
+decoding (``decode_ensemble`` with the members of the ``vote`` strategy, ``--members``: ``fast``, the
+default, is beam-5 plus two one-sample members drawn in one call, ``wide`` beam-5 plus two sampling
+members of 5 samples; no embeddings, which ``vote`` does not read), the ratio to torch, and the
+ensemble's cost in beam-5 passes: its time over that of beam-5 tagging of the same documents on the
+same backends, timed beside it. CTranslate2 int8 ensemble rows come for every member set of
+``--members``; ``--samples 5 2 1`` gives each of them rows whose sampling members draw that many samples. Then quality on the test split: micro-F1 at the model's
 threshold per backend, the share of documents whose best beam equals torch's, and the largest
 label-score gap::
 
@@ -38,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
-from xlgen.active.ensemble import EnsembleConfig, decode_ensemble, default_members  # noqa: E402
+from xlgen.active.ensemble import MEMBER_SETS, EnsembleConfig, decode_ensemble  # noqa: E402
 from xlgen.backends import Backend, Backends, StaleExport, read_export, weights_stamp  # noqa: E402
 from xlgen.backends.ct2_backend import CT2Backend  # noqa: E402
 from xlgen.backends.export import export_dir  # noqa: E402
@@ -52,14 +53,17 @@ from xlgen.model import XLGenModel, export_model  # noqa: E402
 @dataclass(frozen=True)
 class Setup:
     """One way to decode: a label and the backends, fastest first (empty: torch alone); for ensemble
-    setups, how many samples each sampling member draws (None: the default members' 5)."""
+    setups, the member set (:data:`xlgen.active.ensemble.MEMBER_SETS`) and how many samples each of its
+    sampling members draws (None: the set's own)."""
 
     label: str
     backends: tuple[Backend, ...]
+    member_set: str = "fast"
     samples: int | None = None
 
     def members(self) -> tuple[DecodingConfig, ...]:
-        return tuple(replace(m, num_samples=self.samples) if m.strategy == "sample" and self.samples else m for m in default_members())
+        return tuple(replace(m, num_samples=self.samples) if m.strategy == "sample" and self.samples else m
+                     for m in MEMBER_SETS[self.member_set])
 
 
 def ensure_exports(path: Path) -> None:
@@ -92,10 +96,11 @@ def quantized_onnx(onnx_dir: Path) -> Path:
     return out
 
 
-def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int], ort_int8: bool = False,
-           chunks: Sequence[int] = ()) -> tuple[list[Setup], list[Setup]]:
-    """(tagging setups, ensemble setups) over the exports of ``path``; ``samples``: samples per sampling
-    member of the CTranslate2 ensemble setups (5 is the default members'); ``ort_int8``: ONNX Runtime
+def setups(path: Path, xm: XLGenModel, threads: int, members: Sequence[str], samples: Sequence[int] | None,
+           ort_int8: bool = False, chunks: Sequence[int] = ()) -> tuple[list[Setup], list[Setup]]:
+    """(tagging setups, ensemble setups) over the exports of ``path``; ``members``: the member sets of the
+    CTranslate2 int8 ensemble setups (the other ensemble setups decode the first); ``samples``: samples per
+    sampling member of those setups, one setup per count (None: the sets' own); ``ort_int8``: ONNX Runtime
     rows over its dynamically quantized export too; ``chunks``: CTranslate2 int8 rows decoding each batch
     in chunks of that many documents too (``chunk_docs``; 0: the whole batch in one forward pass)."""
     t5, tok = xm.t5, xm.tokenizer
@@ -114,15 +119,17 @@ def setups(path: Path, xm: XLGenModel, threads: int, samples: list[int], ort_int
     # with one worker of `threads` intra-op threads (on one thread the default's own worker)
     worker = f", one {threads}-thread worker" if threads > 1 else ""
     chunk_rows = [Setup(f"ctranslate2 int8, unchunked{worker}" if n == 0 else f"ctranslate2 int8, chunks of {n}{worker}",
-                       (ct2_backend("int8", chunk_docs=n, workers=1),))
+                       (ct2_backend("int8", chunk_docs=n, workers=1),), members[0])
                  for n in chunks]
     tagging = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), Setup("ctranslate2 float32", (ct2["float32"],)),
                Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],)), *chunk_rows, *ort_q]
-    ensemble = [Setup("torch (generate)", ()), Setup("onnxruntime", (ort,)), *ort_q, *chunk_rows]
-    for k in samples:
-        more = "" if k == 5 else f", {k} samples per member"
-        # every member on CTranslate2 (seeded sampling), as the default routing puts them beside an ONNX export too
-        ensemble.append(Setup(f"ctranslate2 int8{more}", (ct2["int8"],), k))
+    ensemble = [Setup("torch (generate)", (), members[0]), Setup("onnxruntime", (ort,), members[0]),
+                *[replace(s, member_set=members[0]) for s in ort_q], *chunk_rows]
+    for ms in members:
+        for k in samples or [None]:
+            more = f", {k} samples per member" if k else ""
+            # every member on CTranslate2 (seeded sampling), as the default routing puts them beside an ONNX export too
+            ensemble.append(Setup(f"ctranslate2 int8, {ms} members{more}", (ct2["int8"],), ms, k))
     return tagging, ensemble
 
 
@@ -190,7 +197,11 @@ def quality(xm: XLGenModel, docs: list[Document], tag_setups: list[Setup]) -> li
 
 
 def markdown(results: list[dict], args: argparse.Namespace) -> str:
-    out = [f"Beam-5 tagging and ensemble decoding (vote's members: beam-5 + 2 sampling members of 5 samples unless said), "
+    sets = getattr(args, "members", None)
+    said = ("vote's members: beam-5 + 2 sampling members of 5 samples unless said" if sets is None else
+            f"vote's members: the {sets[0]} set unless said; fast = beam-5 + 2 one-sample members drawn in one call, "
+            "wide = beam-5 + 2 sampling members of 5 samples")
+    out = [f"Beam-5 tagging and ensemble decoding ({said}), "
            f"documents per second, {args.threads} thread(s) for every library, {args.data} test texts; x = speed over "
            f"transformers' generate in the same run; beam passes = the ensemble's time over beam-5 tagging of the same "
            f"documents on the same backends, timed beside it (best of {args.repeats}).", ""]
@@ -247,8 +258,10 @@ def main() -> None:
     p.add_argument("--ensemble-docs", nargs="+", type=int, default=[32, 256], help="documents per ensemble run, per batch size")
     p.add_argument("--scale", nargs="+", type=float, default=[1.0], help="document-count factor per model (slower models: < 1)")
     p.add_argument("--quality-docs", nargs="+", type=int, default=[2000], help="test documents for quality, per model (0: all, -1: none)")
-    p.add_argument("--samples", nargs="+", type=int, default=[5],
-                   help="samples per sampling member of the CTranslate2 ensemble setups (5: the default members)")
+    p.add_argument("--members", nargs="+", default=["fast"], choices=tuple(MEMBER_SETS),
+                   help="member sets of the CTranslate2 int8 ensemble rows (the other ensemble rows decode the first)")
+    p.add_argument("--samples", nargs="+", type=int,
+                   help="CTranslate2 int8 ensemble rows whose sampling members draw this many samples each (default: the sets' own)")
     p.add_argument("--ort-int8", action="store_true",
                    help="also ONNX Runtime over its export quantized to int8 (quantize_dynamic, written beside the export)")
     p.add_argument("--unchunked", action="store_true",
@@ -278,7 +291,7 @@ def main() -> None:
         n_quality = args.quality_docs[min(k, len(args.quality_docs) - 1)] or len(test)
         ensure_exports(path)
         xm = XLGenModel.load(path, backend="torch")
-        tag_setups, ens_setups = setups(path, xm, args.threads, args.samples, args.ort_int8,
+        tag_setups, ens_setups = setups(path, xm, args.threads, args.members, args.samples, args.ort_int8,
                                         list(dict.fromkeys([0] * args.unchunked + args.chunks)))
         mean_tokens = float(np.mean([len(x) for x in xm.encode_inputs(texts[:512])]))
         print(f"{name}: {sum(p.numel() for p in xm.t5.parameters()) / 1e6:.1f}M parameters, {mean_tokens:.0f} input tokens on average",

@@ -220,11 +220,13 @@ def test_service_tags_on_each_backend(exported: Path, tmp_path: Path, name: str)
 
 @pytest.mark.parametrize("name", ["torch", *EXPORTED])
 def test_select_on_each_backend(exported: Path, tiny_data: Path, tmp_path: Path, name: str):
-    """The ensemble strategy (beam + sampling members, one MC-dropout member on torch)."""
+    """The ensemble strategy (beam + sampling members, one MC-dropout member on torch); torch decodes
+    the wide member set, the exports the default fast one."""
     pool = tmp_path / "pool.jsonl"
     write_jsonl(read_documents(tiny_data / "test.jsonl")[:8], pool)
     out = tmp_path / "next.jsonl"
-    rc = xlgen(["select", "--model", str(exported), "--pool", str(pool), "--strategy", "vote", "--mc-dropout", "1",
+    members = ["--members", "wide"] if name == "torch" else []
+    rc = xlgen(["select", "--model", str(exported), "--pool", str(pool), "--strategy", "vote", "--mc-dropout", "1", *members,
                 "--batch-size", "3", "--output", str(out), "--device", "cpu", "--backend", name])
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rc == 0 and [r["rank"] for r in rows] == [1, 2, 3]

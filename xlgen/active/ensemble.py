@@ -1,10 +1,14 @@
 """Ensemble decoding: several decoding settings (members) over one encoder pass per document.
 
-The default members are beam search (5 beams), top-k/top-p sampling and temperature-0.8 sampling;
-optional MC-dropout members repeat the first member ``mc_dropout`` times with dropout switched on
-in the decoder. Every member that takes encoder states reads them from one shared cache, so each
-document is encoded once for all of them however many there are (MC dropout therefore perturbs the
-decoder only); a member on CTranslate2 encodes by itself (see :func:`decode_ensemble`).
+The default members (:data:`MEMBER_SETS` ``fast``) are beam search (5 beams) and two members of one
+top-k/top-p sample each; the ``wide`` set keeps two sampling members of 5 samples each, one top-k/top-p
+and one at temperature 0.8. Optional MC-dropout members repeat the first member ``mc_dropout`` times
+with dropout switched on in the decoder. Every member that takes encoder states reads them from one
+shared cache, so each document is encoded once for all of them however many there are (MC dropout
+therefore perturbs the decoder only); a member on CTranslate2 encodes by itself (see
+:func:`decode_ensemble`). Consecutive sampling members that differ only in their sample count and
+seed draw their samples in one decoding call, one encoder pass and one batched loop for all of them,
+and share them out (:func:`sample_groups`).
 
 Each member predicts a label set (its label scores cut at the model's threshold); the members are
 combined by ``union``, ``intersection`` or ``vote`` (labels predicted by at least ``min_votes`` of
@@ -27,12 +31,54 @@ COMBINE = ("union", "intersection", "vote")
 
 
 def default_members() -> tuple[DecodingConfig, ...]:
-    """Beam-5, top-k/top-p sampling, and temperature-0.8 sampling."""
-    return (
+    """The ``fast`` set: beam-5 and two members of one top-k/top-p sample each, drawn in one call."""
+    return MEMBER_SETS["fast"]
+
+
+MEMBER_SETS: dict[str, tuple[DecodingConfig, ...]] = {
+    # two one-sample members with the same settings: one sampling call of 2 samples (sample_groups).
+    # Measured on the cpu preset, CTranslate2 int8, one thread (benchmarks/inference.py): see the README
+    "fast": (
+        DecodingConfig(strategy="beam", num_beams=5),
+        DecodingConfig(strategy="sample", num_samples=1, top_k=20, top_p=0.9, seed=1),
+        DecodingConfig(strategy="sample", num_samples=1, top_k=20, top_p=0.9, seed=2),
+    ),
+    # two members of 5 samples each with different settings: two sampling calls of 5 samples
+    "wide": (
         DecodingConfig(strategy="beam", num_beams=5),
         DecodingConfig(strategy="sample", num_samples=5, top_k=20, top_p=0.9, seed=1),
         DecodingConfig(strategy="sample", num_samples=5, temperature=0.8, seed=2),
-    )
+    ),
+}
+"""Named member sets: ``fast`` (the default) and ``wide``."""
+
+
+def sample_groups(members: Sequence[DecodingConfig]) -> list[list[int]]:
+    """``members``' indices in groups decoded by one call each: consecutive sampling members whose
+    settings differ only in ``num_samples`` and ``seed`` form one group (its call draws every
+    member's samples with the first member's seed); any other member is a group of its own."""
+    groups: list[list[int]] = []
+    for k, m in enumerate(members):
+        if groups and m.strategy == "sample" and m.top_k != 1:
+            first = members[groups[-1][0]]
+            if first.strategy == "sample" and replace(first, num_samples=1, seed=0) == replace(m, num_samples=1, seed=0):
+                groups[-1].append(k)
+                continue
+        groups.append([k])
+    return groups
+
+
+def share_out(cands: Sequence[Candidate], sizes: Sequence[int], rng: np.random.Generator) -> list[list[Candidate]]:
+    """Splits one document's samples (best first) into consecutive shares of ``sizes``, each best
+    first, after a random permutation (from ``rng``): the shares are then independent draws, as
+    separate calls would give, where slicing the sorted list would hand the likeliest to the first."""
+    perm = rng.permutation(len(cands))
+    out, start = [], 0
+    for n in sizes:
+        share = [cands[i] for i in sorted(perm[start:start + n].tolist())]  # sorted indices: best first again
+        out.append(share)
+        start += n
+    return out
 
 
 @dataclass(frozen=True)
@@ -148,7 +194,8 @@ def decode_ensemble(
 ) -> EnsembleOutput:
     """Runs every member over ``texts``, encoding each document at most once outside the backends.
 
-    The members run on :func:`member_backends`. The encoder states are cached, and shared by every
+    The members run on :func:`member_backends`, one call per group of :func:`sample_groups` (the
+    samples of a group's members are drawn together and shared out at random). The encoder states are cached, and shared by every
     member, only when something reads them: the embeddings, a member on a backend that takes encoder
     states (torch, ONNX Runtime), or the MC-dropout members. Those members run first, so that the
     cache is filled by their own encoder and a backend that encodes by itself (CTranslate2) finds it
@@ -168,21 +215,34 @@ def decode_ensemble(
     members = cfg.member_configs()
     n_base = len(cfg.members)
     model.model.eval()
-    backends = member_backends(model, members[:n_base])
+    base_groups = sample_groups(members[:n_base])
+    backends = member_backends(model, [members[g[0]] for g in base_groups])
+    groups = base_groups + [[k] for k in range(n_base, len(members))]  # the MC-dropout members, one call each
     reads_states = [b is None or b.needs_states for b in backends]
     cache: dict[int, torch.Tensor] | None = {} if embeddings or cfg.mc_dropout or any(reads_states) else None
-    # deterministic members first, in eval mode, so that the cached encoder states are too; those
+    # deterministic groups first, in eval mode, so that the cached encoder states are too; those
     # reading encoder states before those encoding by themselves (the cache gets filled once, by the former)
-    order = sorted(range(n_base), key=lambda k: not reads_states[k]) + list(range(n_base, len(members)))
+    order = sorted(range(len(base_groups)), key=lambda g: not reads_states[g]) + list(range(len(base_groups), len(groups)))
     candidates: list[list[list[Candidate]]] = [[] for _ in members]
     member_labels: list[list[dict[str, float]]] = [[] for _ in members]
     try:
-        for k in order:
-            mcfg = members[k]
-            model.model.train(k >= n_base)
-            candidates[k] = model.candidates(inputs, mcfg, encoder_cache=cache)  # on member_backends' choice (torch in train mode)
-            preds = [model.to_prediction(c, mcfg, thr) for c in candidates[k]]
-            member_labels[k] = [dict(zip(p.labels, p.scores, strict=True)) for p in preds]
+        for g in order:
+            group = groups[g]
+            gcfg = members[group[0]]
+            if len(group) > 1:  # one call draws the samples of every member of the group
+                gcfg = replace(gcfg, num_samples=sum(members[k].num_samples for k in group))
+            model.model.train(group[0] >= n_base)
+            got = model.candidates(inputs, gcfg, encoder_cache=cache)  # on member_backends' choice (torch in train mode)
+            if len(group) == 1:
+                candidates[group[0]] = got
+            else:
+                rng = np.random.default_rng(gcfg.seed)
+                shares = [share_out(c, [members[k].num_samples for k in group], rng) for c in got]
+                for j, k in enumerate(group):
+                    candidates[k] = [s[j] for s in shares]
+            for k in group:
+                preds = [model.to_prediction(c, members[k], thr) for c in candidates[k]]
+                member_labels[k] = [dict(zip(p.labels, p.scores, strict=True)) for p in preds]
     finally:
         model.model.eval()
     votes, combined = [], []
