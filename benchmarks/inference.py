@@ -97,10 +97,11 @@ def quantized_onnx(onnx_dir: Path) -> Path:
 
 
 def setups(path: Path, xm: XLGenModel, threads: int, members: Sequence[str], samples: Sequence[int] | None,
-           ort_int8: bool = False, chunks: Sequence[int] = ()) -> tuple[list[Setup], list[Setup]]:
+           ort_int8: bool = False, chunks: Sequence[int] = (), one_sampler: bool = False) -> tuple[list[Setup], list[Setup]]:
     """(tagging setups, ensemble setups) over the exports of ``path``; ``members``: the member sets of the
     CTranslate2 int8 ensemble setups (the other ensemble setups decode the first); ``samples``: samples per
-    sampling member of those setups, one setup per count (None: the sets' own); ``ort_int8``: ONNX Runtime
+    sampling member of those setups, one setup per count (None: the sets' own); ``one_sampler``: each of them
+    again with one sampling translator (the default has one per thread); ``ort_int8``: ONNX Runtime
     rows over its dynamically quantized export too; ``chunks``: CTranslate2 int8 rows decoding each batch
     in chunks of that many documents too (``chunk_docs``; 0: the whole batch in one forward pass)."""
     t5, tok = xm.t5, xm.tokenizer
@@ -130,6 +131,9 @@ def setups(path: Path, xm: XLGenModel, threads: int, members: Sequence[str], sam
             more = f", {k} samples per member" if k else ""
             # every member on CTranslate2 (seeded sampling), as the default routing puts them beside an ONNX export too
             ensemble.append(Setup(f"ctranslate2 int8, {ms} members{more}", (ct2["int8"],), ms, k))
+            if one_sampler and threads > 1:
+                ensemble.append(Setup(f"ctranslate2 int8, {ms} members{more}, one sampling translator",
+                                      (ct2_backend("int8", sampling_workers=1),), ms, k))
     return tagging, ensemble
 
 
@@ -262,6 +266,8 @@ def main() -> None:
                    help="member sets of the CTranslate2 int8 ensemble rows (the other ensemble rows decode the first)")
     p.add_argument("--samples", nargs="+", type=int,
                    help="CTranslate2 int8 ensemble rows whose sampling members draw this many samples each (default: the sets' own)")
+    p.add_argument("--one-sampler", action="store_true",
+                   help="on several threads, also CTranslate2 int8 ensemble rows sampling on one one-thread translator")
     p.add_argument("--ort-int8", action="store_true",
                    help="also ONNX Runtime over its export quantized to int8 (quantize_dynamic, written beside the export)")
     p.add_argument("--unchunked", action="store_true",
@@ -292,7 +298,7 @@ def main() -> None:
         ensure_exports(path)
         xm = XLGenModel.load(path, backend="torch")
         tag_setups, ens_setups = setups(path, xm, args.threads, args.members, args.samples, args.ort_int8,
-                                        list(dict.fromkeys([0] * args.unchunked + args.chunks)))
+                                        list(dict.fromkeys([0] * args.unchunked + args.chunks)), args.one_sampler)
         mean_tokens = float(np.mean([len(x) for x in xm.encode_inputs(texts[:512])]))
         print(f"{name}: {sum(p.numel() for p in xm.t5.parameters()) / 1e6:.1f}M parameters, {mean_tokens:.0f} input tokens on average",
               flush=True)

@@ -40,11 +40,11 @@ def ct2_dir(trained_tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return path
 
 
-def backend(ct2_dir: Path):  # type: ignore[no-untyped-def]
+def backend(ct2_dir: Path, threads: int = 1):  # type: ignore[no-untyped-def]
     from xlgen.backends.ct2_backend import CT2Backend
 
     xm = XLGenModel.load(ct2_dir, backend="torch")
-    return CT2Backend(export_dir(ct2_dir, "ctranslate2"), xm.tokenizer.eos_id, compute_type="float32", threads=1)
+    return CT2Backend(export_dir(ct2_dir, "ctranslate2"), xm.tokenizer.eos_id, compute_type="float32", threads=threads)
 
 
 def sampled(ct2_dir: Path, cfg: DecodingConfig) -> list[list[tuple[tuple[str, ...], float]]]:
@@ -77,13 +77,19 @@ def test_a_seed_repeats_the_samples_across_instances_calls_and_processes(ct2_dir
     assert again == first  # another process
 
 
-def test_sampled_logprobs_are_the_models_own(ct2_dir: Path):
-    """Before any warping (temperature, top-k, top-p), as torch's teacher-forced pass scores the sequences."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sampled_logprobs_are_the_models_own(ct2_dir: Path, threads: int):
+    """Before any warping (temperature, top-k, top-p), as torch's teacher-forced pass scores the sequences;
+    on two threads the documents, dealt out to two sampling translators, come back each in its place
+    (the first batch of a call seeds the translators, the second runs them at once)."""
     xm = XLGenModel.load(ct2_dir, backend="torch")
     t5, tok = xm.t5, xm.tokenizer
     ids, mask = pad_batch(xm.encode_inputs(TEXTS), tok.pad_id, "cpu")
-    for cfg in (TOP_K_TOP_P, DecodingConfig(strategy="sample", num_samples=4, temperature=0.5, max_new_tokens=8)):
-        gen = backend(ct2_dir).generate(ids, mask, None, cfg, np.random.default_rng(0))
+    one = backend(ct2_dir, threads)
+    assert one.sampling_workers == threads
+    rng = np.random.default_rng(0)
+    for cfg in (TOP_K_TOP_P, DecodingConfig(strategy="sample", num_samples=4, temperature=0.5, max_new_tokens=8), TOP_K_TOP_P):
+        gen = one.generate(ids, mask, None, cfg, rng)  # one decoding call: its translators are made once
         assert len(gen.tokens) == len(TEXTS) * cfg.num_samples
         width = max(len(t) for t in gen.tokens)
         seqs = torch.tensor([[tok.pad_id, *t] + [tok.pad_id] * (width - len(t)) for t in gen.tokens])
@@ -154,9 +160,31 @@ def test_chunked_calls_return_what_one_forward_pass_does(ct2_dir: Path):
     assert two.translator.num_translators == 2  # two one-thread beam workers
     assert CT2Backend(path, eos, threads=2, workers=1).translator.num_translators == one.translator.num_translators == 1
     assert decode(two, xm.tokenizer, inputs, beam) == decode(CT2Backend(path, eos, threads=2, workers=1), xm.tokenizer, inputs, beam)
-    sample2 = replace(cfg, seed=5)
-    assert decode(two, xm.tokenizer, inputs, sample2) == decode(CT2Backend(path, eos, threads=2), xm.tokenizer, inputs, sample2)
+    sample2 = replace(cfg, seed=5, batch_size=3)  # three batches: the two sampling translators seeded in the first
+    load, loads = two._load, []
+    two._load = lambda: loads.append(1) or load()
+    got = decode(two, xm.tokenizer, inputs, sample2)
+    assert got == decode(CT2Backend(path, eos, threads=2), xm.tokenizer, inputs, sample2)
+    assert two.sampling_workers == 2 and len(loads) == 2  # a translator per worker, for the whole call
+    assert not two._samplers  # released when the call ended
+    assert got != decode(one, xm.tokenizer, inputs, sample2)  # other streams than one thread's
     with pytest.raises(ValueError, match="chunk_docs"):
         CT2Backend(path, eos, chunk_docs=-1)
     with pytest.raises(ValueError, match="workers"):
         CT2Backend(path, eos, workers=0)
+
+
+def test_concurrent_calls_keep_their_own_seeded_samples(ct2_dir: Path):
+    """Two decoding calls at once on one two-thread backend (as the service may run them): each gets
+    the samples it gets alone, its sampling translators seeded under the lock before they run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    xm = XLGenModel.load(ct2_dir, backend="torch")
+    inputs = xm.encode_inputs(TEXTS * 4)
+    cfgs = [replace(TOP_K_TOP_P, seed=s, batch_size=8) for s in (11, 12, 13, 14)]
+    alone = [decode(backend(ct2_dir, 2), xm.tokenizer, inputs, c) for c in cfgs]
+    shared = backend(ct2_dir, 2)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda c: decode(shared, xm.tokenizer, inputs, c), cfgs))
+    assert together == alone
+    assert len({str(a) for a in alone}) == len(cfgs)  # the seeds differ, so do the samples

@@ -72,6 +72,10 @@ class Backend(ABC):
             rng: Random numbers for sampling, seeded once per decoding call.
         """
 
+    def release(self, rng: np.random.Generator) -> None:  # noqa: B027 - most backends keep nothing per call
+        """Called once the decoding call that passed ``rng`` to :meth:`generate` has ended (whether
+        it finished or not): whatever the backend kept for that call can go."""
+
     def describe(self) -> str:
         """One line for logs: the name and how it runs."""
         return f"{self.name} on {self.device}"

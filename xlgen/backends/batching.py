@@ -130,4 +130,5 @@ def decode(
     finally:
         bar.close()
         torch.random.set_rng_state(torch_state)
+        backend.release(rng)
     return results

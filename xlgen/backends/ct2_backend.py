@@ -11,11 +11,14 @@ top-k, top-p: CTranslate2 applies top-k before the temperature, which selects th
 keeps the same top-p nucleus); with ``return_scores`` its score is the sum of the model's own token
 log-probs, before any warping, as the other backends report. CTranslate2 has no per-call seed: its
 random generator is per worker thread, seeded from ``ctranslate2.set_random_seed`` when the thread
-first samples. So every decoding call (every ``rng`` the decoding loop passes) samples on a fresh
-translator whose first call runs under a process-wide lock right after setting the seed drawn from
-``rng``; the later batches of that call continue its stream. The same seed therefore gives the
-same samples in any call and process (with the same batches and threads); loading that translator
-costs about as much as decoding one small batch. On CUDA (untested) CTranslate2 seeds its curand
+first samples. So every decoding call (every ``rng`` the decoding loop passes) samples on fresh
+one-worker translators, one per sampling worker (``workers``, the beam-search workers' count), each
+with its own seed drawn from ``rng``, and seeded under a process-wide lock right after setting that
+seed, by its first share (one translator) or by sampling one token (several, which then decode their
+shares at once). A batch's documents are dealt out to them in turn (document ``i`` to translator
+``i mod workers``) and the translators decode their shares at once; each continues its own stream over
+the later batches of the call. The same seed therefore gives the same samples in any call and process
+(with the same batches and threads); loading a translator costs about as much as decoding one small batch. On CUDA (untested) CTranslate2 seeds its curand
 states the same way, but seeds them again from the process-wide seed when a larger batch needs more.
 
 Several samples of a document cost more work here than on the backends reading shared encoder
@@ -45,8 +48,10 @@ from xlgen.decoding import DecodingConfig
 _SEED_LOCK = threading.Lock()
 """Held from ``ctranslate2.set_random_seed`` until the fresh translator has sampled once (the seed is process-wide)."""
 
-SAMPLERS_KEPT = 2
-"""Sampling translators kept, one per decoding call in flight (the most recent ones)."""
+SAMPLERS_KEPT = 64
+"""Decoding calls whose sampling translators are kept at most (the most recent ones): a call's go when
+it ends (:meth:`CT2Backend.release`); this bounds what calls that never end would hold. A call evicted
+while still running would sample on from new seeds."""
 
 CHUNK_DOCS = 8
 """Documents per CTranslate2 forward pass inside one call (``max_batch_size``): a call's batch is
@@ -78,11 +83,13 @@ class CT2Backend(Backend):
         compute_type: CTranslate2 compute type; ``auto``: int8 on CPU, bfloat16 on CUDA.
         threads: CPU threads (0: CTranslate2's default). Beam search and greedy decoding run them as
             that many one-thread workers sharing out a call's chunks (CTranslate2's ``inter_threads``);
-            sampling runs on one worker of one thread, so that a seed gives the same samples.
+            sampling runs as that many one-worker, one-thread translators, each seeded and given its
+            own share of every batch, so that a seed gives the same samples.
         chunk_docs: Documents per forward pass inside a call (0: the whole batch at once); default
             :data:`CHUNK_DOCS` on CPU, the whole batch on a GPU.
-        workers: Overrides the number of beam-search workers (1: one worker with ``threads`` intra-op
-            threads, as sampling runs).
+        workers: Overrides the number of workers, of beam search and of sampling (1: one worker with
+            ``threads`` intra-op threads for beam search, one one-thread sampling translator).
+        sampling_workers: Overrides the number of sampling translators (default: ``workers``).
     """
 
     name = "ctranslate2"
@@ -91,7 +98,7 @@ class CT2Backend(Backend):
     def __init__(self, path: str | Path, eos_id: int, length_penalty: float = 1.0,
                  encoder: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                  device: str = "cpu", compute_type: str = "auto", threads: int = 0, chunk_docs: int | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, sampling_workers: int | None = None) -> None:
         import ctranslate2
 
         on_cuda = device.startswith("cuda") and ctranslate2.get_cuda_device_count() > 0
@@ -100,9 +107,10 @@ class CT2Backend(Backend):
         self.compute_type = compute_type_for(self.device, compute_type)
         index = int(device.split(":")[1]) if on_cuda and ":" in device else 0
         # on several CPU threads, beam search and greedy run as that many one-thread workers, each on its
-        # own chunks of the batch; sampling runs on one worker of one thread (its random generator is per
-        # worker thread, seeded when the worker first samples: two would make the samples depend on which
-        # took which chunk; one thread on chunks was faster than two threads on whole batches)
+        # own chunks of the batch; sampling runs as that many translators of one one-thread worker, each
+        # given its own share of the documents (a random generator is per worker thread, seeded when the
+        # worker first samples: workers of one translator would make the samples depend on which took which
+        # chunk; one thread on chunks was faster than two threads on whole batches)
         if workers is None:
             workers = threads if not on_cuda and threads > 1 else 1
         if workers < 1:
@@ -118,8 +126,12 @@ class CT2Backend(Backend):
         # chunks on CPU (the beam workers share them out)
         self.chunk_docs = (CHUNK_DOCS if not on_cuda and threads >= 1 else 0) if chunk_docs is None else chunk_docs
         self.eos_id, self.length_penalty, self.encoder = eos_id, length_penalty, encoder
-        # decoding call (its rng, held so that its id stays its own) -> the translator sampling for it
-        self._samplers: OrderedDict[int, tuple[np.random.Generator, Any]] = OrderedDict()
+        self.sampling_workers = workers if sampling_workers is None else sampling_workers
+        if self.sampling_workers < 1:
+            raise ValueError("sampling_workers must be positive")
+        # decoding call (its rng, held so that its id stays its own) -> its sampling translators' seeds and
+        # the translators (None until their first share)
+        self._samplers: OrderedDict[int, tuple[np.random.Generator, list[int], list[Any]]] = OrderedDict()
         self._samplers_lock = threading.Lock()
 
     def supports(self, cfg: DecodingConfig) -> bool:
@@ -131,27 +143,51 @@ class CT2Backend(Backend):
         return self.encoder(ids, mask)  # (batch, src_len, d_model)
 
     def _sample(self, source: list[list[str]], rng: np.random.Generator, **options: Any) -> list[Any]:
-        """``translate_batch`` on the sampling translator of the decoding call ``rng`` belongs to; the
-        first batch of a call loads a fresh translator seeded from ``rng``."""
+        """``translate_batch`` on the sampling translators of the decoding call ``rng`` belongs to, the
+        documents dealt out in turn and decoded at once. A translator is loaded and seeded under the
+        process-wide lock before its first share (its seed drawn from ``rng`` when the call first samples)."""
         import ctranslate2
 
+        seeds: list[int]
+        translators: list[Any]
         with self._samplers_lock:
             kept = self._samplers.get(id(rng))
-            translator = kept[1] if kept is not None and kept[0] is rng else None
-            if translator is not None:
+            if kept is not None and kept[0] is rng:
                 self._samplers.move_to_end(id(rng))
-        if translator is not None:
-            return translator.translate_batch(source, **options)
-        seed = int(rng.integers(0, 2**32 - 1))  # 2**32 - 1 is CTranslate2's "no seed"
-        with _SEED_LOCK:
-            ctranslate2.set_random_seed(seed)
-            translator = self._load()
-            results = translator.translate_batch(source, **options)  # its worker thread seeds its generator here
+                _, seeds, translators = kept
+            else:
+                # 2**32 - 1 is CTranslate2's "no seed"
+                seeds = [int(rng.integers(0, 2**32 - 1)) for _ in range(self.sampling_workers)]
+                translators = [None] * self.sampling_workers
+                self._samplers[id(rng)] = (rng, seeds, translators)
+                while len(self._samplers) > SAMPLERS_KEPT:
+                    self._samplers.popitem(last=False)
+        n = len(translators)
+        if n == 1:  # one translator: its first share runs right after seeding, synchronously (no futures per call)
+            if translators[0] is not None:
+                return translators[0].translate_batch(source, **options)
+            with _SEED_LOCK:
+                ctranslate2.set_random_seed(seeds[0])
+                translators[0] = first = self._load()
+                return first.translate_batch(source, **options)  # its worker thread seeds its generator here
+        shares = [source[j::n] for j in range(n)]
+        for j, share in enumerate(shares):
+            if share and translators[j] is None:
+                with _SEED_LOCK:
+                    ctranslate2.set_random_seed(seeds[j])
+                    translators[j] = made = self._load()
+                    # one token sampled for one document: its worker thread seeds its generator here, so that
+                    # the shares can then run at once, outside the lock
+                    made.translate_batch(share[:1], beam_size=1, sampling_topk=2, max_decoding_length=1, max_input_length=0)
+        running = [translators[j].translate_batch(share, asynchronous=True, **options) if share else [] for j, share in enumerate(shares)]
+        results = [[r.result() for r in pending] for pending in running]
+        return [results[i % n][i // n] for i in range(len(source))]
+
+    def release(self, rng: np.random.Generator) -> None:
         with self._samplers_lock:
-            self._samplers[id(rng)] = (rng, translator)
-            while len(self._samplers) > SAMPLERS_KEPT:
-                self._samplers.popitem(last=False)
-        return results
+            kept = self._samplers.get(id(rng))
+            if kept is not None and kept[0] is rng:
+                del self._samplers[id(rng)]
 
     def generate(
         self, ids: torch.Tensor, mask: torch.Tensor, states: torch.Tensor | None, cfg: DecodingConfig, rng: np.random.Generator
