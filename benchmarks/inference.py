@@ -7,7 +7,8 @@ default, is beam-5 plus two one-sample members drawn in one call, ``wide`` beam-
 members of 5 samples; no embeddings, which ``vote`` does not read), the ratio to torch, and the
 ensemble's cost in beam-5 passes: its time over that of beam-5 tagging of the same documents on the
 same backends, timed beside it. CTranslate2 int8 ensemble rows come for every member set of
-``--members``; ``--samples 5 2 1`` gives each of them rows whose sampling members draw that many samples. Then quality on the test split: micro-F1 at the model's
+``--members``; ``--samples 5 2 1`` gives each of them rows whose sampling members draw that many samples.
+Then quality on the test split: micro-F1 at the model's
 threshold per backend, the share of documents whose best beam equals torch's, and the largest
 label-score gap::
 

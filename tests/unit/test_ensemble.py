@@ -79,11 +79,12 @@ def test_a_group_of_sampling_members_decodes_once(tiny_model, monkeypatch):
 
     monkeypatch.setattr(type(tiny_model), "candidates", spy)
     s = DecodingConfig(strategy="sample", num_samples=3, top_k=20, seed=1)
-    members = (DecodingConfig(strategy="beam", num_beams=2), s, DecodingConfig(strategy="sample", num_samples=3, top_k=20, seed=9),
+    members = (DecodingConfig(strategy="beam", num_beams=2), s,
+               DecodingConfig(strategy="sample", num_samples=3, top_k=20, seed=9),
                DecodingConfig(strategy="sample", num_samples=2, temperature=0.5))
     out = decode_ensemble(tiny_model, TEXTS, EnsembleConfig(members=members, max_new_tokens=8), threshold=0.0, embeddings=False)
     assert calls == [("beam", 2), ("sample", 6), ("sample", 2)]
-    assert [[len(c) for c in m] for m in out.candidates] == [[2] * len(TEXTS), [3] * len(TEXTS), [3] * len(TEXTS), [2] * len(TEXTS)]
+    assert [[len(c) for c in m] for m in out.candidates] == [[n] * len(TEXTS) for n in (2, 3, 3, 2)]
     assert decode_ensemble(tiny_model, TEXTS, EnsembleConfig(members=members, max_new_tokens=8), threshold=0.0,
                            embeddings=False).candidates == out.candidates  # seeded, shares included
 

@@ -195,8 +195,8 @@ def decode_ensemble(
     """Runs every member over ``texts``, encoding each document at most once outside the backends.
 
     The members run on :func:`member_backends`, one call per group of :func:`sample_groups` (the
-    samples of a group's members are drawn together and shared out at random). The encoder states are cached, and shared by every
-    member, only when something reads them: the embeddings, a member on a backend that takes encoder
+    samples of a group's members are drawn together and shared out at random). The encoder states
+    are cached, and shared by every member, only when something reads them: the embeddings, a member on a backend that takes encoder
     states (torch, ONNX Runtime), or the MC-dropout members. Those members run first, so that the
     cache is filled by their own encoder and a backend that encodes by itself (CTranslate2) finds it
     full; with every member on CTranslate2 and no embeddings asked for, nothing else encodes.

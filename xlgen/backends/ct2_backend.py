@@ -18,7 +18,8 @@ seed, by its first share (one translator) or by sampling one token (several, whi
 shares at once). A batch's documents are dealt out to them in turn (document ``i`` to translator
 ``i mod workers``) and the translators decode their shares at once; each continues its own stream over
 the later batches of the call. The same seed therefore gives the same samples in any call and process
-(with the same batches and threads); loading a translator costs about as much as decoding one small batch. On CUDA (untested) CTranslate2 seeds its curand
+(with the same batches and threads); loading a translator costs about as much as decoding one small
+batch. On CUDA (untested) CTranslate2 seeds its curand
 states the same way, but seeds them again from the process-wide seed when a larger batch needs more.
 
 Several samples of a document cost more work here than on the backends reading shared encoder
