@@ -41,7 +41,7 @@ def main() -> None:
     for f in fields(SimulationConfig):
         if f.name in ("rounds", "pool_size", "initial", "batch", "initial_steps", "round_steps", "dev_size", "test_size", "preset",
                       "retrain", "full_data_steps", "pool_sample", "learner", "mc_passes", "encoder_quantization", "members"):
-            text = f.name in ("preset", "retrain", "learner", "encoder_quantization", "members")
+            text = f.type == "str"  # the others are counts
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, type=str if text else int,
                            help=f.metadata["help"], choices=f.metadata.get("choices"))
     p.add_argument("--diversity", action="store_true", help=fields_help("diversity") + " (every strategy of the run, random included)")

@@ -127,14 +127,14 @@ def setups(path: Path, xm: XLGenModel, threads: int, members: Sequence[str], sam
                Setup("ctranslate2 int8 (CPU default)", (ct2["int8"],)), *chunk_rows, *ort_q]
     ensemble = [Setup("torch (generate)", (), members[0]), Setup("onnxruntime", (ort,), members[0]),
                 *[replace(s, member_set=members[0]) for s in ort_q], *chunk_rows]
+    one = ct2_backend("int8", sampling_workers=1) if one_sampler and threads > 1 else None
     for ms in members:
         for k in samples or [None]:
             more = f", {k} samples per member" if k else ""
             # every member on CTranslate2 (seeded sampling), as the default routing puts them beside an ONNX export too
             ensemble.append(Setup(f"ctranslate2 int8, {ms} members{more}", (ct2["int8"],), ms, k))
-            if one_sampler and threads > 1:
-                ensemble.append(Setup(f"ctranslate2 int8, {ms} members{more}, one sampling translator",
-                                      (ct2_backend("int8", sampling_workers=1),), ms, k))
+            if one is not None:
+                ensemble.append(Setup(f"ctranslate2 int8, {ms} members{more}, one sampling translator", (one,), ms, k))
     return tagging, ensemble
 
 

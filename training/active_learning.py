@@ -35,7 +35,7 @@ from training.guidance import refresh_guidance
 from training.train import build_model, fit
 from xlgen.active.acquisition import STRATEGIES
 from xlgen.active.curves import plot, selection_stats, summarize
-from xlgen.active.ensemble import MEMBER_SETS, EnsembleConfig
+from xlgen.active.ensemble import MEMBER_SETS, MEMBER_SETS_HELP, EnsembleConfig
 from xlgen.active.selection import SelectionConfig
 from xlgen.active.simulation import Learner, RoundsConfig, run_strategies
 from xlgen.config import opt
@@ -89,8 +89,7 @@ class SimulationConfig:
     diversity: bool = opt(False, "diverse batches: K-means over the best candidates' encoder embeddings")
     drop_top: float = opt(0.0, "drop this share of the most uncertain documents as likely noise")
     mc_dropout: int = opt(0, "extra MC-dropout members of the ensemble")
-    members: str = opt("fast", "ensemble members of vote, variance and beal_adapted: fast (beam-5 and two one-sample members, "
-                       "drawn in one call) or wide (beam-5 and two members of 5 samples)", choices=tuple(MEMBER_SETS))
+    members: str = opt("fast", MEMBER_SETS_HELP, choices=tuple(MEMBER_SETS))
     mc_passes: int = opt(10, "T of beal and bald: passes of the whole network with dropout on (the paper: 100)")
     full_data_steps: int = opt(300, "optimizer steps of the reference model trained on the whole pool; 0 skips it")
     threads: int | None = opt(1, "CPU threads for torch")

@@ -15,7 +15,7 @@ from typing import Any
 from training.active_learning import SimulationConfig, simulate
 from xlgen.active.acquisition import STRATEGIES
 from xlgen.active.curves import format_selection_table, format_table
-from xlgen.active.ensemble import COMBINE, MEMBER_SETS, EnsembleConfig
+from xlgen.active.ensemble import COMBINE, MEMBER_SETS, MEMBER_SETS_HELP, EnsembleConfig
 from xlgen.backends import BACKENDS
 from xlgen.config import add_arguments, from_arguments
 from xlgen.data import read_documents
@@ -42,9 +42,7 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-top", type=float, default=0.0, help="drop this share of the most uncertain as likely noise")
     p.add_argument("--combine", default="vote", choices=COMBINE, help="how the ensemble members' label sets combine")
     p.add_argument("--mc-dropout", type=int, default=0, help="extra MC-dropout members of the ensemble")
-    p.add_argument("--members", default="fast", choices=tuple(MEMBER_SETS),
-                   help="ensemble members of vote, variance and beal_adapted: fast (beam-5 and two one-sample members drawn in "
-                        "one call, about two beam passes) or wide (beam-5 and two members of 5 samples, about four)")
+    p.add_argument("--members", default="fast", choices=tuple(MEMBER_SETS), help=MEMBER_SETS_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of random scores, sub-sampling and K-means")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto")
     p.add_argument("--backend", default="auto", choices=BACKENDS,

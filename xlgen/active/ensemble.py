@@ -52,6 +52,10 @@ MEMBER_SETS: dict[str, tuple[DecodingConfig, ...]] = {
 }
 """Named member sets: ``fast`` (the default) and ``wide``."""
 
+MEMBER_SETS_HELP = ("ensemble members of vote, variance and beal_adapted: fast (beam-5 and two one-sample members drawn in one "
+                    "call, about two beam passes on CTranslate2) or wide (beam-5 and two members of 5 samples, about three and a half)")
+"""The command lines' help on :data:`MEMBER_SETS`."""
+
 
 def sample_groups(members: Sequence[DecodingConfig]) -> list[list[int]]:
     """``members``' indices in groups decoded by one call each: consecutive sampling members whose

@@ -163,23 +163,23 @@ class CT2Backend(Backend):
                 self._samplers[id(rng)] = (rng, seeds, translators)
                 while len(self._samplers) > SAMPLERS_KEPT:
                     self._samplers.popitem(last=False)
-        n = len(translators)
-        if n == 1:  # one translator: its first share runs right after seeding, synchronously (no futures per call)
-            if translators[0] is not None:
-                return translators[0].translate_batch(source, **options)
+        def seeded(j: int, first: list[list[str]], **first_options: Any) -> list[Any]:
+            """Loads translator ``j`` and samples ``first`` on it right after setting its seed, under the
+            lock: its worker thread seeds its generator on that first sampling."""
             with _SEED_LOCK:
-                ctranslate2.set_random_seed(seeds[0])
-                translators[0] = first = self._load()
-                return first.translate_batch(source, **options)  # its worker thread seeds its generator here
+                ctranslate2.set_random_seed(seeds[j])
+                translators[j] = self._load()
+                return translators[j].translate_batch(first, **first_options)
+
+        n = len(translators)
+        if n == 1:  # one translator: its first share is its seeding call, synchronously (no futures per call)
+            if translators[0] is None:
+                return seeded(0, source, **options)
+            return translators[0].translate_batch(source, **options)
         shares = [source[j::n] for j in range(n)]
         for j, share in enumerate(shares):
-            if share and translators[j] is None:
-                with _SEED_LOCK:
-                    ctranslate2.set_random_seed(seeds[j])
-                    translators[j] = made = self._load()
-                    # one token sampled for one document: its worker thread seeds its generator here, so that
-                    # the shares can then run at once, outside the lock
-                    made.translate_batch(share[:1], beam_size=1, sampling_topk=2, max_decoding_length=1, max_input_length=0)
+            if share and translators[j] is None:  # seeded by one token of one document: the shares then run at once
+                seeded(j, share[:1], beam_size=1, sampling_topk=2, max_decoding_length=1, max_input_length=0)
         running = [translators[j].translate_batch(share, asynchronous=True, **options) if share else [] for j, share in enumerate(shares)]
         results = [[r.result() for r in pending] for pending in running]
         return [results[i % n][i // n] for i in range(len(source))]
