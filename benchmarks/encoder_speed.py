@@ -3,13 +3,17 @@
     python benchmarks/encoder_speed.py --threads 1
     python benchmarks/encoder_speed.py --threads 1 2 --docs 2000 500 --repeats 3
     python benchmarks/encoder_speed.py --threads 1 2 --batch-tokens 128 512 8192   # batch caps against the default
+    python benchmarks/encoder_speed.py --threads 2 --one-worker                   # workers against intra-op threads
 
 Backends (xlgen.encoders.SentenceEncoder, same tokenizer, same length-sorted batches of at most 64 texts;
-on CTranslate2 also at most 512 padded tokens per thread on CPU, other caps with ``--batch-tokens``):
+on CTranslate2 also at most 512 padded tokens per batch on CPU, other caps with ``--batch-tokens``):
 
 * ``torch``: sentence-transformers' ``encode`` (the reference);
 * ``ctranslate2 float32``: the BERT converted to CTranslate2;
-* ``ctranslate2 int8``: the same with int8 weights.
+* ``ctranslate2 int8``: the same with int8 weights; with several threads, as many one-thread workers that
+  each take whole batches (the default);
+* with ``--one-worker`` and several threads, also ``ctranslate2 int8, one encoder x N intra-op threads``:
+  the former layout, one encoder whose threads share each batch of up to 512 x N padded tokens.
 
 sentence-transformers' ONNX backend is not measured: it needs ``optimum``, whose releases pin
 transformers below 4.58 and would replace the project's transformers 5.
@@ -36,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
 from xlgen.data import read_documents  # noqa: E402
 from xlgen.encoders import EncoderConfig, SentenceEncoder  # noqa: E402
+from xlgen.encoders.ct2_encoder import Ct2Encoder  # noqa: E402
+from xlgen.encoders.encoder import CPU_BATCH_TOKENS  # noqa: E402
 
 BACKENDS = (("torch", "float32"), ("ctranslate2", "float32"), ("ctranslate2", "int8"))
 
@@ -57,7 +63,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--batch-tokens", nargs="*", type=int, default=[],
-                   help="also CTranslate2 int8 with these caps on padded tokens per batch (the default on CPU: 512 per thread)")
+                   help="also CTranslate2 int8 with these caps on padded tokens per batch (the default on CPU: 512)")
+    p.add_argument("--one-worker", action="store_true",
+                   help="with several threads, also CTranslate2 int8 as one encoder whose intra-op threads share each batch")
     p.add_argument("--encoder", default=EncoderConfig.name)
     p.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "encoder_speed.json"))
     args = p.parse_args()
@@ -75,6 +83,12 @@ def main() -> None:
             encoders[f"ctranslate2 int8, {cap}-token batches"] = SentenceEncoder.load(EncoderConfig(
                 name=args.encoder, backend="ctranslate2", quantization="int8", threads=threads, batch_size=args.batch_size,
                 batch_tokens=cap))
+        if args.one_worker and threads > 1:
+            enc = SentenceEncoder.load(EncoderConfig(name=args.encoder, backend="ctranslate2", quantization="int8", threads=threads,
+                                                     batch_size=args.batch_size, batch_tokens=CPU_BATCH_TOKENS * threads))
+            assert enc._ct2 is not None
+            enc._ct2 = Ct2Encoder(enc._ct2.path, enc._ct2.pooling, "int8", threads=threads, one_worker=True)
+            encoders[f"ctranslate2 int8, one encoder x {threads} intra-op threads"] = enc
         for name, n in zip(args.datasets, docs_per, strict=True):
             texts = [d.text for d in read_documents(dataset_dir(name) / "test.jsonl.gz")[:n]]
             tok = encoders["torch"].model.tokenizer

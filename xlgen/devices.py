@@ -1,6 +1,9 @@
-"""Device names: the one place ``auto`` is resolved."""
+"""Device names (the one place ``auto`` is resolved) and torch's CPU threads around CTranslate2."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -32,3 +35,20 @@ def resolve_device(name: str = "auto") -> str:
 def bf16_supported(device: str) -> bool:
     """Whether ``device`` computes in bfloat16 natively (a recent CUDA GPU)."""
     return device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Keeps torch's CPU thread count across the block.
+
+    Loading a CTranslate2 model sets the calling thread's OpenMP thread count to the model's
+    ``intra_threads``, and torch reads its own count from there: a model of one-thread workers left a
+    process set to two threads running torch (transformers' ``generate``, the kNN search) on one.
+    Every CTranslate2 model xlgen loads is loaded inside this block.
+    """
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)

@@ -243,8 +243,9 @@ class Fusion:
         """
         r_logit = self.retriever.logit(retriever_features(candidates, counts))  # (n_rows,)
         top = candidates.top
-        out: list[Fused] = []
         stage2 = use_generator and self.generator is not None and generated is not None
+        docs: list[tuple[dict[str, float], dict[str, float], dict[str, list[str]]]] = []
+        blocks: list[np.ndarray] = []  # stage 2: each document's feature rows, scored in one call below
         for i in range(len(candidates)):
             a, b = candidates.offsets[i], candidates.offsets[i + 1]
             logits: dict[str, float] = {}
@@ -259,12 +260,21 @@ class Fusion:
             if stage2:
                 assert self.generator is not None
                 labels, feats = document_generator_features(self.generator.names, logits, gen, counts)
-                probs = self.generator.predict(feats) if labels else np.zeros(0)
-                scores = dict(zip(labels, probs.tolist(), strict=True))
+                blocks.append(feats)
+                scores = dict.fromkeys(labels, 0.0)
             else:
                 scores = {x: _sigmoid(v) for x, v in logits.items()}
                 for label, mass in gen.items():  # a generated label the retriever missed keeps the generator's mass
                     scores.setdefault(label, mass)
+            docs.append((scores, logits, sources))
+        if stage2 and blocks:
+            assert self.generator is not None
+            probs = iter(self.generator.predict(np.concatenate(blocks)).tolist())  # (sum of labels,)
+            for scores, _, _ in docs:
+                for x in scores:  # the document's labels, in the order of its feature rows
+                    scores[x] = next(probs)
+        out: list[Fused] = []
+        for scores, _, sources in docs:
             ranked = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
             out.append(Fused(ranked, {x: sources.get(x, []) for x in ranked}))
         return out

@@ -188,3 +188,24 @@ def test_concurrent_calls_keep_their_own_seeded_samples(ct2_dir: Path):
         together = list(pool.map(lambda c: decode(shared, xm.tokenizer, inputs, c), cfgs))
     assert together == alone
     assert len({str(a) for a in alone}) == len(cfgs)  # the seeds differ, so do the samples
+
+
+def test_loading_ctranslate2_models_keeps_torchs_threads(ct2_dir: Path, tiny_encoder_dir: Path, cache_dir: Path):
+    """CTranslate2 sets the loading thread's OpenMP thread count to a model's intra-op threads, which torch reads
+    as its own: one-thread workers (the generator's beam workers, its sampling translators, the encoder's
+    workers) must not leave a two-thread process running torch on one."""
+    from xlgen.encoders import EncoderConfig, SentenceEncoder
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = backend(ct2_dir, threads=2)
+        assert torch.get_num_threads() == 2
+        xm = XLGenModel.load(ct2_dir, backend="torch")
+        decode(two, xm.tokenizer, xm.encode_inputs(TEXTS), TOP_K_TOP_P)  # loads one-thread sampling translators
+        assert torch.get_num_threads() == 2
+        enc = SentenceEncoder.load(EncoderConfig(name=str(tiny_encoder_dir), backend="ctranslate2", threads=2))
+        assert enc._ct2 is not None and enc._ct2.workers == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -81,7 +81,7 @@ def test_batching_and_length_sorting_keep_the_order(ct2_encoder_f32: SentenceEnc
 
 def test_ctranslate2_batches_are_capped_in_padded_tokens(tiny_encoder_dir: Path, cache_dir: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CPU at most CPU_BATCH_TOKENS padded tokens per batch and thread by default, ``batch_tokens`` otherwise;
+    """On CPU at most CPU_BATCH_TOKENS padded tokens per batch by default, ``batch_tokens`` otherwise;
     the vectors do not depend on the batching."""
     from xlgen.encoders.encoder import CPU_BATCH_TOKENS
 
@@ -101,6 +101,41 @@ def test_ctranslate2_batches_are_capped_in_padded_tokens(tiny_encoder_dir: Path,
     assert all(w <= 64 or w == max(widths["64"]) for w in widths["64"]) and len(widths["64"]) > len(widths["default"])
     np.testing.assert_allclose(got["default"], got["huge"], atol=1e-5)
     np.testing.assert_allclose(got["64"], got["huge"], atol=1e-5)
+
+
+def test_ctranslate2_workers_share_the_batches_and_keep_the_order(tiny_encoder_dir: Path, cache_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several threads on CPU, as many one-thread workers take whole batches at once; every text comes
+    back in its place, equal to one worker's vectors, and no more batches run at once than there are workers."""
+    import threading
+
+    texts = [f"{i} " + " ".join(["word"] * n) for i, n in enumerate((3, 40, 7, 90, 12, 5, 60, 2) * 25)]
+    one = SentenceEncoder.load(EncoderConfig(name=str(tiny_encoder_dir), backend="ctranslate2", threads=1, batch_tokens=64))
+    two = SentenceEncoder.load(EncoderConfig(name=str(tiny_encoder_dir), backend="ctranslate2", threads=2, batch_tokens=64))
+    assert one._ct2 is not None and two._ct2 is not None
+    assert (one._ct2.workers, two._ct2.workers) == (1, 2)
+    embed, lock, state = two._ct2.embed_ids, threading.Lock(), {"now": 0, "most": 0, "threads": set()}
+
+    def counted(ids: list[list[int]]) -> np.ndarray:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            state["threads"].add(threading.current_thread().name)
+        try:
+            return embed(ids)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(two._ct2, "embed_ids", counted)
+    got = two.encode(texts)
+    np.testing.assert_allclose(got, one.encode(texts), atol=1e-5)
+    assert all(name.startswith("xlgen-encoder") for name in state["threads"])
+    assert 1 <= state["most"] <= 2
+    one_worker = ct2_encoder.Ct2Encoder(two._ct2.path, two._ct2.pooling, threads=2, one_worker=True)
+    assert one_worker.workers == 1
+    with pytest.raises(ValueError, match="threads"):
+        ct2_encoder.Ct2Encoder(two._ct2.path, two._ct2.pooling, threads=0)
 
 
 def test_encode_rejects_non_strings(torch_encoder: SentenceEncoder) -> None:

@@ -347,6 +347,7 @@ def test_generator_stage_feature_sets(retrieval_run: Path) -> None:
     """Each named feature set computes what it says for one document; a stage fitted with one is saved with its
     names and the fused scores of a reloaded stage use them (a model saved before the feature sets, whose stage
     names the base features, keeps computing those)."""
+    from xlgen.encoders.candidates import Candidates
     from xlgen.fusion import GENERATOR_FEATURE_SETS, Fusion, document_generator_features, fit_generator_stage
 
     names = GENERATOR_FEATURE_SETS["counts+document"]
@@ -369,6 +370,12 @@ def test_generator_stage_feature_sets(retrieval_run: Path) -> None:
     stage, oof = fit_generator_stage(g.fusion, plan.extra["candidates"], g.counts, gen, [d.labels for d in docs], features="base")
     assert stage.names == GENERATOR_FEATURE_SETS["base"] and len(oof) == len(docs)
     fused = Fusion(g.fusion.retriever, stage, g.fusion.top).fuse(plan.extra["candidates"], g.counts, gen)
+    cands = plan.extra["candidates"]
+    for i in (0, len(docs) // 2, len(docs) - 1):  # all documents scored in one call: each gets its own rows' scores
+        a, b = cands.offsets[i], cands.offsets[i + 1]
+        alone = Candidates(cands.labels, cands.sources, cands.top, np.array([0, b - a]), cands.label_ids[a:b], cands.scores[a:b],
+                           cands.ranks[a:b])
+        assert Fusion(g.fusion.retriever, stage, g.fusion.top).fuse(alone, g.counts, gen[i : i + 1])[0].scores == pytest.approx(fused[i].scores)
     back = Fusion.load(_saved(Fusion(g.fusion.retriever, stage, g.fusion.top), retrieval_run / "fusion_base.json"))
     assert [f.scores for f in back.fuse(plan.extra["candidates"], g.counts, gen)] == [f.scores for f in fused]
     with pytest.raises(ValueError, match="unknown generator-stage features"):

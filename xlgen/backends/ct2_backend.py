@@ -45,6 +45,7 @@ import torch
 
 from xlgen.backends.base import Backend, Generated
 from xlgen.decoding import DecodingConfig
+from xlgen.devices import torch_threads_kept
 
 _SEED_LOCK = threading.Lock()
 """Held from ``ctranslate2.set_random_seed`` until the fresh translator has sampled once (the seed is process-wide)."""
@@ -119,8 +120,14 @@ class CT2Backend(Backend):
         common = {"device": "cuda" if on_cuda else "cpu", "device_index": index, "compute_type": self.compute_type}
         options = {**common, "intra_threads": 1 if workers > 1 else threads, "inter_threads": workers}
         sampling = {**common, "intra_threads": threads if on_cuda or threads < 1 else 1, "inter_threads": 1}
-        self.translator = ctranslate2.Translator(str(path), **options)
-        self._load: Callable[[], Any] = lambda: ctranslate2.Translator(str(path), **sampling)
+        with torch_threads_kept():
+            self.translator = ctranslate2.Translator(str(path), **options)
+
+        def load_sampler() -> Any:
+            with torch_threads_kept():
+                return ctranslate2.Translator(str(path), **sampling)
+
+        self._load: Callable[[], Any] = load_sampler
         self.vocab_size = len(json.loads((Path(path) / "shared_vocabulary.json").read_text()))
         if chunk_docs is not None and chunk_docs < 0:
             raise ValueError("chunk_docs must not be negative")

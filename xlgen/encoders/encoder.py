@@ -53,9 +53,9 @@ CACHE_CHUNK = 4096
 MAX_BATCH_TOKENS = 8192
 """Padded tokens per batch on the CTranslate2 path on CUDA (64 short texts, or 32 of 256 tokens)."""
 CPU_BATCH_TOKENS = 512
-"""Padded tokens per batch and CPU thread on the CTranslate2 path: about twenty short texts or two of
-256 tokens on one thread. Small batches keep a layer's activations in the CPU's caches; more threads
-need more rows to share. Measured with ``benchmarks/encoder_speed.py --batch-tokens`` (README,
+"""Padded tokens per batch on the CTranslate2 path on CPU: about twenty short texts or two of 256 tokens
+for one thread. Small batches keep a layer's activations in the CPU's caches; with several threads each
+one-thread worker takes batches of this size. Measured with ``benchmarks/encoder_speed.py --batch-tokens`` (README,
 Pretrained knowledge)."""
 
 
@@ -74,12 +74,13 @@ class EncoderConfig:
     batch_size: int = 64
     """Texts per batch (the CTranslate2 path also caps padded tokens per batch)."""
     batch_tokens: int | None = None
-    """Padded tokens per batch on the CTranslate2 path; None: :data:`CPU_BATCH_TOKENS` per thread on
-    CPU, :data:`MAX_BATCH_TOKENS` on CUDA. A longer text still gets a batch of its own."""
+    """Padded tokens per batch on the CTranslate2 path; None: :data:`CPU_BATCH_TOKENS` on CPU, :data:`MAX_BATCH_TOKENS`
+    on CUDA. A longer text still gets a batch of its own."""
     max_seq_length: int | None = None
     """Token limit per text; None keeps the model's own (256 for all-MiniLM-L6-v2)."""
     threads: int | None = None
-    """CPU threads of the CTranslate2 path; None follows ``torch.get_num_threads()``."""
+    """CPU threads of the CTranslate2 path (as many one-thread workers, each embedding whole batches); None
+    follows ``torch.get_num_threads()``."""
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -284,9 +285,8 @@ class SentenceEncoder:
             return np.concatenate(parts)
         ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
-        cap = self.config.batch_tokens or (MAX_BATCH_TOKENS if str(self.device).startswith("cuda")
-                                           else CPU_BATCH_TOKENS * self._ct2.threads)
-        for idx in length_batches([len(x) for x in ids], batch_size, cap):
-            out[idx] = self._ct2.embed_ids([ids[i] for i in idx])
+        cap = self.config.batch_tokens or (MAX_BATCH_TOKENS if str(self.device).startswith("cuda") else CPU_BATCH_TOKENS)
+        for idx, vecs in self._ct2.embed_batches(ids, length_batches([len(x) for x in ids], batch_size, cap)):
+            out[idx] = vecs
             bar.update(len(idx))
         return out
