@@ -235,7 +235,8 @@ class XLGenModel:
             raise ValueError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
         cfg = decoding or self.decoding
         thr = self.threshold if threshold is None else threshold
-        self.model.train(dropout)
+        if self.model.training != dropout:  # a walk over every module otherwise, on each call
+            self.model.train(dropout)
         plan = plan if plan is not None else self.plan(texts, given)
         if scoring == "retriever":
             fused = self.guidance.rescore(self, plan, None, use_generator=False) if self.guidance is not None else None

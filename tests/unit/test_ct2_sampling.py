@@ -159,7 +159,23 @@ def test_chunked_calls_return_what_one_forward_pass_does(ct2_dir: Path):
     assert one.chunk_docs == two.chunk_docs == CHUNK_DOCS > 0  # chunks on CPU by default
     assert two.translator.num_translators == 2  # two one-thread beam workers
     assert CT2Backend(path, eos, threads=2, workers=1).translator.num_translators == one.translator.num_translators == 1
-    assert decode(two, xm.tokenizer, inputs, beam) == decode(CT2Backend(path, eos, threads=2, workers=1), xm.tokenizer, inputs, beam)
+    got, want = decode(two, xm.tokenizer, inputs, beam), decode(CT2Backend(path, eos, threads=2, workers=1), xm.tokenizer, inputs, beam)
+    assert [[c.labels for c in doc] for doc in got] == [[c.labels for c in doc] for doc in want]  # the workers' chunks of 4, one worker's of 8
+    np.testing.assert_allclose([c.logprob for doc in got for c in doc], [c.logprob for doc in want for c in doc], atol=1e-5)
+    # a call too small for a chunk per beam worker is cut so that each gets one (a service micro-batch of 8: 4 + 4)
+    assert [two.chunk_size(n) for n in (1, 3, 8, 16, 32)] == [CHUNK_DOCS, 2, 4, CHUNK_DOCS, CHUNK_DOCS]
+    assert [one.chunk_size(n) for n in (3, 8)] == [CHUNK_DOCS] * 2 and whole.chunk_size(3) == 0
+    real, sizes = two.translator, list[int]()
+
+    class Spy:
+        def translate_batch(self, source, **options):  # type: ignore[no-untyped-def]
+            sizes.append(options["max_batch_size"])
+            return real.translate_batch(source, **options)
+
+    two.translator = Spy()
+    decode(two, xm.tokenizer, inputs[:6], beam)
+    two.translator = real
+    assert sizes == [3]
     sample2 = replace(cfg, seed=5, batch_size=3)  # three batches: the two sampling translators seeded in the first
     load, loads = two._load, []
     two._load = lambda: loads.append(1) or load()

@@ -132,6 +132,11 @@ def test_ctranslate2_workers_share_the_batches_and_keep_the_order(tiny_encoder_d
     np.testing.assert_allclose(got, one.encode(texts), atol=1e-5)
     assert all(name.startswith("xlgen-encoder") for name in state["threads"])
     assert 1 <= state["most"] <= 2
+    calls: list[int] = []  # a few texts (a service micro-batch) still give each worker a batch
+    monkeypatch.setattr(two._ct2, "embed_ids", lambda ids: calls.append(len(ids)) or embed(ids))
+    short = ["a b", "c d e", "f"]
+    np.testing.assert_allclose(two.encode(short), one.encode(short), atol=1e-5)
+    assert sorted(calls) == [1, 2]
     one_worker = ct2_encoder.Ct2Encoder(two._ct2.path, two._ct2.pooling, threads=2, one_worker=True)
     assert one_worker.workers == 1
     with pytest.raises(ValueError, match="threads"):

@@ -105,7 +105,9 @@ def decode(
     n_ret = cfg.num_return
     rng = np.random.default_rng(cfg.seed)
     torch_state = torch.random.get_rng_state()  # seeded per call, and given back after
-    torch.manual_seed(cfg.seed)
+    torch.random.default_generator.manual_seed(cfg.seed)
+    if torch.cuda.is_initialized():  # torch.manual_seed would also queue a lazy seeding of every absent device per call
+        torch.cuda.manual_seed_all(cfg.seed)
     bar = tqdm(total=len(inputs), desc=f"decode ({cfg.strategy}, {backend.name})", unit="doc", disable=not progress, leave=False)
     done = 0
     try:

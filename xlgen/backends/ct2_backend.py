@@ -134,6 +134,7 @@ class CT2Backend(Backend):
         # chunks on CPU (the beam workers share them out)
         self.chunk_docs = (CHUNK_DOCS if not on_cuda and threads >= 1 else 0) if chunk_docs is None else chunk_docs
         self.eos_id, self.length_penalty, self.encoder = eos_id, length_penalty, encoder
+        self.workers = workers
         self.sampling_workers = workers if sampling_workers is None else sampling_workers
         if self.sampling_workers < 1:
             raise ValueError("sampling_workers must be positive")
@@ -197,6 +198,14 @@ class CT2Backend(Backend):
             if kept is not None and kept[0] is rng:
                 del self._samplers[id(rng)]
 
+    def chunk_size(self, n_docs: int) -> int:
+        """Documents per forward pass of a call of ``n_docs``: :attr:`chunk_docs`, smaller when the call is
+        too small to give every beam worker a chunk (the service's micro-batches of a few texts), so that no
+        worker idles while another decodes the whole call (0: the whole call at once)."""
+        if self.chunk_docs == 0 or self.workers == 1 or n_docs < 2:
+            return self.chunk_docs
+        return min(self.chunk_docs, -(-n_docs // self.workers))
+
     def generate(
         self, ids: torch.Tensor, mask: torch.Tensor, states: torch.Tensor | None, cfg: DecodingConfig, rng: np.random.Generator
     ) -> Generated:
@@ -205,11 +214,12 @@ class CT2Backend(Backend):
         common = {"max_decoding_length": cfg.max_new_tokens, "min_decoding_length": 0, "return_end_token": True, "return_scores": True,
                   "max_input_length": 0,  # like generate: eos may come first, inputs are never cut
                   "max_batch_size": self.chunk_docs}
+        shared = {**common, "max_batch_size": self.chunk_size(len(source))}  # beam and greedy: the workers share the chunks
         repeat = 1
         if cfg.strategy == "beam":
             lp = self.length_penalty
             results = self.translator.translate_batch(
-                source, beam_size=cfg.num_beams, num_hypotheses=cfg.num_beams, length_penalty=lp, **common)
+                source, beam_size=cfg.num_beams, num_hypotheses=cfg.num_beams, length_penalty=lp, **shared)
         elif cfg.strategy == "sample" and cfg.top_k != 1:
             lp = 0.0
             # top_k 0 (off) or beyond the vocabulary: the whole distribution, as transformers' warper
@@ -219,7 +229,7 @@ class CT2Backend(Backend):
         else:  # greedy, or sampling from the single most likely token: every sample is the greedy sequence
             lp = 0.0
             repeat = cfg.num_return
-            results = self.translator.translate_batch(source, beam_size=1, num_hypotheses=1, length_penalty=lp, **common)
+            results = self.translator.translate_batch(source, beam_size=1, num_hypotheses=1, length_penalty=lp, **shared)
         tokens: list[list[int]] = []
         logprob: list[float] = []
         for r in results:

@@ -139,14 +139,16 @@ def _fit_block(tfidf: sp.csr_matrix, dense: np.ndarray, y: np.ndarray, c: float,
         return loss
 
     opt.step(closure)
-    return np.ascontiguousarray(w.detach().numpy().T), b.detach().numpy().copy()
+    return w.detach().numpy().T.copy(order="F"), b.detach().numpy().copy()
 
 
 class OvrModel:
     """One logistic regression per label: ``sigmoid(x W^T + b)``."""
 
     def __init__(self, weights: np.ndarray, bias: np.ndarray) -> None:
-        self.weights = weights  # (n_labels, n_features)
+        # column-major, so that ``weights.T`` is C-contiguous: scipy's sparse product copies a dense operand
+        # that is not (the whole matrix on every call, most of a small request's scoring time)
+        self.weights = np.asfortranarray(weights)  # (n_labels, n_features)
         self.bias = bias  # (n_labels,)
         self.n_labels = int(weights.shape[0])
 
