@@ -244,7 +244,7 @@ class Fusion:
         r_logit = self.retriever.logit(retriever_features(candidates, counts))  # (n_rows,)
         top = candidates.top
         stage2 = use_generator and self.generator is not None and generated is not None
-        docs: list[tuple[dict[str, float], dict[str, float], dict[str, list[str]]]] = []
+        docs: list[tuple[dict[str, float], dict[str, list[str]]]] = []  # per document: label scores, proposing sources
         blocks: list[np.ndarray] = []  # stage 2: each document's feature rows, scored in one call below
         for i in range(len(candidates)):
             a, b = candidates.offsets[i], candidates.offsets[i + 1]
@@ -266,15 +266,15 @@ class Fusion:
                 scores = {x: _sigmoid(v) for x, v in logits.items()}
                 for label, mass in gen.items():  # a generated label the retriever missed keeps the generator's mass
                     scores.setdefault(label, mass)
-            docs.append((scores, logits, sources))
+            docs.append((scores, sources))
         if stage2 and blocks:
             assert self.generator is not None
             probs = iter(self.generator.predict(np.concatenate(blocks)).tolist())  # (sum of labels,)
-            for scores, _, _ in docs:
+            for scores, _ in docs:
                 for x in scores:  # the document's labels, in the order of its feature rows
                     scores[x] = next(probs)
         out: list[Fused] = []
-        for scores, _, sources in docs:
+        for scores, sources in docs:
             ranked = dict(sorted(scores.items(), key=lambda kv: -kv[1]))
             out.append(Fused(ranked, {x: sources.get(x, []) for x in ranked}))
         return out

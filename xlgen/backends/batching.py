@@ -48,6 +48,15 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = MA
         yield batch
 
 
+def per_worker(limit: int, n: int, workers: int) -> int:
+    """Items per batch of a call of ``n`` items on ``workers`` workers: ``limit``, smaller when the call is
+    too small to give every worker a batch (the service's micro-batches of a few texts), so that no worker
+    idles while another does the whole call. ``limit`` 0 (no limit) stays 0."""
+    if limit == 0 or workers < 2 or n < 2:
+        return limit
+    return min(limit, -(-n // workers))
+
+
 def states_from_cache(cache: dict[int, torch.Tensor] | None, idx: Sequence[int], ids: torch.Tensor) -> torch.Tensor | None:
     """The cached encoder states of the batch ``idx`` padded to the width of its ``(batch, src_len)`` ``ids``,
     ``(batch, src_len, d_model)``; None unless the cache has every row."""

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from xlgen.backends.base import Backend, Generated
+from xlgen.backends.batching import per_worker
 from xlgen.decoding import DecodingConfig
 from xlgen.devices import torch_threads_kept
 
@@ -199,12 +200,9 @@ class CT2Backend(Backend):
                 del self._samplers[id(rng)]
 
     def chunk_size(self, n_docs: int) -> int:
-        """Documents per forward pass of a call of ``n_docs``: :attr:`chunk_docs`, smaller when the call is
-        too small to give every beam worker a chunk (the service's micro-batches of a few texts), so that no
-        worker idles while another decodes the whole call (0: the whole call at once)."""
-        if self.chunk_docs == 0 or self.workers == 1 or n_docs < 2:
-            return self.chunk_docs
-        return min(self.chunk_docs, -(-n_docs // self.workers))
+        """Documents per forward pass of a call of ``n_docs``: :attr:`chunk_docs`, cut so that every beam worker
+        gets a chunk of a small call (:func:`~xlgen.backends.batching.per_worker`; 0: the whole call at once)."""
+        return per_worker(self.chunk_docs, n_docs, self.workers)
 
     def generate(
         self, ids: torch.Tensor, mask: torch.Tensor, states: torch.Tensor | None, cfg: DecodingConfig, rng: np.random.Generator

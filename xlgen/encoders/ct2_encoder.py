@@ -138,7 +138,7 @@ class Ct2Encoder:
             raise ValueError(f"pooling {pooling!r} is not one of {POOLING_MODES}")
         if threads < 1:
             raise ValueError("encoder threads must be >= 1")
-        self.path, self.pooling, self.threads = Path(path), pooling, threads
+        self.path, self.pooling = Path(path), pooling
         self.workers = threads if device == "cpu" and not one_worker else 1
         with torch_threads_kept():
             self.encoder = ctranslate2.Encoder(str(path), device=device, compute_type=quantization, inter_threads=self.workers,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from xlgen.backends.batching import length_batches
+from xlgen.backends.batching import length_batches, per_worker
 from xlgen.devices import resolve_device
 from xlgen.digests import encoder_digest, module_digest
 from xlgen.encoders import ct2_encoder
@@ -286,8 +286,7 @@ class SentenceEncoder:
         ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
         cap = self.config.batch_tokens or (MAX_BATCH_TOKENS if str(self.device).startswith("cuda") else CPU_BATCH_TOKENS)
-        if self._ct2.workers > 1:  # a few texts (a service micro-batch) still give every worker a batch
-            batch_size = min(batch_size, -(-len(texts) // self._ct2.workers))
+        batch_size = per_worker(batch_size, len(texts), self._ct2.workers)  # a few texts still give every worker a batch
         for idx, vecs in self._ct2.embed_batches(ids, length_batches([len(x) for x in ids], batch_size, cap)):
             out[idx] = vecs
             bar.update(len(idx))
