@@ -40,9 +40,9 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     for f in fields(SimulationConfig):
         if f.name in ("rounds", "pool_size", "initial", "batch", "initial_steps", "round_steps", "dev_size", "test_size", "preset",
-                      "retrain", "full_data_steps", "pool_sample", "learner", "mc_passes", "encoder_quantization", "members"):
-            text = f.type == "str"  # the others are counts
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, type=str if text else int,
+                      "retrain", "full_data_steps", "pool_sample", "learner", "mc_passes", "encoder_quantization", "members", "lr"):
+            kind = {"str": str, "float": float}.get(str(f.type), int)  # the others are counts
+            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=f.default, type=kind,
                            help=f.metadata["help"], choices=f.metadata.get("choices"))
     p.add_argument("--diversity", action="store_true", help=fields_help("diversity") + " (every strategy of the run, random included)")
     p.add_argument("--drop-top", type=float, default=0.0, help=fields_help("drop_top") + " (every strategy of the run)")
