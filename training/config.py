@@ -71,7 +71,7 @@ class TrainConfig:
     label_smoothing: float = opt(0.0, "label smoothing of the generation loss")
     eval_every: int = opt(0, "evaluate on dev every N steps; 0 evaluates once per epoch")
     patience: int = opt(3, "stop after this many evaluations without a better dev micro-F1")
-    mixed_precision: str = opt("auto", "bf16 on a GPU that supports it when auto", choices=("auto", "no", "bf16", "fp16"))
+    mixed_precision: str = opt("auto", "auto: bf16 on a CUDA GPU that supports it, else no; bf16 also trains on a CPU with AMX or AVX512-BF16 (1.20x the training loop of scripts/main.sh's recipe, same test F1: benchmarks/train_precision.py); fp16 needs CUDA", choices=("auto", "no", "bf16", "fp16"))
     threads: int | None = opt(None, "CPU threads for torch (default: all cores)")
     seed: int = opt(0, "seed of everything")
     resume: bool = opt(True, "continue from OUTPUT_DIR/checkpoint when a run was interrupted")

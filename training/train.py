@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
@@ -37,7 +38,7 @@ from xlgen.config import HelpFormatter, from_arguments
 from xlgen.config import add_arguments as config_arguments
 from xlgen.data import DataError, Document, data_hash, find_split, read_documents
 from xlgen.decoding import DecodingConfig
-from xlgen.devices import bf16_supported, resolve_device
+from xlgen.devices import bf16_supported, cpu_bf16_native, resolve_device
 from xlgen.digests import state_digest
 from xlgen.evaluation import Evaluator
 from xlgen.guidance import Example, label_inputs
@@ -217,10 +218,20 @@ def build_optimizer(cfg: TrainConfig, model: torch.nn.Module, head: torch.nn.Mod
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def _mixed_precision(cfg: TrainConfig) -> str:
-    if cfg.mixed_precision != "auto":
-        return cfg.mixed_precision
-    return "bf16" if bf16_supported(resolve_device("auto")) else "no"
+def _mixed_precision(cfg: TrainConfig, device: str) -> str:
+    """The precision accelerate trains in on ``device``: ``auto`` is bf16 on a CUDA GPU that supports it,
+    else float32 (on a CPU, bf16 is asked for explicitly: it changes the numbers the defaults reproduce).
+
+    Raises:
+        TrainingError: fp16 on a CPU, where accelerate would silently train in float32.
+    """
+    if cfg.mixed_precision == "auto":
+        return "bf16" if bf16_supported(device) else "no"
+    if device == "cpu" and cfg.mixed_precision == "fp16":
+        raise TrainingError("--mixed-precision fp16 needs a CUDA device; on a CPU use bf16 (fast with AMX or AVX512-BF16) or no")
+    if device == "cpu" and cfg.mixed_precision == "bf16" and not cpu_bf16_native():
+        log.warning("this CPU has no bfloat16 instructions (AMX or AVX512-BF16): bf16 is emulated and likely slower than --mixed-precision no")
+    return cfg.mixed_precision
 
 
 def _append_log(path: Path, record: dict) -> None:
@@ -386,9 +397,14 @@ def run(cfg: TrainConfig) -> TrainResult:
     """Trains, evaluates and saves ``output_dir/model``."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    accelerator = Accelerator(
-        mixed_precision=_mixed_precision(cfg), gradient_accumulation_steps=cfg.grad_accum, cpu=resolve_device("auto") == "cpu"
-    )
+    device = resolve_device("auto")
+    precision = _mixed_precision(cfg, device)
+    shared = AcceleratorState._shared_state
+    if shared.get("_mixed_precision") not in (None, precision) and PartialState().num_processes == 1:
+        # accelerate keeps a process's first precision and refuses another: one process training again in
+        # another precision (a notebook, a comparison) starts its state afresh
+        AcceleratorState._reset_state()
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.grad_accum, cpu=device == "cpu")
     out = Path(cfg.output_dir)
     if (out / "model" / "xlgen.json").is_file() and not (out / "checkpoint").exists() and not cfg.overwrite:
         raise TrainingError(f"{out / 'model'} already holds a finished model; pass --overwrite to train again")

@@ -100,3 +100,28 @@ def test_distributed_two_cpu_processes_agree(tiny_data, tmp_path):
     assert (out / "model" / "xlgen.json").is_file()
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["final"] is True
+
+
+def test_bf16_on_a_cpu_trains_under_autocast_and_saves_float32(tiny_data, tmp_path):
+    """``--mixed-precision bf16`` on a CPU runs the steps in bfloat16 (the weights leave a float32 run of
+    the same seed), saves float32 weights, and one process may train in either precision in turn."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path")
+    runs = {p: run(_cfg(tiny_data, tmp_path / p, max_steps=6, eval_every=6, mixed_precision=p)) for p in ("no", "bf16")}
+    assert runs["no"].weights_digest != runs["bf16"].weights_digest
+    again = run(_cfg(tiny_data, tmp_path / "again", max_steps=6, eval_every=6, mixed_precision="no"))
+    assert again.weights_digest == runs["no"].weights_digest
+    saved = load_file(tmp_path / "bf16" / "model" / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.float32}
+    assert XLGenModel.load(tmp_path / "bf16" / "model").predict(["I am so happy today"])[0].all_scores
+
+
+def test_fp16_on_a_cpu_is_refused_by_name(tiny_data, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path")
+    with pytest.raises(TrainingError, match="--mixed-precision fp16 needs a CUDA device"):
+        run(_cfg(tiny_data, tmp_path / "fp16", mixed_precision="fp16"))
