@@ -125,3 +125,13 @@ def test_fp16_on_a_cpu_is_refused_by_name(tiny_data, tmp_path):
         pytest.skip("checks the CPU path")
     with pytest.raises(TrainingError, match="--mixed-precision fp16 needs a CUDA device"):
         run(_cfg(tiny_data, tmp_path / "fp16", mixed_precision="fp16"))
+
+
+def test_bf16_on_a_cpu_without_bfloat16_instructions_warns(monkeypatch, caplog):
+    import training.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: False)
+    with caplog.at_level("WARNING", logger="xlgen.train"):
+        assert train_module._mixed_precision(TrainConfig(mixed_precision="bf16"), "cpu") == "bf16"
+    assert "emulated" in caplog.text
+    assert train_module._mixed_precision(TrainConfig(), "cpu") == "no"
