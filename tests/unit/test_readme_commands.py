@@ -17,7 +17,8 @@ from service.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("training.", "service.", "clustering.", "xlgen.")
-SEPARATORS = {";", "|", "||", "&", "&&", ">", ">>", "<", "(", ")", "2>", "2>&1"}
+OPERATORS = set(";|&<>()")
+"""Characters of the shell's control and redirection operators (the lexer returns runs of them as one token)."""
 
 
 def _lines() -> list[str]:
@@ -34,7 +35,7 @@ def _commands(line: str) -> list[list[str]]:
     lexer.commenters = "#"
     out: list[list[str]] = [[]]
     for token in lexer:
-        if token in SEPARATORS or set(token) <= set(";|&<>()"):
+        if set(token) <= OPERATORS:
             out.append([])
         else:
             out[-1].append(token)
