@@ -6,10 +6,14 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+# pip's status is kept (pipefail), only its notes on the install location are dropped
+quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+quiet .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: the CPU build, not several GB of CUDA packages
-.venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+quiet .venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0"
 # XLGEN_EXTRAS=dev,gpu (in a fresh .venv) for onnxruntime-gpu instead of onnxruntime: the two must not be installed together
 # PYTHONWARNINGS: setuptools' notes on editable installs (printed by its build backend) are not for users
-PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q -e ".[${XLGEN_EXTRAS:-dev,cpu}]" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import xlgen, training, service, torch, transformers, litestar" 
+# constraints.txt: the exact versions every dependency is installed at (bash scripts/lock.sh moves them), so a
+# fresh clone tests what was tested, whatever has been released since
+PYTHONWARNINGS=ignore quiet .venv/bin/python -m pip install -q -c constraints.txt -e ".[${XLGEN_EXTRAS:-dev,cpu}]"
+.venv/bin/python -c "import xlgen, xlgen.training, xlgen.service, torch, transformers, litestar" 

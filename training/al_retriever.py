@@ -32,6 +32,7 @@ from xlgen.backends.batching import length_batches
 from xlgen.data import Document
 from xlgen.decoding import cut
 from xlgen.encoders import EmbeddingCache, LabelRetriever, RetrieverConfig, SentenceEncoder
+from xlgen.encoders.retriever import train_fingerprint
 from xlgen.fusion import Fusion, fit_retriever_stage
 from xlgen.metrics import evaluate_predictions, tune_threshold
 
@@ -45,19 +46,32 @@ class RetrieverStageModel:
         fusion: Its calibrated retriever stage (no generator stage).
         threshold: The probability threshold tuned on dev for micro-F1.
         min_labels: Labels every document gets at least.
+        tuned_on: Digest of the dev documents the threshold was tuned on.
     """
 
     retriever: LabelRetriever
     fusion: Fusion
     threshold: float
     min_labels: int = 1
+    tuned_on: str = ""
     generator_free: ClassVar[bool] = True
     """Read by :mod:`xlgen.active.selection`: decode through :meth:`label_probabilities`, not beams."""
     guidance: ClassVar[None] = None
 
     def weights_version(self) -> str:
-        """What identifies this model's scores: the labelled documents it was fitted on and its threshold."""
-        return hashlib.sha256(f"{self.retriever.fingerprint}:{self.threshold!r}".encode()).hexdigest()[:16]
+        """What identifies this model's scores: what it was fitted from (the labelled documents, the
+        retriever's settings, the encoder's weights and numerics, the dev documents its threshold was
+        tuned on), not the floats fitted from them.
+
+        The floats carry rounding that depends on more than the documents: a float32 encoder rounds a
+        vector differently with the batch it was computed in (the embedding cache keeps whichever came
+        first), and the linear source's L-BFGS, stopped after ``linear_max_iter`` iterations, turns a
+        2e-7 change of one vector into a 3e-4 change of its scores and so of the tuned threshold. Two fits
+        of the same documents are the same model to that tolerance and share cached scores.
+        """
+        parts = [self.retriever.fingerprint, repr(self.retriever.config), self.retriever.encoder.cache_key,
+                 str(self.min_labels), self.tuned_on]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
     def label_probabilities(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> list[dict[str, float]]:
         """Per text, every candidate label's calibrated probability, best first (``vectors``: their
@@ -103,7 +117,7 @@ def fit_stage_model(docs: Sequence[Document], dev: Sequence[Document], encoder: 
     retriever = LabelRetriever.fit(docs, config=config, encoder=encoder, cache=cache)
     candidates = retriever.score_train(docs)
     stage = fit_retriever_stage(candidates, [d.labels for d in docs], retriever.counts)
-    model = RetrieverStageModel(retriever, Fusion(stage, None, config.candidates), 0.5, min_labels)
+    model = RetrieverStageModel(retriever, Fusion(stage, None, config.candidates), 0.5, min_labels, train_fingerprint(dev))
     model.threshold, _ = tune_threshold([d.labels for d in dev], model.label_probabilities([d.text for d in dev]), min_labels)
     return model
 

@@ -40,6 +40,18 @@ def test_packaged_encoder_loads_offline_and_both_backends_agree(tmp_path: Path, 
     assert v[0] @ v[1] > v[0] @ v[2] + 0.1
 
 
+def test_int8_cache_is_the_same_whatever_order_it_was_filled_in(tmp_path: Path) -> None:
+    """The active-learning learner's encoder (CTranslate2 int8): a pool embedded in pieces, across
+    rounds, holds the same bits as one embedded at once, so refits on the same documents agree exactly."""
+    encoder = SentenceEncoder.load(EncoderConfig(quantization="int8"), conversions_dir=tmp_path / "conversions")
+    texts = [d.text for d in read_documents(shared_dataset("goemotions") / "dev.jsonl.gz")[:400]]
+    whole, pieces = EmbeddingCache(tmp_path / "a"), EmbeddingCache(tmp_path / "b")
+    a = encoder.encode(texts, cache=whole)
+    for start, stop in ((0, 150), (300, 301), (150, 300), (301, 400)):
+        encoder.encode(texts[start:stop], cache=pieces)
+    assert np.array_equal(a, encoder.encode(texts, cache=pieces))
+
+
 def test_label_added_by_name_is_retrieved_for_its_documents(minilm: SentenceEncoder, tmp_path: Path) -> None:
     """Hide "coffee" from train, add it back by name only: its test documents rank it in their top 10."""
     data = shared_dataset("reuters21578")

@@ -285,10 +285,37 @@ def test_cache_encodes_only_the_missing_texts(torch_encoder: SentenceEncoder, tm
     torch_encoder.encode(TEXTS[:2], cache=cache)
     seen: list[list[str]] = []
     real = torch_encoder._encode
-    monkeypatch.setattr(torch_encoder, "_encode", lambda texts, *a: seen.append(texts) or real(texts, *a))
+    monkeypatch.setattr(torch_encoder, "_encode", lambda texts, *a, **kw: seen.append(texts) or real(texts, *a, **kw))
     out = torch_encoder.encode(TEXTS, cache=cache)
     assert seen == [["python code bug error in java", "wheat corn grain trade", "a"]]
     assert np.allclose(out, torch_encoder.encode(TEXTS), atol=1e-6)
+
+
+VARIED = [" ".join(["word"] * (1 + i % 9) + [f"t{i}", "market" if i % 2 else "love"]) for i in range(60)]
+
+
+def test_cached_vectors_do_not_depend_on_what_they_were_embedded_with(torch_encoder: SentenceEncoder, tmp_path: Path) -> None:
+    """A cache filled in one call and one filled in pieces hold the same bits: a fit that reads either
+    is the same fit (a padded batch rounds a vector differently with its neighbours, about 3e-8)."""
+    whole, pieces = EmbeddingCache(tmp_path / "a"), EmbeddingCache(tmp_path / "b")
+    a = torch_encoder.encode(VARIED, cache=whole)
+    for part in (VARIED[:23], VARIED[40:41], VARIED[23:40], VARIED[41:]):
+        torch_encoder.encode(part, cache=pieces)
+    b = torch_encoder.encode(VARIED, cache=pieces)
+    assert np.array_equal(a, b)
+    assert np.allclose(a, torch_encoder.encode(VARIED), atol=1e-6)  # the same vectors as the batched path
+
+
+def test_same_length_batches_never_pad_and_never_run_one_row() -> None:
+    from xlgen.backends.batching import same_length_batches
+
+    lengths = [5, 3, 5, 9, 3, 3, 5, 7, 3]
+    batches = list(same_length_batches(lengths, batch_size=2, max_tokens=100))
+    assert all(len({lengths[i] for i in b}) == 1 for b in batches)  # no padding
+    assert all(len(b) >= 2 for b in batches)
+    assert sorted(i for b in batches for i in set(b)) == list(range(len(lengths)))  # each text once
+    assert [9, 9] in [[lengths[i] for i in b] for b in batches] and [3, 3] in batches  # a lone one is paired with itself
+    assert [len(b) for b in same_length_batches([10] * 7, batch_size=64, max_tokens=30)] == [3, 3, 2]  # 30 tokens: 3 rows
 
 
 def test_cache_rejects_a_dimension_mismatch_and_bad_keys(tmp_path: Path) -> None:
@@ -341,11 +368,11 @@ def test_an_interrupted_encode_keeps_the_finished_chunks(torch_encoder: Sentence
     calls: list[int] = []
     real = torch_encoder._encode
 
-    def flaky(texts, *a):
+    def flaky(texts, *a, **kw):
         calls.append(len(texts))
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(texts, *a)
+        return real(texts, *a, **kw)
 
     monkeypatch.setattr(torch_encoder, "_encode", flaky)
     with pytest.raises(KeyboardInterrupt):

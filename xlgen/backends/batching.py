@@ -48,6 +48,29 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = MA
         yield batch
 
 
+def same_length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = MAX_BATCH_TOKENS) -> Iterator[list[int]]:
+    """Input indices in batches of equal length only (no padding), shortest first, each of at most
+    ``batch_size`` documents and ``max_tokens`` tokens, and never of one document: a lone one is paired
+    with itself (``[i, i]``).
+
+    A row's result then depends on its own input alone where the kernels allow it: a padded batch rounds
+    a row differently with its padded width, and a one-row pass takes other kernels than a many-row one.
+    Measured on all-MiniLM-L6-v2: torch on the CPU (float32) and CTranslate2 int8 give the same bits for
+    a text in any such batch; CTranslate2 float32 still rounds a row by its place in the batch (up to
+    2e-7). What is stored once and read by later fits (the embedding cache) should not depend on which
+    other texts it was computed with.
+    """
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(n, []).append(i)
+    for n in sorted(groups):
+        size = max(2, min(batch_size, max_tokens // max(n, 1)))
+        members = groups[n]
+        for start in range(0, len(members), size):
+            batch = members[start : start + size]
+            yield batch if len(batch) > 1 else batch * 2
+
+
 def per_worker(limit: int, n: int, workers: int) -> int:
     """Items per batch of a call of ``n`` items on ``workers`` workers: ``limit``, smaller when the call is
     too small to give every worker a batch (the service's micro-batches of a few texts), so that no worker

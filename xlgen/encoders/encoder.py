@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from xlgen.backends.batching import length_batches, per_worker
+from xlgen.backends.batching import length_batches, per_worker, same_length_batches
 from xlgen.devices import resolve_device
 from xlgen.digests import encoder_digest, module_digest
 from xlgen.encoders import ct2_encoder
@@ -265,7 +265,9 @@ class SentenceEncoder:
                     parts = []
                     for start in range(0, len(todo), CACHE_CHUNK):
                         part = todo[start : start + CACHE_CHUNK]
-                        parts.append(self._encode(part, size, bar))
+                        # unpadded batches: a stored vector is the same whatever it was embedded with, so a
+                        # fit reads the same vectors from a cache filled in one call or in many
+                        parts.append(self._encode(part, size, bar, canonical=True))
                         cache.put(self.cache_key, part, parts[-1])
                     vecs = np.concatenate(parts)
             row = {t: i for i, t in enumerate(todo)}
@@ -273,7 +275,11 @@ class SentenceEncoder:
             out[missing] = vecs[[row[texts[i]] for i in missing]]
         return out
 
-    def _encode(self, texts: list[str], batch_size: int, bar: tqdm) -> np.ndarray:
+    def _encode(self, texts: list[str], batch_size: int, bar: tqdm, canonical: bool = False) -> np.ndarray:
+        """Vectors of distinct ``texts``; ``canonical``: in equal-length batches of two or more
+        (:func:`~xlgen.backends.batching.same_length_batches`), so that each vector depends on its text alone."""
+        if canonical:
+            return self._encode_canonical(texts, batch_size, bar)
         if self._ct2 is None:
             parts = []
             for start in range(0, len(texts), 16 * batch_size):  # pieces, so that the bar moves
@@ -291,3 +297,22 @@ class SentenceEncoder:
             out[idx] = vecs
             bar.update(len(idx))
         return out
+
+    def _encode_canonical(self, texts: list[str], batch_size: int, bar: tqdm) -> np.ndarray:
+        ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
+        cap = self.config.batch_tokens or (MAX_BATCH_TOKENS if str(self.device).startswith("cuda") else CPU_BATCH_TOKENS)
+        batches = same_length_batches([len(x) for x in ids], batch_size, cap)
+        if self._ct2 is not None:
+            done = self._ct2.embed_batches(ids, batches)
+        else:
+            done = ((idx, self._torch_batch([texts[i] for i in idx])) for idx in batches)
+        for idx, vecs in done:
+            out[idx] = vecs  # a lone text's batch is [i, i]: both rows are its vector
+            bar.update(len(set(idx)))
+        return out
+
+    def _torch_batch(self, texts: list[str]) -> np.ndarray:
+        with torch.inference_mode():
+            return np.asarray(self.model.encode(texts, batch_size=len(texts), show_progress_bar=False, normalize_embeddings=True,
+                                                convert_to_numpy=True), dtype=np.float32)
