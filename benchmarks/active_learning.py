@@ -5,7 +5,7 @@
     python benchmarks/active_learning.py --merge a.json b.json      # one table and plot from earlier runs
     python benchmarks/active_learning.py --learner retriever --strategies random label_entropy --diversity --suffix " (diverse)"
 
-Each dataset runs :func:`training.active_learning.simulate` (a fixed 1,000-document pool, 100
+Each dataset runs :func:`xlgen.training.active_learning.simulate` (a fixed 1,000-document pool, 100
 random initial labels, 3 rounds of 100, continuing from the last model, 2 seeds), then prints one
 table and writes benchmarks/results/active_learning.json, active_learning.md and
 active_learning.png (one panel per dataset, three to a row). ``--diversity`` and ``--drop-top`` change
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
-from training.active_learning import SimulationConfig, simulate  # noqa: E402
 from xlgen.active.curves import format_selection_table, format_table, plot, summarize  # noqa: E402
+from xlgen.training.active_learning import SimulationConfig, simulate  # noqa: E402
 
 
 def fields_help(name: str) -> str:

@@ -134,10 +134,10 @@ def main() -> None:
         p.error("give --dataset (or --merge)")
     import torch
 
-    from training.config import TrainConfig
-    from training.train import run
     from xlgen.labels import LabelSpace
     from xlgen.model import XLGenModel
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import run
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -242,7 +242,7 @@ def main() -> None:
         save()
 
     if "retrieval" in args.skip and "retriever" not in args.skip:
-        from training.guidance import build_retrieval
+        from xlgen.training.guidance import build_retrieval
 
         started = time.time()
         g = build_retrieval(common(output_dir=f"{args.runs_dir}/{name}-retriever", variant="retrieval"), train)

@@ -1,5 +1,5 @@
 """What fine-tuning the sentence encoder adds to a retraining: the fine-tuning on the replayed train pairs
-(as ``training.train --fine-tune-encoder`` does it), then the new embeddings of the train split (the
+(as ``xlgen.training.train --fine-tune-encoder`` does it), then the new embeddings of the train split (the
 embedding cache cannot serve a new encoder).
 
     python benchmarks/retrain_encoder_cost.py --data data/goemotions --pairs 2000
@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.retriever import BiEncoderConfig, fine_tune_bi_encoder  # noqa: E402
 from xlgen.data import find_split, read_documents  # noqa: E402
 from xlgen.encoders import EncoderConfig, SentenceEncoder  # noqa: E402
+from xlgen.training.retriever import BiEncoderConfig, fine_tune_bi_encoder  # noqa: E402
 
 
 def main() -> None:

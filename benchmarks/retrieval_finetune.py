@@ -5,9 +5,9 @@
 
 * ``label_text (bi-encoder)`` / ``knn (bi-encoder)``: the packaged encoder fine-tuned on the train
   split's (document, label name) pairs with MultipleNegativesRankingLoss and the no-duplicates batch
-  sampler (training.retriever.fine_tune_bi_encoder), then the label-text and kNN sources over it.
+  sampler (xlgen.training.retriever.fine_tune_bi_encoder), then the label-text and kNN sources over it.
 * ``cross-encoder (top R)``: a cross-encoder initialised from the encoder's BERT, trained on gold pairs
-  and negatives from the retriever's leak-free candidates (training.retriever.train_cross_encoder),
+  and negatives from the retriever's leak-free candidates (xlgen.training.retriever.train_cross_encoder),
   scoring each test document's R best retriever candidates.
 
 Thresholds tuned on dev, metrics on the full test split, as in benchmarks/retrieval.py. ``train_s`` is
@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
 from benchmarks.retrieval import markdown, metrics_row  # noqa: E402
-from training.retriever import BiEncoderConfig, CrossEncoderConfig, fine_tune_bi_encoder, train_cross_encoder  # noqa: E402
 from xlgen.data import read_documents  # noqa: E402
 from xlgen.encoders import EmbeddingCache, EncoderConfig, LabelRetriever, RetrieverConfig, SentenceEncoder  # noqa: E402
 from xlgen.encoders.reranker import CrossEncoderReranker  # noqa: E402
+from xlgen.training.retriever import BiEncoderConfig, CrossEncoderConfig, fine_tune_bi_encoder, train_cross_encoder  # noqa: E402
 
 
 def main() -> None:

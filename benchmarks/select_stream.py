@@ -64,7 +64,7 @@ def main() -> None:
         build_pool(pool, args.docs, Path(args.source))
         print(f"built {pool} ({args.docs:,} documents) in {time.perf_counter() - started:.0f} s", flush=True)
     out = ROOT / "runs" / "select_stream_out.jsonl"
-    cmd = ["-m", "service.cli", "select", "--model", args.model, "--pool", str(pool), "--strategy", args.strategy,
+    cmd = ["-m", "xlgen.service.cli", "select", "--model", args.model, "--pool", str(pool), "--strategy", args.strategy,
            "--batch-size", str(args.batch_size), "--pool-sample", str(args.sample), "--narrow", str(args.narrow),
            "--output", str(out)]
     launcher = [sys.executable] if args.processes == 1 else \

@@ -1,6 +1,6 @@
 """Load on the tagging endpoint, with micro-batching on and off: throughput and p50/p99 latency.
 
-Starts the service (``uvicorn --factory service.app:create_app``) on loopback for each setting,
+Starts the service (``uvicorn --factory xlgen.service.app:create_app``) on loopback for each setting,
 sends a fixed number of requests from a fixed number of concurrent clients (stopping early at a
 fixed duration), and prints a Markdown table::
 
@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.local import ServerError, free_port, start_local_server  # noqa: E402
+from xlgen.service.local import ServerError, free_port, start_local_server  # noqa: E402
 
 TEXTS = [
     "Thank you so much, this made my day!",

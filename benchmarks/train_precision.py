@@ -4,7 +4,7 @@ quality of the same recipe, side by side in one run.
     python benchmarks/train_precision.py                       # scripts/main.sh's recipe on goemotions
     python benchmarks/train_precision.py --max-steps 400 --precisions no bf16 no bf16
 
-Each training runs in its own process (``python -m training.train``, accelerate's precision is fixed per
+Each training runs in its own process (``python -m xlgen.training.train``, accelerate's precision is fixed per
 process), one after the other in the order given; the sentence encoder's embeddings are cached on disk, so
 the first run's embedding makes the later ones' ``train s`` smaller. ``loop s`` is the generator's training
 loop alone (``train_log.jsonl``'s ``elapsed_s`` at the last step: forward, backward and optimizer steps),
@@ -52,7 +52,7 @@ def main() -> None:
     rows: list[dict] = []
     for i, precision in enumerate(args.precisions):
         run_dir = Path(args.runs_dir) / f"{data.name}-{precision}-{i}"
-        cmd = [sys.executable, "-m", "training.train", "--data", str(data), "--output-dir", str(run_dir), "--overwrite",
+        cmd = [sys.executable, "-m", "xlgen.training.train", "--data", str(data), "--output-dir", str(run_dir), "--overwrite",
                "--variant", args.variant, "--max-steps", str(args.max_steps), "--threads", str(args.threads),
                "--encoder-quantization", args.encoder_quantization, "--mixed-precision", precision, "--no-progress"]
         print(" ".join(cmd), flush=True)

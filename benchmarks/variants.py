@@ -5,7 +5,7 @@ next to TF-IDF + one-vs-rest logistic regression, on the same splits in the same
     python benchmarks/variants.py --datasets reuters21578 --epochs 3 --threads 1
     python benchmarks/variants.py --merge A.json B.json --output variants.json   # one table from split runs
 
-Every model is the CPU default preset trained by ``training.train.run`` with the same budget; the
+Every model is the CPU default preset trained by ``xlgen.training.train.run`` with the same budget; the
 test metrics come from the one evaluator (threshold tuned on dev). Columns: micro/macro-F1, macro-F1
 over the test labels seen 0, 1 and 2-5 times in train (the tail), cluster micro-F1 (bcl: its head;
 mcg: its first stage). Prints a markdown table and writes benchmarks/results/variants_<datasets>.json.
@@ -24,11 +24,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import tfidf_logreg  # noqa: E402
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
-from training.train import run  # noqa: E402
 from xlgen.data import find_split, read_documents, write_jsonl  # noqa: E402
 from xlgen.evaluation import Evaluator  # noqa: E402
 from xlgen.model import XLGenModel  # noqa: E402
+from xlgen.training.config import TrainConfig  # noqa: E402
+from xlgen.training.train import run  # noqa: E402
 
 COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "macro_f1_tail_0", "macro_f1_tail_1", "macro_f1_tail_2_5", "cluster_micro_f1")
 VARIANTS = ("base", "bcl", "mcg")

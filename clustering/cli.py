@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clustering.kmeans import ClusterConfig, build_clusters
+from xlgen.clustering.kmeans import ClusterConfig, build_clusters
 from xlgen.config import add_arguments, from_arguments
 from xlgen.data import find_split, read_documents
 

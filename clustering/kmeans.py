@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.preprocessing import normalize
 
-from clustering.features import SOURCES, Featurizer, label_features, load_featurizer, make_featurizer
+from xlgen.clustering.features import SOURCES, Featurizer, label_features, load_featurizer, make_featurizer
 from xlgen.config import opt
 from xlgen.data import Document
 from xlgen.guidance.clusters import LabelClusters

@@ -250,7 +250,7 @@ def tail(path: Path, lines: int = 30) -> str:
 def xlgen_command() -> list[str]:
     """``xlgen`` of the interpreter running this script (this checkout first on the path)."""
     script = Path(sys.executable).with_name("xlgen")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "service.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "xlgen.service.cli"]
 
 
 def xlgen_env() -> dict[str, str]:

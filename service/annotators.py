@@ -13,10 +13,10 @@ from litestar import Request, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from service.auth import WRITE, has_api_key, token_annotator
-from service.errors import errors
-from service.runtime import Runtime
-from service.schemas import (
+from xlgen.service.auth import WRITE, has_api_key, token_annotator
+from xlgen.service.errors import errors
+from xlgen.service.runtime import Runtime
+from xlgen.service.schemas import (
     AnnotatorProgress,
     AnnotatorRequest,
     AnnotatorToken,

@@ -1,6 +1,6 @@
-"""The Litestar application: ``create_app()`` (also ``uvicorn --factory service.app:create_app``).
+"""The Litestar application: ``create_app()`` (also ``uvicorn --factory xlgen.service.app:create_app``).
 
-Settings come from the environment (:mod:`service.settings`); the lifespan opens storage, starts
+Settings come from the environment (:mod:`xlgen.service.settings`); the lifespan opens storage, starts
 the micro-batcher and loads the model in the background, so ``/health/live`` answers at once and
 ``/health/ready`` says 503 until the model is there.
 """
@@ -22,14 +22,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from service import annotators, labelstudio, new_labels, opinions, routes, web
-from service.auth import HEADER
-from service.bodies import strict_input
-from service.errors import document_errors, http_error, server_error
-from service.metrics import RequestMetricsMiddleware, configure_logging
-from service.openapi import http_handlers, refine_openapi
-from service.runtime import Runtime
-from service.settings import Settings
+from xlgen.service import annotators, labelstudio, new_labels, opinions, routes, web
+from xlgen.service.auth import HEADER
+from xlgen.service.bodies import strict_input
+from xlgen.service.errors import document_errors, http_error, server_error
+from xlgen.service.metrics import RequestMetricsMiddleware, configure_logging
+from xlgen.service.openapi import http_handlers, refine_openapi
+from xlgen.service.runtime import Runtime
+from xlgen.service.settings import Settings
 
 log = logging.getLogger("xlgen.service")
 

@@ -36,7 +36,7 @@ class QueueFull(Exception):
 
 
 class BatchObserver(Protocol):
-    """What the batcher reports (see :class:`service.metrics.Metrics`)."""
+    """What the batcher reports (see :class:`xlgen.service.metrics.Metrics`)."""
 
     def batch_ran(self, size: int, seconds: float) -> None: ...
 

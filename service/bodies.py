@@ -9,7 +9,7 @@ so every route that takes a body gets these checks first, each failure a 4xx nam
   character (PostgreSQL text cannot store one);
 * it has the handler's declared type in msgspec's strict mode: no string is coerced to a number
   (a float with an integral value counts as an integer, as in JSON Schema). Every integer field
-  of a body is bounded (see :mod:`service.schemas`), so none reaches storage or the model beyond
+  of a body is bounded (see :mod:`xlgen.service.schemas`), so none reaches storage or the model beyond
   what they take.
 
 Path parameters (ids) are at most :data:`MAX_ID_CHARS` characters without control characters.
@@ -24,8 +24,8 @@ import msgspec
 from litestar import Request
 from litestar.exceptions import ClientException
 
-from service.errors import bad_request
-from service.schemas import MAX_ID_CHARS
+from xlgen.service.errors import bad_request
+from xlgen.service.schemas import MAX_ID_CHARS
 
 MAX_DEPTH = 64
 """Nesting of a JSON body (arrays and objects): far more than any body the service takes needs."""

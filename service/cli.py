@@ -1,6 +1,6 @@
 """The ``xlgen`` command line: one subcommand per entry point.
 
-    xlgen train      train a model (also ``python -m training.train``, ``accelerate launch``)
+    xlgen train      train a model (also ``python -m xlgen.training.train``, ``accelerate launch``)
     xlgen evaluate   metrics of a model on a labelled split, as JSON
     xlgen predict    labels with scores for texts or a JSON Lines file
     xlgen cluster    label clusters for the bcl / mcg variants (xlgen train --variant bcl|mcg)
@@ -49,8 +49,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.config import TrainConfig
-    from training.train import run
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import run
 
     metrics = run(from_arguments(TrainConfig, args)).metrics
     keys = [k for k in ("dev_micro_f1", "dev_macro_f1", "test_micro_f1", "test_macro_f1", "test_p_at_1") if k in metrics]
@@ -121,7 +121,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     commands: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
     def train_options(p: argparse.ArgumentParser) -> None:
-        from training.config import TrainConfig
+        from xlgen.training.config import TrainConfig
 
         add_arguments(p, TrainConfig)
 
@@ -151,16 +151,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     commands["evaluate"] = ("metrics of a model on a labelled split, as JSON", evaluate_options, cmd_evaluate)
     commands["predict"] = ("labels with scores for texts", predict_options, cmd_predict)
     commands["cluster"] = ("cluster a dataset's labels (K-means over label features) for the bcl / mcg variants",
-                           *lazy("clustering.cli", "add_cluster_arguments", "cmd_cluster"))
+                           *lazy("xlgen.clustering.cli", "add_cluster_arguments", "cmd_cluster"))
     commands["select"] = ("rank pool documents for annotation by an acquisition strategy",
-                          *lazy("training.al_cli", "add_select_arguments", "cmd_select"))
+                          *lazy("xlgen.training.al_cli", "add_select_arguments", "cmd_select"))
     commands["simulate-al"] = ("active-learning simulation: strategies against random on a labelled dataset",
-                               *lazy("training.al_cli", "add_simulate_arguments", "cmd_simulate"))
+                               *lazy("xlgen.training.al_cli", "add_simulate_arguments", "cmd_simulate"))
     commands["simulate-new-labels"] = ("new labels added by name: binary questions, greedy against random, recall@10 and forgetting",
-                                       *lazy("training.new_labels", "add_simulate_arguments", "cmd_simulate"))
-    commands["serve"] = ("run the REST service", *lazy("service.serve", "add_serve_arguments", "cmd_serve"))
+                                       *lazy("xlgen.training.new_labels", "add_simulate_arguments", "cmd_simulate"))
+    commands["serve"] = ("run the REST service", *lazy("xlgen.service.serve", "add_serve_arguments", "cmd_serve"))
     commands["export"] = ("write an ONNX Runtime or CTranslate2 backend into a model directory",
-                          *lazy("service.export_cli", "add_export_arguments", "cmd_export"))
+                          *lazy("xlgen.service.export_cli", "add_export_arguments", "cmd_export"))
     for name, (help_text, add, fn) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if only is None or only == name:

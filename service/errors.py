@@ -21,7 +21,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from service.auth import require_annotator, require_api_key
+from xlgen.service.auth import require_annotator, require_api_key
 
 log = logging.getLogger("xlgen.service")
 

@@ -6,7 +6,7 @@ A job is a database record (``queued`` -> ``running`` -> ``succeeded`` / ``faile
 that holds the training lock while it has not ended, so one training runs at a time across workers,
 replicas and restarts. The record names the trainer's process group and the server process running
 it; that server refreshes ``updated_at`` every second. The trainer runs in a process group of its own
-and is SIGKILLed by the kernel when its server dies (:mod:`service.trainer_process`). A job whose
+and is SIGKILLed by the kernel when its server dies (:mod:`xlgen.service.trainer_process`). A job whose
 server is gone (a dead process on this host, or no heartbeat for a minute from another host) is
 *reaped* when any server next looks at it (at start-up, on a read, or when a job is asked for): its
 trainer's process group is killed if it still runs on this host, the job is marked failed and the lock
@@ -29,9 +29,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from service import trainer_process
-from service.storage import ACTIVE, FINISHED, JobLocked, Storage
 from xlgen.data import Document, find_split, read_documents, write_jsonl
+from xlgen.service import trainer_process
+from xlgen.service.storage import ACTIVE, FINISHED, JobLocked, Storage
 
 log = logging.getLogger("xlgen.service")
 
@@ -99,7 +99,7 @@ def build_train_file(storage: Storage, train_data: str, out: Path) -> dict[str, 
 
 def write_answers(storage: Storage, out: Path) -> dict[str, int]:
     """Writes every yes/no answer to a new-label question whose document is in the pool as JSON Lines
-    ``{"id", "text", "label", "answer"}`` (what ``training.train --encoder-answers`` reads).
+    ``{"id", "text", "label", "answer"}`` (what ``xlgen.training.train --encoder-answers`` reads).
 
     Returns:
         Counts: ``yes``, ``no``.
@@ -149,7 +149,7 @@ class RetrainManager:
         storage: Where job state goes.
         work_dir: Jobs run in ``work_dir/jobs/<id>`` (an absolute path: the trainer runs there).
         train_data: Base dataset folder (train/dev[/test]), absolute.
-        extra_args: Options added to every ``python -m training.train`` call.
+        extra_args: Options added to every ``python -m xlgen.training.train`` call.
         serving_f1: The served model's dev micro-F1 (read when a job finishes).
         install: ``install(model_dir)`` loads and swaps in a finished model.
         serving_path: The served model's directory, if any: a ``bcl`` / ``mcg`` model is retrained
@@ -270,7 +270,7 @@ class RetrainManager:
         return job_id
 
     def _command(self, job_dir: Path, params: dict[str, Any], files: dict[str, int] | None = None) -> list[str]:
-        cmd = [sys.executable, "-m", "training.train", "--data", self.train_data, "--train-file", str(job_dir / "train.jsonl"),
+        cmd = [sys.executable, "-m", "xlgen.training.train", "--data", self.train_data, "--train-file", str(job_dir / "train.jsonl"),
                "--no-progress", *self.extra_args]
         for key in ("max_steps", "epochs", "batch_size", "lr", "eval_every", "preset", "seed"):
             if params.get(key) is not None:

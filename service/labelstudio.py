@@ -23,10 +23,11 @@ from litestar import get, post
 from litestar.exceptions import ClientException, ValidationException
 from litestar.status_codes import HTTP_200_OK
 
-from service.auth import WRITE
-from service.errors import errors
-from service.jobs import JobConflict
-from service.labelstudio_protocol import (
+from xlgen.decoding import cut
+from xlgen.service.auth import WRITE
+from xlgen.service.errors import errors
+from xlgen.service.jobs import JobConflict
+from xlgen.service.labelstudio_protocol import (
     ANNOTATION_DELETES,
     ANNOTATION_WRITES,
     START_TRAINING,
@@ -43,8 +44,7 @@ from service.labelstudio_protocol import (
     parse_label_config,
     project_label_config,
 )
-from service.runtime import Runtime
-from xlgen.decoding import cut
+from xlgen.service.runtime import Runtime
 
 ID_MAX = 256
 

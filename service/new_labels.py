@@ -19,11 +19,11 @@ from litestar import Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from service.auth import ANNOTATE, acting_annotator
-from service.errors import errors
-from service.inference import ServedModel
-from service.runtime import Runtime
-from service.schemas import (
+from xlgen.service.auth import ANNOTATE, acting_annotator
+from xlgen.service.errors import errors
+from xlgen.service.inference import ServedModel
+from xlgen.service.runtime import Runtime
+from xlgen.service.schemas import (
     AnswerRequest,
     NewLabel,
     NewLabelRequest,

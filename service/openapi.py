@@ -8,7 +8,7 @@ once, when the app is made, so that a client (or a schema-driven fuzzer) reads t
   inside unions (``texts`` items) and bounds of 0, all of which Litestar drops; a struct's
   ``__json_schema_extra__`` (a rule across fields) is merged into its schema;
 * parameters: bounds of 0 that Litestar drops (``round >= 0``) are restored, and every string path
-  parameter carries the limits :func:`service.bodies.check_path_ids` enforces.
+  parameter carries the limits :func:`xlgen.service.bodies.check_path_ids` enforces.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from litestar.openapi.spec import OpenAPI, Operation, Reference, Schema
 from litestar.params import ParameterKwarg
 from litestar.routes import HTTPRoute
 
-from service.schemas import MAX_ID_CHARS
+from xlgen.service.schemas import MAX_ID_CHARS
 
 NO_CONTROL_CHARACTERS = "^[^\\x00-\\x1f\\x7f]*$"
 

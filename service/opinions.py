@@ -27,12 +27,12 @@ from litestar.status_codes import HTTP_200_OK
 from msgspec import Meta
 from openai.types.chat import ChatCompletionMessageParam
 
-from service.auth import ANNOTATE
-from service.errors import bad_request, errors
-from service.runtime import Runtime
-from service.schemas import MAX_ID_CHARS, Body, Id, Label, NonEmpty
-from service.settings import Settings
-from service.storage import Annotation, latest_annotations
+from xlgen.service.auth import ANNOTATE
+from xlgen.service.errors import bad_request, errors
+from xlgen.service.runtime import Runtime
+from xlgen.service.schemas import MAX_ID_CHARS, Body, Id, Label, NonEmpty
+from xlgen.service.settings import Settings
+from xlgen.service.storage import Annotation, latest_annotations
 
 log = logging.getLogger("xlgen.service")
 

@@ -17,12 +17,17 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
-from service.auth import ANNOTATE, SCOPE_KEY, WRITE, acting_annotator
-from service.errors import bad_request, errors
-from service.inference import ServedModel, Tagged, labels_of
-from service.jobs import JobConflict
-from service.runtime import Runtime
-from service.schemas import (
+from xlgen.active.acquisition import get_strategy
+from xlgen.active.selection import SelectionConfig, unsupported
+from xlgen.config import overrides
+from xlgen.data import Document
+from xlgen.decoding import DecodingConfig
+from xlgen.service.auth import ANNOTATE, SCOPE_KEY, WRITE, acting_annotator
+from xlgen.service.errors import bad_request, errors
+from xlgen.service.inference import ServedModel, Tagged, labels_of
+from xlgen.service.jobs import JobConflict
+from xlgen.service.runtime import Runtime
+from xlgen.service.schemas import (
     MAX_INT32,
     AnnotationRequest,
     AnnotationResponse,
@@ -44,12 +49,7 @@ from service.schemas import (
     TagResponse,
     TagResult,
 )
-from service.storage import Annotation, PoolDocument
-from xlgen.active.acquisition import get_strategy
-from xlgen.active.selection import SelectionConfig, unsupported
-from xlgen.config import overrides
-from xlgen.data import Document
-from xlgen.decoding import DecodingConfig
+from xlgen.service.storage import Annotation, PoolDocument
 
 
 def _scores(items: list[tuple[str, float, bool, list[str]]]) -> list[LabelScore]:

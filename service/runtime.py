@@ -12,9 +12,12 @@ from pathlib import Path
 
 from litestar.exceptions import HTTPException, ServiceUnavailableException
 
-from service.batcher import MicroBatcher, QueueFull
-from service.errors import bad_request
-from service.inference import (
+from xlgen.active.selection import ScoreCache, Selection, SelectionConfig, select_batch
+from xlgen.data import Document
+from xlgen.decoding import DecodingConfig, Prediction
+from xlgen.service.batcher import MicroBatcher, QueueFull
+from xlgen.service.errors import bad_request
+from xlgen.service.inference import (
     ModelHolder,
     ServedModel,
     Tagged,
@@ -24,13 +27,10 @@ from service.inference import (
     run_tag_batch,
     text_work,
 )
-from service.jobs import RetrainManager
-from service.metrics import Metrics
-from service.settings import Settings
-from service.storage import Storage
-from xlgen.active.selection import ScoreCache, Selection, SelectionConfig, select_batch
-from xlgen.data import Document
-from xlgen.decoding import DecodingConfig, Prediction
+from xlgen.service.jobs import RetrainManager
+from xlgen.service.metrics import Metrics
+from xlgen.service.settings import Settings
+from xlgen.service.storage import Storage
 
 log = logging.getLogger("xlgen.service")
 

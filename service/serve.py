@@ -1,11 +1,11 @@
 """``xlgen serve``: the REST service under uvicorn.
 
 Options become ``XLGEN_*`` environment variables (unset options keep the environment's value, or
-the default), then uvicorn runs the ``service.app:create_app`` factory, so that every worker
+the default), then uvicorn runs the ``xlgen.service.app:create_app`` factory, so that every worker
 process reads the same settings::
 
     xlgen serve --model runs/goemotions/model --port 8000
-    XLGEN_MODEL=runs/goemotions/model uvicorn --factory service.app:create_app --port 8000
+    XLGEN_MODEL=runs/goemotions/model uvicorn --factory xlgen.service.app:create_app --port 8000
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import os
 from dataclasses import fields
 
-from service.settings import PREFIX, Settings
+from xlgen.service.settings import PREFIX, Settings
 
 
 def _port(value: str) -> int:
@@ -66,6 +66,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     read_model_meta(os.path.join(settings.model, "xlgen.json"))  # a broken one: one line here, not a worker's traceback
     resolve_device(settings.device)
     os.environ.update(settings.to_env())
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+    uvicorn.run("xlgen.service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_level=settings.log_level.lower(), access_log=False)
     return 0

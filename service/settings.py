@@ -1,7 +1,7 @@
 """Service settings, read from the environment in this one module.
 
 Every setting is an ``XLGEN_*`` variable; ``xlgen serve`` turns its options into these variables so
-that ``uvicorn --factory service.app:create_app`` (and every uvicorn worker) sees the same settings.
+that ``uvicorn --factory xlgen.service.app:create_app`` (and every uvicorn worker) sees the same settings.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from xlgen.decoding import BACKENDS
 PREFIX = "XLGEN_"
 PATH_FIELDS = ("model", "work_dir", "train_data")
 RETRAIN_ENCODER = ("auto", "always", "never")
-# options of ``python -m training.train`` that name a file or folder: relative values in XLGEN_RETRAIN_ARGS are made
+# options of ``python -m xlgen.training.train`` that name a file or folder: relative values in XLGEN_RETRAIN_ARGS are made
 # absolute like the settings' own paths, since the trainer runs in its job folder
 TRAIN_PATH_OPTIONS = ("--data", "--train-file", "--dev-file", "--test-file", "--base-model", "--clusters", "--encoder",
                       "--label-file", "--encoder-answers")
@@ -84,7 +84,7 @@ class Settings:
         work_dir: Folder for the SQLite file and the retraining jobs.
         train_data: Base training dataset folder (train/dev[/test] splits) that retraining adds the
             stored annotations to; retraining is off when empty.
-        retrain_args: Extra ``python -m training.train`` options for every retraining job.
+        retrain_args: Extra ``python -m xlgen.training.train`` options for every retraining job.
         retrain_encoder: Whether retraining a ``retrieval`` model also fine-tunes its sentence encoder on
             the annotators' yes/no answers (yes: a pair, no: a hard negative) and a replay of train pairs:
             ``auto`` (when there are answers), ``always`` or ``never``.

@@ -4,7 +4,7 @@ and the lock that lets one run at a time, and which model is served, in SQLAlche
 SQLite (a file, in WAL mode with full sync, so an acknowledged write survives a ``kill -9``) is the
 default; a PostgreSQL URL lets several replicas share one store. Every table name carries a prefix
 so that deployments or test runs can share a database. The schema is versioned by alembic
-(:mod:`service.migrations`); opening storage upgrades it.
+(:mod:`xlgen.service.migrations`); opening storage upgrades it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 
-from service import migrations
+from xlgen.service import migrations
 
 ACTIVE = ("queued", "running")
 """Job statuses of a job that has not ended."""
@@ -139,7 +139,7 @@ def token_sha256(token: str) -> str:
 
 
 def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
-    """The tables as the newest revision of :mod:`service.migrations` leaves them."""
+    """The tables as the newest revision of :mod:`xlgen.service.migrations` leaves them."""
     return {
         "documents": Table(
             prefix + "documents", metadata,

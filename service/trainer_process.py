@@ -1,7 +1,7 @@
 """The trainer's process: started in a process group of its own, killed with the server, and recognised
 again (by pid and kernel start time) after a restart, so that a retraining never runs on as an orphan.
 
-The trainer is started through this module, ``python -m service.trainer_process --parent PID -- CMD...``:
+The trainer is started through this module, ``python -m xlgen.service.trainer_process --parent PID -- CMD...``:
 in the fresh interpreter it asks Linux to SIGKILL it when its parent dies (``prctl(PR_SET_PDEATHSIG)``,
 which survives ``exec``), checks that the parent is still the server (it may have died before the
 request took effect), then ``exec``\\ s the trainer in its own place, keeping the pid. Doing this in the
@@ -31,7 +31,7 @@ PROC = Path("/proc")
 
 def wrap(cmd: Sequence[str]) -> list[str]:
     """``cmd`` started through this module, to die with the calling process."""
-    return [sys.executable, "-m", "service.trainer_process", "--parent", str(os.getpid()), "--", *cmd]
+    return [sys.executable, "-m", "xlgen.service.trainer_process", "--parent", str(os.getpid()), "--", *cmd]
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -126,7 +126,7 @@ def _die_with_parent() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Sets the death signal, checks the parent, and execs the command."""
-    parser = argparse.ArgumentParser(prog="python -m service.trainer_process")
+    parser = argparse.ArgumentParser(prog="python -m xlgen.service.trainer_process")
     parser.add_argument("--parent", type=int, required=True, help="pid of the server; exit at once if it is gone")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command")
     args = parser.parse_args(argv)

@@ -37,8 +37,8 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder of the tiny preset trained for a few steps through the real entry point."""
-    from training.config import TrainConfig
-    from training.train import run
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import run
 
     out = tmp_path_factory.mktemp("tiny_run")
     cfg = TrainConfig(

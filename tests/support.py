@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import pytest
 from litestar.testing import TestClient
 
-from service.app import create_app
-from service.local import ServerError, start_local_server
-from service.settings import Settings
+from xlgen.service.app import create_app
+from xlgen.service.local import ServerError, start_local_server
+from xlgen.service.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labelstudio"
 

@@ -30,9 +30,6 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from training.config import DEFAULT_DATA, TrainConfig
-from training.guidance import refresh_guidance
-from training.train import build_model, fit
 from xlgen.active.acquisition import STRATEGIES
 from xlgen.active.curves import plot, selection_stats, summarize
 from xlgen.active.ensemble import MEMBER_SETS, MEMBER_SETS_HELP, EnsembleConfig
@@ -47,6 +44,9 @@ from xlgen.labels import LabelSpace
 from xlgen.model import XLGenModel
 from xlgen.modeling import PRESETS
 from xlgen.tokenizer import SentencePieceTokenizer, Tokenizer
+from xlgen.training.config import DEFAULT_DATA, TrainConfig
+from xlgen.training.guidance import refresh_guidance
+from xlgen.training.train import build_model, fit
 
 log = logging.getLogger("xlgen.active_learning")
 RETRAIN = ("continue", "scratch")
@@ -104,8 +104,8 @@ class SimulationConfig:
         if self.learner not in LEARNERS:
             raise ValueError(f"--learner must be one of {', '.join(LEARNERS)}")
         if self.learner == "retriever":
-            from training.al_retriever import RetrieverStageModel
             from xlgen.active.selection import unsupported
+            from xlgen.training.al_retriever import RetrieverStageModel
 
             refused = [s for s in self.strategies if unsupported(RetrieverStageModel, s)]  # type: ignore[arg-type]
             if refused:
@@ -223,13 +223,13 @@ def rounds_config(cfg: SimulationConfig, seed: int) -> RoundsConfig:
 
 
 def retriever_learner(cfg: SimulationConfig, pool: list[Document], dev: list[Document], test: list[Document]) -> tuple[Learner, dict[str, float]]:
-    """The retriever-stage learner (:mod:`training.al_retriever`) and its full-pool reference's test metrics.
+    """The retriever-stage learner (:mod:`xlgen.training.al_retriever`) and its full-pool reference's test metrics.
 
     The encoder is loaded once and every text of the pool, dev and test is embedded once (through the
     on-disk cache) before the rounds; the reference is the same recipe fitted on the whole pool.
     """
-    from training.al_retriever import evaluate_stage_model, fit_stage_model
     from xlgen.encoders import EmbeddingCache, EncoderConfig, RetrieverConfig, SentenceEncoder
+    from xlgen.training.al_retriever import evaluate_stage_model, fit_stage_model
 
     encoder = SentenceEncoder.load(EncoderConfig(name=cfg.encoder, quantization=cfg.encoder_quantization))
     cache = EmbeddingCache()

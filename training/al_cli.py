@@ -12,13 +12,13 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from training.active_learning import SimulationConfig, simulate
 from xlgen.active.acquisition import STRATEGIES
 from xlgen.active.curves import format_selection_table, format_table
 from xlgen.active.ensemble import COMBINE, MEMBER_SETS, MEMBER_SETS_HELP, EnsembleConfig
 from xlgen.backends import BACKENDS
 from xlgen.config import add_arguments, from_arguments
 from xlgen.data import read_documents
+from xlgen.training.active_learning import SimulationConfig, simulate
 
 # ------------------------------------------------------------------------------------------ select
 

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clustering import ClusterConfig, assign_new_labels, build_clusters
-from training.config import TrainConfig
+from xlgen.clustering import ClusterConfig, assign_new_labels, build_clusters
 from xlgen.data import Document
 from xlgen.fusion import Fusion, fit_retriever_stage
 from xlgen.guidance import Guidance
@@ -27,6 +26,7 @@ from xlgen.guidance.clusters import LabelClusters
 from xlgen.guidance.head import ClusterHead
 from xlgen.guidance.mcg import MCGGuidance
 from xlgen.guidance.retrieval import RetrievalGuidance
+from xlgen.training.config import TrainConfig
 
 log = logging.getLogger("xlgen.train")
 
@@ -95,11 +95,11 @@ def build_guidance(cfg: TrainConfig, train: Sequence[Document], d_model: int, wo
 def fine_tuned_encoder(cfg: TrainConfig, train: Sequence[Document], work_dir: Path) -> Path:
     """The run's sentence encoder fine-tuned on ``cfg.encoder_pairs`` train pairs and the answers of
     ``cfg.encoder_answers`` (the no answers only with ``cfg.encoder_hard_negatives``;
-    :func:`training.retriever.fine_tune_bi_encoder`), kept in
+    :func:`xlgen.training.retriever.fine_tune_bi_encoder`), kept in
     ``work_dir/encoder``: a resumed run, and the other processes of a distributed one, read it there."""
-    from training.retriever import BiEncoderConfig, fine_tune_bi_encoder, read_answers
     from xlgen.encoders.label_texts import read_label_file
     from xlgen.files import atomic_dir
+    from xlgen.training.retriever import BiEncoderConfig, fine_tune_bi_encoder, read_answers
 
     done = work_dir / "encoder"
     if (done / "modules.json").is_file():

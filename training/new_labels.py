@@ -12,7 +12,7 @@ labels take from them). Orders: ``greedy`` (a new label uniformly at random, its
 document) against ``random``. Writes ``new_labels.json``, ``new_labels.md`` and ``new_labels.png``.
 
 With ``--fine-tune-at N [N ...]`` the bi-encoder itself also learns from the answers: at each N answers of
-an order, a copy of the encoder is fine-tuned (in-batch negatives, :func:`training.retriever.fine_tune_bi_encoder`)
+an order, a copy of the encoder is fine-tuned (in-batch negatives, :func:`xlgen.training.retriever.fine_tune_bi_encoder`)
 on the (positive document, new label name) pairs found so far plus ``--replay`` (document, old label name)
 pairs drawn from the old labels' train documents (the replay against forgetting; 0 turns it off), the pool
 and the test split are embedded again with it, and the same recall@k is measured in that space
@@ -190,9 +190,9 @@ def fine_tuned_point(cfg: NewLabelConfig, seed: int, answers: int, found: list[t
     import tempfile
     import time
 
-    from training.retriever import Answer, BiEncoderConfig, fine_tune_bi_encoder
     from xlgen.data import Document
     from xlgen.encoders import EncoderConfig, SentenceEncoder
+    from xlgen.training.retriever import Answer, BiEncoderConfig, fine_tune_bi_encoder
 
     started = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -1,7 +1,7 @@
 """Training a label generator: ``setup -> build -> fit -> finish``, an explicit accelerate loop.
 
 The same file runs on one CPU, one GPU, or under ``accelerate launch`` / ``torchrun`` on several
-processes (distributed data parallel): ``python -m training.train --help``.
+processes (distributed data parallel): ``python -m xlgen.training.train --help``.
 
 Run folder layout (``output_dir``):
 
@@ -31,8 +31,6 @@ from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from training.config import TrainConfig
-from training.guidance import Objective, build_guidance
 from xlgen.backends.batching import pad_batch
 from xlgen.config import HelpFormatter, from_arguments
 from xlgen.config import add_arguments as config_arguments
@@ -55,6 +53,8 @@ from xlgen.tokenizer import (
     encode_target,
     load_tokenizer,
 )
+from xlgen.training.config import TrainConfig
+from xlgen.training.guidance import Objective, build_guidance
 
 log = logging.getLogger("xlgen.train")
 
@@ -111,7 +111,7 @@ def build_tokenizer(cfg: TrainConfig, train: Sequence[Document]) -> Tokenizer:
 def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train: Sequence[Document],
                 work_dir: Path | None = None) -> XLGenModel:
     """The untrained model: a preset from scratch or a pretrained checkpoint (optionally LoRA), with
-    its guidance (:func:`training.guidance.build_guidance`, kept in ``work_dir``)."""
+    its guidance (:func:`xlgen.training.guidance.build_guidance`, kept in ``work_dir``)."""
     if cfg.base_model:
         t5 = load_pretrained(cfg.base_model, len(tok))
     else:
@@ -454,9 +454,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.train``: the same options as ``xlgen train``; runs unchanged under
+    """``python -m xlgen.training.train``: the same options as ``xlgen train``; runs unchanged under
     ``accelerate launch`` or ``torchrun``."""
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m xlgen.training.train", description=__doc__, formatter_class=HelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -103,7 +103,7 @@ def overrides(cls: type, args: Any) -> dict[str, Any]:
 def request_fields(cls: type) -> list[tuple[str, Any]]:
     """``(name, type)`` of the fields of ``cls`` marked ``request`` in their metadata, each type
     carrying its bounds (``request=(low, high)``), its ``choices`` as a ``Literal`` and its help as the
-    description: the request schema's copy of those fields (see ``service.schemas``)."""
+    description: the request schema's copy of those fields (see ``xlgen.service.schemas``)."""
     from typing import Annotated, Literal
 
     import msgspec

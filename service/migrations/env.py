@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection and table prefix that :func:`service.migrations.upgrade` passes.
+"""Alembic environment: runs on the connection and table prefix that :func:`xlgen.service.migrations.upgrade` passes.
 
 From the command line (``alembic -c /dev/null -x db_url=URL -x table_prefix=xlgen_ ...`` with
 ``script_location`` set to this folder) it opens ``db_url`` itself.

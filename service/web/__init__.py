@@ -14,7 +14,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from service.runtime import Runtime
+from xlgen.service.runtime import Runtime
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)

@@ -5,8 +5,8 @@ import os
 import sys
 from pathlib import Path
 
-from training.config import TrainConfig
-from training.train import run
+from xlgen.training.config import TrainConfig
+from xlgen.training.train import run
 
 data, out = sys.argv[1], Path(sys.argv[2])
 cfg = TrainConfig(data=data, output_dir=str(out), preset="tiny", max_steps=12, eval_every=6, batch_size=8, lr=5e-3,

@@ -22,12 +22,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.local import free_port
-from service.storage import Storage
 from tests.support import start_server
 from xlgen.data import read_documents, write_jsonl
 from xlgen.digests import encoder_digest
 from xlgen.encoders.packaged import packaged_model_dir
+from xlgen.service.local import free_port
+from xlgen.service.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "page-key"
@@ -91,8 +91,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A retrieval model (tiny T5, the packaged all-MiniLM-L6-v2 sentence encoder) served by a server process
     with an API key and a training folder, its pool holding short comments and a few about food."""
     _browser_or_skip()
-    from training.config import TrainConfig
-    from training.train import run
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import run
 
     root = tmp_path_factory.mktemp("page")
     mp = pytest.MonkeyPatch()

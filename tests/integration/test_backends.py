@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from service.cli import main as xlgen
 from xlgen.backends import BACKENDS, Cancelled, StaleExport, decode, installed, length_batches, pick, read_export
 from xlgen.backends import search as numpy_search
 from xlgen.backends.batching import pad_batch
@@ -22,6 +21,7 @@ from xlgen.data import read_documents, write_jsonl
 from xlgen.decoding import DecodingConfig, label_scores
 from xlgen.digests import weight_files_digest
 from xlgen.model import XLGenModel, export_model
+from xlgen.service.cli import main as xlgen
 
 torch.set_num_threads(1)
 
@@ -200,7 +200,7 @@ def test_export_command_writes_a_manifest(tiny_model_dir: Path, capsys: pytest.C
 
 
 def test_backend_names_agree_with_the_service():
-    from service.settings import BACKENDS as SERVICE_BACKENDS
+    from xlgen.service.settings import BACKENDS as SERVICE_BACKENDS
 
     assert SERVICE_BACKENDS == BACKENDS
 
@@ -292,7 +292,7 @@ def test_lora_model_exports_merged(tiny_model, texts: list[str], tmp_path: Path)
 @pytest.mark.skipif(not installed("ctranslate2"), reason="ctranslate2 is not installed")
 def test_a_swapped_in_model_gets_the_served_backend(tiny_model_dir: Path):
     """What the service does before swapping in a retrained model: export what the served one ran on."""
-    from service.inference import ensure_export, load_served_model
+    from xlgen.service.inference import ensure_export, load_served_model
 
     ensure_export(tiny_model_dir, "ctranslate2")
     created = read_export(tiny_model_dir, "ctranslate2").created

@@ -16,12 +16,12 @@ import pytest
 from tests.conftest import ROOT
 from xlgen.backends import installed
 
-# Runs ``service.cli.main`` once per case, as the ``xlgen`` console script does, and reports each
+# Runs ``xlgen.service.cli.main`` once per case, as the ``xlgen`` console script does, and reports each
 # case's exit status and standard error; ``blocked`` modules are made unimportable for that case
 # (an optional package that is not installed). An exception escaping ``main`` prints its traceback.
 DRIVER = r"""
 import contextlib, io, json, sys, traceback
-from service.cli import main
+from xlgen.service.cli import main
 results = []
 for argv, blocked in json.loads(sys.argv[1]):
     saved = {name: sys.modules.get(name) for name in blocked}
@@ -197,17 +197,17 @@ def test_user_errors_are_one_line_and_exit_2(command: str, bad: dict[str, str], 
 
 
 def test_console_entry_point_reports_a_stale_export_in_one_line(bad: dict[str, str], tmp_path: Path):
-    """The real command, ``python -m service.cli``, as ``scripts/main.sh`` runs ``xlgen``."""
+    """The real command, ``python -m xlgen.service.cli``, as ``scripts/main.sh`` runs ``xlgen``."""
     if "stale" not in bad:
         pytest.skip("ctranslate2 is not installed")
-    out = subprocess.run([sys.executable, "-m", "service.cli", "predict", "--model", bad["stale"], "--backend", "ctranslate2", "hi"],
+    out = subprocess.run([sys.executable, "-m", "xlgen.service.cli", "predict", "--model", bad["stale"], "--backend", "ctranslate2", "hi"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("xlgen predict: error: ") and "export again" in out.stderr
 
 
 def test_interrupt_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    import service.cli as cli
+    import xlgen.service.cli as cli
 
     def interrupted(args):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from clustering import ClusterConfig, assign_new_labels, build_clusters, default_n_clusters
-from clustering.features import TfidfFeaturizer, label_features
 from tests.conftest import shared_dataset
+from xlgen.clustering import ClusterConfig, assign_new_labels, build_clusters, default_n_clusters
+from xlgen.clustering.features import TfidfFeaturizer, label_features
 from xlgen.data import Document, read_documents
 from xlgen.guidance.clusters import LabelClusters
 from xlgen.guidance.head import ClusterHead, masked_mean

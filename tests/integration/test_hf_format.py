@@ -19,16 +19,14 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
 
-from service.cli import main
 from tests.conftest import shared_dataset
-from training.config import TrainConfig
-from training.train import run
 from xlgen.backends.torch_backend import generation_kwargs
 from xlgen.data import read_documents, write_jsonl
 from xlgen.decoding import DecodingConfig
 from xlgen.digests import weight_files_digest
 from xlgen.model import XLGenModel
 from xlgen.modeling import build_from_preset
+from xlgen.service.cli import main
 from xlgen.tokenizer import (
     SEP,
     TASK_CLUSTERS,
@@ -40,6 +38,8 @@ from xlgen.tokenizer import (
     encode_target,
     special_tokens,
 )
+from xlgen.training.config import TrainConfig
+from xlgen.training.train import run
 
 TIE = 1e-4  # score gap under which float noise between two batchings may reorder beams or cross the threshold
 

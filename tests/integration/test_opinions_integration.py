@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from service.local import free_port
 from tests.support import KEY, pool_docs, running, settings_for
+from xlgen.service.local import free_port
 
 MODEL = "judge-7b"
 LLM_KEY = "llm-secret"

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from training.config import TrainConfig
-    from training.train import run
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import run
 
     root = tmp_path_factory.mktemp("select")
     mp = pytest.MonkeyPatch()
@@ -47,7 +47,7 @@ def _select(setup: dict, out: Path, *extra: str, processes: int = 1) -> subproce
     launcher = [sys.executable] if processes == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", "29533"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "XLGEN_CACHE_DIR": str(setup["root"] / "cache")}
-    return subprocess.run([*launcher, "-m", "service.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*launcher, "-m", "xlgen.service.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_two_processes_select_what_one_does(setup: dict) -> None:

@@ -14,9 +14,9 @@ import pytest
 import torch
 from litestar.testing import TestClient
 
-from service.app import create_app
-from service.storage import Storage
 from tests.support import KEY, pool_docs, postgres_url, running, settings_for
+from xlgen.service.app import create_app
+from xlgen.service.storage import Storage
 
 torch.set_num_threads(1)
 

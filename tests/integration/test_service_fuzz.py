@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.local import ServerError, free_port, start_local_server
+from xlgen.service.local import ServerError, free_port, start_local_server
 
 KEY = "fuzz-key"
 MAX_EXAMPLES = 20  # per operation and phase: about a thousand requests, under a minute here

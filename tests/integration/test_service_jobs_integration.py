@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 
-from service import trainer_process
-from service.jobs import RetrainManager
-from service.local import free_port
-from service.storage import Storage
 from tests.support import KEY, RETRAIN_ARGS, running, running_job, settings_for, start_server, wait_for
+from xlgen.service import trainer_process
+from xlgen.service.jobs import RetrainManager
+from xlgen.service.local import free_port
+from xlgen.service.storage import Storage
 
 SLOW_TRAINING = {"max_steps": 100_000, "eval_every": 0, "batch_size": 16}
 
@@ -109,7 +109,7 @@ def test_a_trainer_that_outlived_its_server_is_killed_on_restart(tmp_path: Path)
 def test_the_trainer_dies_with_its_parent(tmp_path: Path) -> None:
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import subprocess, sys, time
-        from service import trainer_process
+        from xlgen.service import trainer_process
         child = subprocess.Popen(trainer_process.wrap(["sleep", "300"]), process_group=0)
         print(child.pid, flush=True)
         time.sleep(300)
@@ -127,7 +127,7 @@ def test_the_trainer_dies_with_its_parent(tmp_path: Path) -> None:
         parent.kill()
         parent.wait(10)
     # a wrapper whose parent is not the one it was told about exits at once instead of running the command
-    r = subprocess.run([sys.executable, "-m", "service.trainer_process", "--parent", "1", "--", "/bin/echo", "ran"],
+    r = subprocess.run([sys.executable, "-m", "xlgen.service.trainer_process", "--parent", "1", "--", "/bin/echo", "ran"],
                        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
     assert r.returncode == 1 and "ran" not in r.stdout
 

@@ -27,9 +27,9 @@ from sqlalchemy import (
     select,
 )
 
-from service import migrations
-from service.storage import Storage
 from tests.support import postgres_url
+from xlgen.service import migrations
+from xlgen.service.storage import Storage
 
 
 def legacy_tables(metadata: MetaData, prefix: str) -> dict[str, Table]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.local import ROOT, free_port
 from tests.support import RETRAIN_ARGS, fixture, wait_for
+from xlgen.service.local import ROOT, free_port
 
 
 def test_retraining_succeeds_on_a_server_started_as_the_readme_says(tiny_model_dir: Path, tiny_data: Path, tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_retraining_succeeds_on_a_server_started_as_the_readme_says(tiny_model_d
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLGEN_RETRAIN_ARGS": RETRAIN_ARGS, "XLGEN_THREADS": "1", "OMP_NUM_THREADS": "1",
            "XLGEN_MODEL_POLL_S": "0", "XLGEN_LOG_LEVEL": "WARNING"}
     env.pop("XLGEN_WORK_DIR", None)
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--model", "runs/goemotions/model", "--train-data", "data/goemotions",
+    cmd = [sys.executable, "-m", "xlgen.service.cli", "serve", "--model", "runs/goemotions/model", "--train-data", "data/goemotions",
            "--work-dir", "runs/goemotions/service", "--api-key", "KEY", "--port", str(port)]
     with open(tmp_path / "server.log", "wb") as log:
         server = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.local import free_port
 from tests.support import start_server
+from xlgen.service.local import free_port
 
 
 def test_batching_and_kill9_durability(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from service.storage import JobLocked, PoolDocument, Storage
 from tests.support import postgres_url
+from xlgen.service.storage import JobLocked, PoolDocument, Storage
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

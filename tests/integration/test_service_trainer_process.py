@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from service import trainer_process
+from xlgen.service import trainer_process
 
 
 def test_a_process_is_named_by_pid_and_start_time() -> None:
@@ -21,6 +21,6 @@ def test_a_process_is_named_by_pid_and_start_time() -> None:
 
 
 def test_wrap_starts_the_command_through_the_death_signal_wrapper() -> None:
-    cmd = trainer_process.wrap(["python", "-m", "training.train", "--data", "d"])
-    assert cmd[1:5] == ["-m", "service.trainer_process", "--parent", str(os.getpid())]
-    assert cmd[5:] == ["--", "python", "-m", "training.train", "--data", "d"]
+    cmd = trainer_process.wrap(["python", "-m", "xlgen.training.train", "--data", "d"])
+    assert cmd[1:5] == ["-m", "xlgen.service.trainer_process", "--parent", str(os.getpid())]
+    assert cmd[5:] == ["--", "python", "-m", "xlgen.training.train", "--data", "d"]

@@ -14,8 +14,8 @@ import msgspec
 import pytest
 from litestar.testing import TestClient
 
-from service.schemas import VISIBLE
 from tests.support import KEY, running, settings_for
+from xlgen.service.schemas import VISIBLE
 
 BODY_ROUTES = [("post", "/v1/tag"), ("post", "/v1/pool"), ("post", "/v1/al/next-batch"), ("post", "/v1/annotations"),
                ("post", "/v1/retrain"), ("put", "/v1/model"), ("post", "/predict"), ("post", "/setup"), ("post", "/webhook")]
@@ -197,7 +197,7 @@ def test_work_budget(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_the_readme_requests_fit_the_default_budget(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from service.settings import Settings
+    from xlgen.service.settings import Settings
 
     budget = Settings().max_request_work
     assert budget >= 64 * 512 * 5  # max_texts texts of a 512-token model, beam 5
@@ -230,7 +230,7 @@ def test_swapping_a_broken_model_directory_is_400(client: TestClient, tiny_model
 
 def test_every_integer_field_of_a_body_is_bounded() -> None:
     """No integer reaches storage (32 or 64 bits) or the model unbounded."""
-    from service import schemas
+    from xlgen.service import schemas
 
     def check(t: Any, where: str) -> None:
         if isinstance(t, msgspec.inspect.Metadata):
@@ -317,7 +317,7 @@ def test_options_lists_every_method_of_a_path(client: TestClient) -> None:
 
 def test_error_bodies_match_their_schema(client: TestClient) -> None:
     """Every error answer decodes as the documented error body, Litestar's own validation errors too."""
-    from service.errors import ErrorBody
+    from xlgen.service.errors import ErrorBody
 
     for r in (client.post("/v1/tag", json={"texts": []}), client.get("/v1/annotations", params={"round": "x"}),
               client.post("/v1/pool", json={"documents": [{"id": "a", "text": "x"}]}), client.get("/v1/jobs/none"),

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from training.config import TrainConfig
-from training.train import TrainingError, run
 from xlgen.model import XLGenModel
+from xlgen.training.config import TrainConfig
+from xlgen.training.train import TrainingError, run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def test_config_validation():
 
 
 def _train_cmd(data, out, *extra):
-    return [sys.executable, "-m", "training.train", "--data", str(data), "--output-dir", str(out), "--preset", "tiny",
+    return [sys.executable, "-m", "xlgen.training.train", "--data", str(data), "--output-dir", str(out), "--preset", "tiny",
             "--max-steps", "40", "--eval-every", "5", "--batch-size", "16", "--lr", "5e-3", "--max-target-length", "16",
             "--max-input-length", "48", "--no-progress", "--threads", "1", *extra]
 
@@ -128,7 +128,7 @@ def test_fp16_on_a_cpu_is_refused_by_name(tiny_data, tmp_path):
 
 
 def test_bf16_on_a_cpu_without_bfloat16_instructions_warns(monkeypatch, caplog):
-    import training.train as train_module
+    import xlgen.training.train as train_module
 
     monkeypatch.setattr(train_module, "cpu_bf16_native", lambda: False)
     with caplog.at_level("WARNING", logger="xlgen.train"):

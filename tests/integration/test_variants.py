@@ -8,10 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.cli import main as cli
-from training.config import TrainConfig
-from training.guidance import Objective
-from training.train import Collator, run
 from xlgen.data import read_documents
 from xlgen.decoding import DecodingConfig
 from xlgen.evaluation import Evaluator
@@ -19,6 +15,10 @@ from xlgen.guidance.bcl import BCLGuidance
 from xlgen.guidance.cluster import ClusterGuidance
 from xlgen.guidance.mcg import MCGGuidance
 from xlgen.model import XLGenModel
+from xlgen.service.cli import main as cli
+from xlgen.training.config import TrainConfig
+from xlgen.training.guidance import Objective
+from xlgen.training.train import Collator, run
 
 TINY = dict(preset="tiny", max_steps=30, eval_every=30, batch_size=16, lr=3e-2, max_target_length=16, max_input_length=48,
             progress=False, n_clusters=4)
@@ -93,8 +93,8 @@ def test_mcg_two_stage_inference(variant_run: tuple[str, Path], tiny_data: Path)
 
 def test_mcg_examples_and_bcl_batches(tiny_data: Path, tmp_path: Path) -> None:
     """mcg trains both tasks; a bcl batch carries multi-hot clusters; BCE adds to the loss."""
-    from training.train import BucketBatchSampler, build_model, build_tokenizer, training_examples
     from xlgen.labels import LabelSpace
+    from xlgen.training.train import BucketBatchSampler, build_model, build_tokenizer, training_examples
 
     train = read_documents(tiny_data / "train.jsonl")[:40]
     for variant in ("mcg", "bcl"):
@@ -181,9 +181,9 @@ def test_cluster_strategy_needs_clusters(tiny_model: XLGenModel) -> None:
 def test_retraining_keeps_the_variant_and_places_new_labels(variant_run: tuple[str, Path], tiny_data: Path, tmp_path: Path) -> None:
     """The service retrains a guided model as the same variant over its clustering; a label first
     annotated after clustering joins its nearest cluster."""
-    from service.jobs import RetrainManager
-    from training.train import main as train_main
     from xlgen.data import Document, write_jsonl
+    from xlgen.service.jobs import RetrainManager
+    from xlgen.training.train import main as train_main
 
     variant, run_dir = variant_run
     served = run_dir / "model"
@@ -198,7 +198,7 @@ def test_retraining_keeps_the_variant_and_places_new_labels(variant_run: tuple[s
     train = read_documents(tiny_data / "train.jsonl")
     grateful = [Document(f"n{d.id}", d.text, ["thankfulness"]) for d in train if "gratitude" in d.labels]
     write_jsonl(train + grateful, tmp_path / "train.jsonl")
-    assert train_main(cmd[cmd.index("training.train") + 1 :]) == 0
+    assert train_main(cmd[cmd.index("xlgen.training.train") + 1 :]) == 0
     m = XLGenModel.load(tmp_path / "run" / "model")
     base = XLGenModel.load(served)
     assert isinstance(m.guidance, ClusterGuidance) and isinstance(base.guidance, ClusterGuidance)

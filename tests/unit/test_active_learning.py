@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main as xlgen
-from training.active_learning import SimulationConfig
 from xlgen.active.curves import (
     area_under_curve,
     deficiency,
@@ -19,6 +17,8 @@ from xlgen.active.curves import (
     summarize,
 )
 from xlgen.data import read_documents, write_jsonl
+from xlgen.service.cli import main as xlgen
+from xlgen.training.active_learning import SimulationConfig
 
 
 def test_area_deficiency_and_share():
@@ -130,7 +130,7 @@ def test_select_command_writes_ranked_jsonl(tiny_model_dir: Path, tiny_data: Pat
 def test_cluster_strategy_simulation_on_bcl(tiny_data: Path, tmp_path: Path):
     """A bcl simulation ranks by cluster uncertainty; labels revealed after the first round's
     clustering join their nearest cluster instead of stopping the run."""
-    from training.active_learning import simulate
+    from xlgen.training.active_learning import simulate
 
     with pytest.raises(ValueError, match="bcl or mcg"):
         SimulationConfig(strategies=("cluster",))

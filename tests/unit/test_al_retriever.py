@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tests.unit.test_retriever import TEST, TRAIN, make_docs
-from training.active_learning import SimulationConfig, simulate
-from training.al_retriever import RetrieverStageModel, evaluate_stage_model, fit_stage_model
 from xlgen.active.selection import ScoreCache, SelectionConfig, select_batch, unsupported
 from xlgen.encoders import EmbeddingCache, EncoderConfig, RetrieverConfig, SentenceEncoder
+from xlgen.training.active_learning import SimulationConfig, simulate
+from xlgen.training.al_retriever import RetrieverStageModel, evaluate_stage_model, fit_stage_model
 
 CONFIG = RetrieverConfig(candidates=3, k_neighbours=5, cross_fit_folds=3)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from service.cli import build_parser, main
+from xlgen.service.cli import build_parser, main
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict"])

@@ -53,7 +53,7 @@ def _dataset(root: Path, seed: int = 0) -> Path:
 
 
 def test_simulation_finds_the_new_labels_and_reports_forgetting(tmp_path: Path, tiny_encoder_dir: Path, cache_dir: Path) -> None:
-    from training.new_labels import NewLabelConfig, simulate_new_labels
+    from xlgen.training.new_labels import NewLabelConfig, simulate_new_labels
 
     data = _dataset(tmp_path / "data")
     cfg = NewLabelConfig(data=str(data), output_dir=str(tmp_path / "out"), hidden=2, min_train=10, top_n=30, step=10,
@@ -96,7 +96,7 @@ def test_rocchio_subtracts_the_mean_of_the_negatives() -> None:
 
 def test_fine_tuning_the_bi_encoder_on_the_answers_is_measured_with_and_without_replay(tmp_path: Path, tiny_encoder_dir: Path,
                                                                                          cache_dir: Path) -> None:
-    from training.new_labels import NewLabelConfig, fine_tuned_summary, simulate_new_labels
+    from xlgen.training.new_labels import NewLabelConfig, fine_tuned_summary, simulate_new_labels
 
     data = _dataset(tmp_path / "data")
     points = {}

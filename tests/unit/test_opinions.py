@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from service.opinions import (
+from xlgen.service.opinions import (
     MAX_PROMPT_CHARS,
     Opinion,
     OpinionParseError,
@@ -19,7 +19,7 @@ from service.opinions import (
     scores,
     unrated,
 )
-from service.storage import Annotation
+from xlgen.service.storage import Annotation
 
 LABELS = ["joy", "Love", "anger"]
 

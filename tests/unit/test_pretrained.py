@@ -4,12 +4,12 @@ import shutil
 
 import pytest
 
-from training.config import TrainConfig
-from training.train import run
 from xlgen.data import read_documents
 from xlgen.model import XLGenModel
 from xlgen.modeling import build_from_preset
 from xlgen.tokenizer import SentencePieceTokenizer
+from xlgen.training.config import TrainConfig
+from xlgen.training.train import run
 
 
 @pytest.fixture(scope="module")

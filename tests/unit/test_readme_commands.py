@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import build_parser
+from xlgen.service.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("training.", "service.", "clustering.", "xlgen.")

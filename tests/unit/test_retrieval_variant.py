@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def retrieval_run(tiny_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from training.config import TrainConfig
-    from training.train import run
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import run
 
     root = tmp_path_factory.mktemp("retrieval")
     mp = pytest.MonkeyPatch()
@@ -67,9 +67,9 @@ def test_trains_saves_and_reloads(retrieval_run: Path) -> None:
 def test_the_encoder_numerics_travel_with_the_model_and_into_retraining(retrieval_run: Path, tiny_encoder_dir: Path) -> None:
     """The int8 encoder the model was trained with is the one it tags with, and the service's retraining
     job trains the next model with the same encoder, numerics, sources and candidate count."""
-    from service.jobs import RetrainManager
-    from training.config import TrainConfig
     from xlgen.config import from_arguments
+    from xlgen.service.jobs import RetrainManager
+    from xlgen.training.config import TrainConfig
 
     model_dir = retrieval_run / "run" / "model"
     m = XLGenModel.load(model_dir)
@@ -82,10 +82,10 @@ def test_the_encoder_numerics_travel_with_the_model_and_into_retraining(retrieva
                           serving_path=lambda: str(model_dir))
     cmd = jobs._command(retrieval_run / "jobs" / "j", {})
     parser = argparse.ArgumentParser()
-    from training.train import add_arguments
+    from xlgen.training.train import add_arguments
 
     add_arguments(parser)
-    cfg = from_arguments(TrainConfig, parser.parse_args(cmd[cmd.index("training.train") + 1 :]))
+    cfg = from_arguments(TrainConfig, parser.parse_args(cmd[cmd.index("xlgen.training.train") + 1 :]))
     # the model carries its (local-directory) encoder, and the next model is trained from that copy
     bundled = model_dir / "guidance" / "retriever" / "encoder"
     assert (cfg.variant, cfg.encoder, cfg.encoder_quantization) == ("retrieval", str(bundled), "int8")
@@ -189,7 +189,7 @@ def test_the_service_answers_sources_and_selects_with_diversity(retrieval_run: P
 
 
 def test_the_service_keeps_no_embedding_of_requests(retrieval_run: Path) -> None:
-    from service.inference import load_served_model
+    from xlgen.service.inference import load_served_model
 
     served = load_served_model(retrieval_run / "run" / "model", device="cpu", threads=1, backend="torch", bf16=False)
     assert served.model.guidance.retriever.cache is None
@@ -242,22 +242,22 @@ def yes_text(docs: list[dict], doc_id: str) -> str:
 
 
 def _train_config(cmd: list[str]):  # type: ignore[no-untyped-def]
-    from training.config import TrainConfig
-    from training.train import add_arguments
     from xlgen.config import from_arguments
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return from_arguments(TrainConfig, parser.parse_args(cmd[cmd.index("training.train") + 1 :]))
+    return from_arguments(TrainConfig, parser.parse_args(cmd[cmd.index("xlgen.training.train") + 1 :]))
 
 
 def test_retraining_fine_tunes_the_encoder_on_the_answers(retrieval_run: Path, tmp_path: Path) -> None:
     """The job writes the answers (with their texts) and the label texts; ``auto`` fine-tunes the encoder when
     there are answers, ``never`` does not, and an operator's own options win."""
-    from service.jobs import RetrainManager, write_answers, write_label_texts
-    from service.storage import PoolDocument, Storage
-    from training.retriever import read_answers
     from xlgen.encoders.label_texts import read_label_file
+    from xlgen.service.jobs import RetrainManager, write_answers, write_label_texts
+    from xlgen.service.storage import PoolDocument, Storage
+    from xlgen.training.retriever import read_answers
 
     model_dir = retrieval_run / "run" / "model"
     storage = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
@@ -303,8 +303,8 @@ def test_a_fine_tuned_encoder_is_trained_kept_and_carried_by_the_model(tiny_enco
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``--fine-tune-encoder --encoder-answers``: the encoder is fine-tuned before the retriever is fitted (once:
     a resumed run reuses it), and the model directory carries it and tags with it."""
-    from training.config import TrainConfig
-    from training.train import run
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import run
 
     monkeypatch.setenv("XLGEN_CACHE_DIR", str(tmp_path / "cache"))
     data = tmp_path / "data"
@@ -335,8 +335,8 @@ def test_a_fine_tuned_encoder_is_trained_kept_and_carried_by_the_model(tiny_enco
 def test_a_resumed_run_reuses_its_fine_tuned_encoder(tiny_encoder_dir: Path, tmp_path: Path) -> None:
     import shutil
 
-    from training.config import TrainConfig
-    from training.guidance import fine_tuned_encoder
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.guidance import fine_tuned_encoder
 
     shutil.copytree(tiny_encoder_dir, tmp_path / "encoder")
     cfg = TrainConfig(variant="retrieval", fine_tune_encoder=True, encoder="/nonexistent")  # would fail if it trained
@@ -432,9 +432,9 @@ def test_streamed_selection_matches_the_whole_pool_and_narrows_by_the_retriever(
 
 @pytest.mark.parametrize("hard", [False, True])
 def test_no_answers_are_hard_negatives_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hard: bool) -> None:
-    import training.retriever
-    from training.config import TrainConfig
-    from training.guidance import fine_tuned_encoder
+    import xlgen.training.retriever
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.guidance import fine_tuned_encoder
 
     seen = {}
 
@@ -444,7 +444,7 @@ def test_no_answers_are_hard_negatives_only_when_asked(tmp_path: Path, monkeypat
         (Path(config.output_dir) / "modules.json").write_text("[]")
         return Path(config.output_dir)
 
-    monkeypatch.setattr(training.retriever, "fine_tune_bi_encoder", fake)
+    monkeypatch.setattr(xlgen.training.retriever, "fine_tune_bi_encoder", fake)
     answers = tmp_path / "answers.jsonl"
     answers.write_text('{"text": "a", "label": "x", "answer": true}\n{"text": "b", "label": "x", "answer": false}\n')
     cfg = TrainConfig(variant="retrieval", fine_tune_encoder=True, encoder_answers=str(answers), encoder_hard_negatives=hard)

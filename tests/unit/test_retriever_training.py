@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from tests.unit.test_retriever import TRAIN
-from training.retriever import (
+from xlgen.data import Document
+from xlgen.encoders import EncoderConfig, LabelRetriever, LabelText, RetrieverConfig, SentenceEncoder
+from xlgen.encoders.candidates import merge_sources, with_source
+from xlgen.encoders.reranker import CrossEncoderReranker
+from xlgen.training.retriever import (
     BiEncoderConfig,
     CrossEncoderConfig,
     cross_encoder_pairs,
@@ -17,10 +21,6 @@ from training.retriever import (
     label_training_text,
     train_cross_encoder,
 )
-from xlgen.data import Document
-from xlgen.encoders import EncoderConfig, LabelRetriever, LabelText, RetrieverConfig, SentenceEncoder
-from xlgen.encoders.candidates import merge_sources, with_source
-from xlgen.encoders.reranker import CrossEncoderReranker
 
 DOCS = TRAIN[:60]
 
@@ -98,7 +98,7 @@ def test_with_source_ranks_per_document() -> None:
 
 
 def test_answers_become_pairs_and_hard_negatives(tmp_path: Path) -> None:
-    from training.retriever import Answer, answer_examples, read_answers
+    from xlgen.training.retriever import Answer, answer_examples, read_answers
 
     docs = [Document("a", "wheat corn", ("grain",)), Document("b", "oil crude", ("crude",))]
     answers = [Answer("corn grain wheat", "harvest", True), Answer("oil price", "harvest", False),
@@ -128,7 +128,7 @@ def test_answers_become_pairs_and_hard_negatives(tmp_path: Path) -> None:
 def test_no_answers_push_the_rejected_documents_below_the_label(tiny_encoder_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
     """Fine-tuned on the same yes answers and replayed pairs, an encoder that also learns from the no answers
     separates the label's text from the rejected documents more than one that does not."""
-    from training.retriever import Answer
+    from xlgen.training.retriever import Answer
 
     yes = ["wheat corn grain", "corn grain trade", "grain wheat price", "wheat corn", "corn grain", "grain wheat trade"]
     no = ["oil crude price", "crude oil trade", "oil price", "crude price oil", "oil trade crude", "price crude"]
@@ -149,8 +149,8 @@ def test_no_answers_push_the_rejected_documents_below_the_label(tiny_encoder_dir
 
 def test_a_few_answers_alone_still_move_the_encoder(tiny_encoder_dir: Path, tmp_path: Path, cache_dir: Path) -> None:
     """One step (three yes answers, no replay): no warm-up from a learning rate of 0, so the weights change."""
-    from training.retriever import Answer
     from xlgen.digests import encoder_digest
+    from xlgen.training.retriever import Answer
 
     answers = [Answer("wheat corn grain", "harvest", True), Answer("corn grain", "harvest", True), Answer("oil", "crude", True)]
     out = fine_tune_bi_encoder(str(tiny_encoder_dir), [], BiEncoderConfig(output_dir=str(tmp_path / "few"), max_pairs=0),

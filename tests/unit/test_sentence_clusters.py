@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clustering import ClusterConfig, assign_new_labels, build_clusters
-from clustering.features import SentenceFeaturizer, load_featurizer
+from xlgen.clustering import ClusterConfig, assign_new_labels, build_clusters
+from xlgen.clustering.features import SentenceFeaturizer, load_featurizer
 from xlgen.data import Document
 from xlgen.guidance.clusters import LabelClusters
 

@@ -99,9 +99,9 @@ def test_the_pages_are_served(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_yes_answers_become_training_labels(tiny_data: Path, tmp_path: Path) -> None:
-    from service.jobs import build_train_file
-    from service.storage import PoolDocument, Storage
     from xlgen.data import read_documents
+    from xlgen.service.jobs import build_train_file
+    from xlgen.service.storage import PoolDocument, Storage
 
     storage = Storage(f"sqlite:///{tmp_path / 'x.db'}")
     storage.add_documents([PoolDocument("a", "python code bug"), PoolDocument("b", "java code error"), PoolDocument("c", "oil price")])

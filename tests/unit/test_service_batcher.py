@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service.batcher import MicroBatcher, QueueFull
+from xlgen.service.batcher import MicroBatcher, QueueFull
 
 
 class Recorder:
@@ -182,7 +182,7 @@ def test_timeout_and_errors_reach_only_their_requests() -> None:
 
 
 def test_cut_chunks_by_items_and_work() -> None:
-    from service.batcher import cut_chunks
+    from xlgen.service.batcher import cut_chunks
 
     assert cut_chunks([1, 1, 1, 1, 1], max_items=2, max_work=100) == [(0, 2), (2, 4), (4, 5)]
     assert cut_chunks([3, 3, 3, 10, 1], max_items=10, max_work=6) == [(0, 2), (2, 3), (3, 4), (4, 5)]  # 10 alone

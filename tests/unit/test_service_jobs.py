@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service import trainer_process
-from service.jobs import STALE_S, JobConflict, RetrainManager
-from service.storage import Storage
+from xlgen.service import trainer_process
+from xlgen.service.jobs import STALE_S, JobConflict, RetrainManager
+from xlgen.service.storage import Storage
 
 
 async def _install(path: str) -> str:

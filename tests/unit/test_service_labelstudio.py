@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from service import trainer_process
-from service.jobs import build_train_file
 from tests.support import KEY, fixture, running, settings_for
+from xlgen.service import trainer_process
+from xlgen.service.jobs import build_train_file
 
 
 @pytest.fixture()

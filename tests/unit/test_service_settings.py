@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.serve import add_serve_arguments
-from service.settings import Settings
+from xlgen.service.serve import add_serve_arguments
+from xlgen.service.settings import Settings
 
 
 def test_settings_from_environment_round_trip() -> None:

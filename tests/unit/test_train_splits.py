@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.config import TrainConfig
-from training.train import load_splits
+from xlgen.training.config import TrainConfig
+from xlgen.training.train import load_splits
 
 
 def test_the_test_split_is_read_unless_evaluate_test_is_off(tiny_data: Path) -> None:

@@ -16,7 +16,7 @@ no gradient step.
   answered no are the label's nearest neighbours, so subtracting them pulls the vector off its topic),
   which is why the service stores no-answers without moving the vectors.
 
-This module is pure numpy; :mod:`training.new_labels` runs the simulation on a dataset.
+This module is pure numpy; :mod:`xlgen.training.new_labels` runs the simulation on a dataset.
 """
 
 from __future__ import annotations

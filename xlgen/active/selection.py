@@ -114,7 +114,7 @@ class ScoreCache:
 
 PROBABILITY_STRATEGIES = ("cvirs", "beal_det", "label_entropy")
 """Strategies of need ``beams`` that read only the label probabilities (``PoolOutputs.passes``), which a
-generator-free model (``generator_free``, e.g. :class:`training.al_retriever.RetrieverStageModel`) gives too."""
+generator-free model (``generator_free``, e.g. :class:`xlgen.training.al_retriever.RetrieverStageModel`) gives too."""
 
 
 def unsupported(model: XLGenModel, strategy: str) -> str | None:

@@ -4,7 +4,7 @@ The labels of a labelled pool are hidden and revealed on request. From a seeded 
 each round selects a batch (:func:`xlgen.active.selection.select_batch`), reveals its gold labels,
 retrains and evaluates. Every strategy starts from the same initial set and the same first model.
 How a model is trained and evaluated is the caller's (:class:`Learner`), so that this package
-needs no training loop: ``training.active_learning`` trains the generator; a model that needs no
+needs no training loop: ``xlgen.training.active_learning`` trains the generator; a model that needs no
 gradient steps plugs in the same way.
 """
 

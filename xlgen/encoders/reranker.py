@@ -6,7 +6,7 @@ A cross-encoder reads the document and the label text together and gives one log
 
 It is far slower than the retriever (one transformer pass per candidate), so it scores only each
 document's best candidates (by best rank over the sources) and joins :class:`Candidates` as one more
-source column, ``cross_encoder``. Train one with ``training.retriever.train_cross_encoder``.
+source column, ``cross_encoder``. Train one with ``xlgen.training.retriever.train_cross_encoder``.
 """
 
 from __future__ import annotations

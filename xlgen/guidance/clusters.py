@@ -11,7 +11,7 @@ Files in the artifact folder:
 * ``clusters.json``: labels with their cluster, the feature source and its parameters, the hash.
 * ``centroids.npy``: ``(n_clusters, n_features)`` float32, unit rows, in the feature space.
 * ``features/``: whatever the feature source needs to featurise new documents (written by
-  ``clustering.features``), so that a label first seen after clustering gets its nearest centroid.
+  ``xlgen.clustering.features``), so that a label first seen after clustering gets its nearest centroid.
 """
 
 from __future__ import annotations

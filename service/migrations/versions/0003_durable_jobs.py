@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from service.migrations import table_prefix
+from xlgen.service.migrations import table_prefix
 
 revision = "0003"
 down_revision = "0002"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from service.migrations import table_prefix
+from xlgen.service.migrations import table_prefix
 
 revision = "0004"
 down_revision = "0003"
