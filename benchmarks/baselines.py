@@ -76,6 +76,6 @@ def tfidf_logreg(train: Sequence[Document], dev: Sequence[Document], test: Seque
     test_scores = _top_scores(proba(x_test), classes)
     pred = [[x for x, _ in cut(s, thr, 1)] for s in test_scores]
     space = LabelSpace.from_documents(train)
-    counts = dict(zip(space.labels, space.counts, strict=True))
+    counts = space.train_counts()
     metrics = evaluate_predictions([d.labels for d in test], pred, test_scores, counts)
     return {"metrics": metrics, "train_s": fit_s, "threshold": thr, "dev_micro_f1": dev_f1, "test_scores": test_scores}

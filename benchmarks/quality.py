@@ -145,7 +145,7 @@ def main() -> None:
     name = data.name
     train, dev, test = (read_documents(find_split(data, s)) for s in ("train", "dev", "test"))
     space = LabelSpace.from_documents(train)
-    counts = dict(zip(space.labels, space.counts, strict=True))
+    counts = space.train_counts()
     out = Path(args.output or ROOT / "benchmarks" / "results" / f"quality_{name}.json")
     rows: list[dict] = []
 

@@ -48,7 +48,7 @@ from xlgen.encoders.encoder import BACKENDS as ENCODER_BACKENDS  # noqa: E402
 from xlgen.encoders.index import ExactIndex, HnswIndex, recall_at_k  # noqa: E402
 from xlgen.encoders.retriever import label_matrix  # noqa: E402
 from xlgen.encoders.sources import LabelSource, LinearSource, TrainData  # noqa: E402
-from xlgen.metrics import evaluate_predictions, tune_threshold  # noqa: E402
+from xlgen.metrics import TrainCounts, evaluate_predictions, tune_threshold  # noqa: E402
 
 COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "p_at_5", "macro_f1_tail_0", "macro_f1_tail_1", "macro_f1_tail_2_5",
            "macro_f1_tail_gt5")
@@ -198,7 +198,7 @@ def main() -> None:
             add(row)
 
         retriever = LabelRetriever.fit(train, config=config, encoder=encoder, cache=cache)
-        counts = retriever.counts
+        counts = TrainCounts(retriever.counts, len(train))  # labels from --label-file count 0
         texts = {s: [d.text for d in docs] for s, docs in (("dev", dev), ("test", test))}
         kind = retriever.sources["linear"].kind  # type: ignore[attr-defined]
         if not args.no_tfidf_only:

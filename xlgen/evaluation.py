@@ -72,8 +72,7 @@ class Evaluator:
         if tune:
             thr, _ = tune_threshold(gold, scores, cfg.min_labels)
         preds = [p.recut(thr, cfg.min_labels, model.knows) for p in preds]
-        counts = dict(zip(model.label_space.labels, model.label_space.counts, strict=True))
-        metrics = evaluate_predictions(gold, [p.labels for p in preds], scores, counts)
+        metrics = evaluate_predictions(gold, [p.labels for p in preds], scores, model.label_space.train_counts())
         metrics["threshold"] = thr
         metrics.update(extra)
         return Evaluation({self.prefix + k: v for k, v in metrics.items()}, preds)

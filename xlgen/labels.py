@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from xlgen.data import Document
+from xlgen.metrics import TrainCounts
 
 ORDERS = ("frequency", "inverse", "random", "given")
 
@@ -22,10 +23,13 @@ class LabelSpace:
         labels: Labels sorted by decreasing train count, ties by the label string; this is also
             each label's rank, used for the ``frequency`` target order.
         counts: Train count of each label, aligned with ``labels``.
+        n_documents: How many train documents the counts come from (the N of the propensities behind
+            PSP@k); 0 where unknown (label spaces saved before it was recorded).
     """
 
     labels: tuple[str, ...]
     counts: tuple[int, ...]
+    n_documents: int = 0
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.counts):
@@ -38,10 +42,12 @@ class LabelSpace:
     def from_documents(cls, docs: Iterable[Document]) -> LabelSpace:
         """Counts the labels of ``docs`` (each label once per document)."""
         counter: Counter[str] = Counter()
+        n = 0
         for d in docs:
             counter.update(set(d.labels))
+            n += 1
         ordered = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
-        return cls(tuple(k for k, _ in ordered), tuple(v for _, v in ordered))
+        return cls(tuple(k for k, _ in ordered), tuple(v for _, v in ordered), n)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -82,17 +88,21 @@ class LabelSpace:
             return labels
         raise ValueError(f"unknown label order {how!r}; choose one of {', '.join(ORDERS)}")
 
+    def train_counts(self) -> TrainCounts:
+        """Each label's train count, with the number of train documents (what the metrics take)."""
+        return TrainCounts(dict(zip(self.labels, self.counts, strict=True)), self.n_documents)
+
     def extend(self, labels: Iterable[str]) -> LabelSpace:
         """Adds labels not yet known, with count 0, after every known label."""
         new = [x for x in dict.fromkeys(labels) if x not in self]
         return replace(self, labels=self.labels + tuple(new), counts=self.counts + (0,) * len(new))
 
     def to_dict(self) -> dict:
-        return {"labels": list(self.labels), "counts": list(self.counts)}
+        return {"labels": list(self.labels), "counts": list(self.counts), "n_documents": self.n_documents}
 
     @classmethod
     def from_dict(cls, d: dict) -> LabelSpace:
-        return cls(tuple(d["labels"]), tuple(int(c) for c in d["counts"]))
+        return cls(tuple(d["labels"]), tuple(int(c) for c in d["counts"]), int(d.get("n_documents", 0)))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))

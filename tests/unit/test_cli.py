@@ -70,3 +70,40 @@ def test_help_shows_each_default_once(command, capsys):
     shown = {"train": "(default: cpu)", "evaluate": "(default: auto)", "predict": "(default: auto)", "cluster": "(default: tfidf)",
              "select": "(default: vote)", "simulate-al": "(default: 0 1)", "serve": "(default: 127.0.0.1)", "export": "(default: float32)"}
     assert shown[command] in text
+
+
+def _reference_ndcg_psp(gold: list[tuple[str, ...]], scores: list[dict[str, float]], counts: dict[str, int], n: int, k: int):
+    """nDCG@k and normalised PSP@k written out from their definitions (Jain et al., 2016: A = 0.55, B = 1.5)."""
+    import math
+
+    def q(label: str) -> float:
+        return 1 + (math.log(n) - 1) * (1.5 + 1) ** 0.55 * (counts.get(label, 0) + 1.5) ** -0.55
+
+    ndcg, psp, best = [], 0.0, 0.0
+    for g, s in zip(gold, scores, strict=True):
+        top = [x for x, _ in sorted(s.items(), key=lambda kv: (-kv[1], kv[0]))][:k]
+        dcg = sum(1 / math.log2(i + 2) for i, x in enumerate(top) if x in g)
+        ideal = sum(1 / math.log2(i + 2) for i in range(min(k, len(set(g)))))
+        ndcg.append(dcg / ideal if ideal else 0.0)
+        psp += sum(q(x) for x in top if x in g) / k
+        best += sum(sorted((q(x) for x in set(g)), reverse=True)[:k]) / k
+    return sum(ndcg) / len(ndcg), psp / best
+
+
+def test_evaluate_prints_ndcg_and_psp(tiny_model_dir, tiny_data, capsys):
+    """The metrics ``xlgen evaluate`` prints equal the definitions applied to the model's own label scores."""
+    from dataclasses import replace
+
+    from xlgen.data import read_documents
+    from xlgen.model import XLGenModel
+
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--data", str(tiny_data), "--split", "dev", "--max-new-tokens", "16"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    model = XLGenModel.load(tiny_model_dir)
+    assert model.label_space.n_documents == 400  # the tiny train split
+    docs = read_documents(tiny_data / "dev.jsonl")
+    preds = model.predict([d.text for d in docs], replace(model.decoding, max_new_tokens=16), threshold=0.0)
+    counts = dict(zip(model.label_space.labels, model.label_space.counts, strict=True))
+    ndcg, psp = _reference_ndcg_psp([d.labels for d in docs], [p.all_scores for p in preds], counts, 400, 5)
+    assert printed["ndcg_at_5"] == pytest.approx(ndcg) and printed["psp_at_5"] == pytest.approx(psp)
+    assert 0 < printed["psp_at_5"] < 1 and 0 < printed["ndcg_at_5"] < 1

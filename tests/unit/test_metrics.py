@@ -1,4 +1,5 @@
 import itertools
+import math
 import random
 
 import numpy as np
@@ -73,3 +74,58 @@ def test_evaluator_dict_has_tail_buckets_and_new_labels():
     assert m["macro_f1_n_labels"] == 4
     assert all(isinstance(v, float) for v in m.values())
     assert set(itertools.chain(["p_at_1", "f1_at_5", "micro_f1", "macro_f1"])) <= set(m)
+
+
+# ------------------------------------------------------------------- nDCG@k and PSP@k, by hand
+
+RANKING_GOLD = [["a", "b"], ["c"]]
+RANKING_SCORES = [{"a": 0.9, "x": 0.8, "y": 0.7, "b": 0.1}, {"y": 0.5, "c": 0.4}]
+RANKING_COUNTS = {"a": 4, "b": 1, "x": 3, "y": 2}  # "c" never seen in train
+N_TRAIN = 10
+
+
+def _q(n_l: int) -> float:
+    """Jain et al. (2016): 1 + C (N_l + B)^-A with C = (ln N - 1)(B + 1)^A, A = 0.55, B = 1.5, N = 10."""
+    return 1 + (math.log(N_TRAIN) - 1) * 2.5**0.55 * (n_l + 1.5) ** -0.55
+
+
+def test_ndcg_at_k_by_hand():
+    # doc 1 ranks a, x, y: one hit at rank 1 of two gold labels; doc 2 ranks y, c: its one gold label at rank 2
+    doc1_at3 = 1 / (1 + 1 / math.log2(3))
+    doc2_at3 = (1 / math.log2(3)) / 1
+    m = evaluate_predictions(RANKING_GOLD, [["a"], ["y"]], RANKING_SCORES, RANKING_COUNTS, ks=(1, 3), n_train=N_TRAIN)
+    assert m["ndcg_at_1"] == pytest.approx((1 + 0) / 2)
+    assert m["ndcg_at_3"] == pytest.approx((doc1_at3 + doc2_at3) / 2)
+    assert m["ndcg_at_3"] == pytest.approx(0.622038, abs=1e-6)
+
+
+def test_psp_at_k_by_hand():
+    assert _q(1) == pytest.approx(math.log(N_TRAIN))  # a label seen once weighs ln N
+    q_a, q_b, q_c = _q(4), _q(1), _q(0)
+    assert q_c > q_b > q_a  # rarer labels weigh more
+    m = evaluate_predictions(RANKING_GOLD, [["a"], ["y"]], RANKING_SCORES, RANKING_COUNTS, ks=(1, 3), n_train=N_TRAIN)
+    # normalised PSP@k: the weights of the hits in the top k over the best weights the gold sets allow, summed over documents
+    assert m["psp_at_1"] == pytest.approx((q_a + 0) / (q_b + q_c))
+    assert m["psp_at_3"] == pytest.approx((q_a / 3 + q_c / 3) / ((q_b + q_a) / 3 + q_c / 3))
+    assert m["psp_at_3"] == pytest.approx(0.664937, abs=1e-5)
+
+
+def test_psp_needs_the_train_size():
+    m = evaluate_predictions(RANKING_GOLD, [["a"], ["y"]], RANKING_SCORES, RANKING_COUNTS)
+    assert "ndcg_at_5" in m and not any(k.startswith("psp_") for k in m)
+    with pytest.raises(ValueError, match="cannot hold"):
+        evaluate_predictions(RANKING_GOLD, [["a"], ["y"]], RANKING_SCORES, RANKING_COUNTS, n_train=3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_precision_at_k_agrees_with_napkinxc(seed):
+    from napkinxc.metrics import precision_at_k as napkin_precision
+
+    rng = random.Random(seed)
+    gold, _ = _random_case(rng)
+    scores = [{x: rng.random() for x in rng.sample(LABELS, 6)} for _ in gold]
+    ids = {x: i for i, x in enumerate(LABELS)}
+    from xlgen.metrics import ranked
+
+    expected = napkin_precision([[ids[x] for x in g] for g in gold], [[ids[x] for x in ranked(s)] for s in scores], k=5)
+    assert [precision_at_k(gold, scores, k) for k in range(1, 6)] == pytest.approx(list(expected))
