@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from xlgen.active.acquisition import STRATEGIES
 from xlgen.active.curves import plot, selection_stats, summarize
@@ -43,6 +42,7 @@ from xlgen.evaluation import Evaluator
 from xlgen.labels import LabelSpace
 from xlgen.model import XLGenModel
 from xlgen.modeling import PRESETS
+from xlgen.progress import write
 from xlgen.tokenizer import SentencePieceTokenizer, Tokenizer
 from xlgen.training.config import DEFAULT_DATA, TrainConfig
 from xlgen.training.guidance import refresh_guidance
@@ -266,7 +266,7 @@ def simulate(cfg: SimulationConfig) -> dict:
             full["train_s"] = time.perf_counter() - started
         runs = {seed: simulate_seed(cfg, seed, pool, dev, test, tok, out / "work") for seed in cfg.seeds}
     if full:
-        tqdm.write(f"full pool ({len(pool)} docs): test micro-F1 {full['micro_f1']:.4f}, macro-F1 {full['macro_f1']:.4f}")
+        write(f"full pool ({len(pool)} docs): test micro-F1 {full['micro_f1']:.4f}, macro-F1 {full['macro_f1']:.4f}")
     shutil.rmtree(out / "work", ignore_errors=True)
     curves = {name: {str(seed): runs[seed][name] for seed in cfg.seeds} for name in cfg.all_strategies}
     result = {

@@ -29,7 +29,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from xlgen.backends.batching import pad_batch
 from xlgen.config import HelpFormatter, from_arguments
@@ -45,6 +44,7 @@ from xlgen.labels import LabelSpace, simulate_pu
 from xlgen.metrics import tune_threshold
 from xlgen.model import ModelSettings, XLGenModel
 from xlgen.modeling import PRESETS, LoraSettings, apply_lora, build_from_preset, load_pretrained
+from xlgen.progress import progress_bar, write
 from xlgen.tokenizer import (
     DEFAULT_CLUSTER_TOKENS,
     PretrainedTokenizer,
@@ -273,7 +273,7 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
     evaluator = Evaluator(list(dev)[: cfg.dev_limit], DecodingConfig(strategy="greedy", batch_size=128), prefix="dev_",
                           scoring="generator")
     eval_every = cfg.eval_every or steps_per_epoch
-    bar = tqdm(total=total_steps, initial=state["global_step"], desc="train", disable=not (cfg.progress and accelerator.is_main_process))
+    bar = progress_bar(total=total_steps, initial=state["global_step"], desc="train", disable=not (cfg.progress and accelerator.is_main_process))
     started = time.time()
     while state["global_step"] < total_steps:
         sampler.epoch = state["epoch"]
@@ -327,9 +327,9 @@ def _evaluate_and_checkpoint(
             out / "train_log.jsonl",
             {"step": state["global_step"], "epoch": state["epoch"], "loss": loss, "elapsed_s": round(elapsed, 1), **metrics},
         )
-        tqdm.write(f"step {state['global_step']}: dev micro-F1 {score:.4f} (best {state['best']:.4f} at {state['best_step']})")
+        write(f"step {state['global_step']}: dev micro-F1 {score:.4f} (best {state['best']:.4f} at {state['best_step']})")
         if state["bad_evals"] >= cfg.patience:
-            tqdm.write(f"early stop: {cfg.patience} evaluations without improvement")
+            write(f"early stop: {cfg.patience} evaluations without improvement")
             accelerator.set_trigger()
     stop = accelerator.check_trigger()
     # every rank must agree on the trainer state (best, counters) before it is written

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from xlgen.active.selection import ScoreCache, SelectionConfig, select_batch
 from xlgen.data import Document
+from xlgen.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def run_strategies(
     save(first, round0_dir)
     cache = ScoreCache()  # round 0's model is shared, so strategies decode its pool once
     curves: dict[str, list[dict]] = {}
-    bar = tqdm(total=len(strategies) * rounds.rounds, desc=f"seed {rounds.seed}", disable=not rounds.progress)
+    bar = progress_bar(total=len(strategies) * rounds.rounds, desc=f"seed {rounds.seed}", disable=not rounds.progress)
     for name in strategies:
         model = load(round0_dir)
         labelled = list(initial)

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from xlgen.backends.base import Backend
 from xlgen.decoding import Candidate, DecodingConfig
+from xlgen.progress import progress_bar
 from xlgen.tokenizer import Tokenizer, split_generated
 
 MAX_BATCH_TOKENS = 16384
@@ -140,7 +140,7 @@ def decode(
     torch.random.default_generator.manual_seed(cfg.seed)
     if torch.cuda.is_initialized():  # torch.manual_seed would also queue a lazy seeding of every absent device per call
         torch.cuda.manual_seed_all(cfg.seed)
-    bar = tqdm(total=len(inputs), desc=f"decode ({cfg.strategy}, {backend.name})", unit="doc", disable=not progress, leave=False)
+    bar = progress_bar(total=len(inputs), desc=f"decode ({cfg.strategy}, {backend.name})", unit="doc", disable=not progress, leave=False)
     done = 0
     try:
         for idx in length_batches([len(x) for x in inputs], cfg.batch_size, max_batch_tokens):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from xlgen.backends.batching import length_batches, per_worker, same_length_batches
 from xlgen.devices import resolve_device
@@ -42,6 +42,7 @@ from xlgen.encoders.packaged import (
     packaged_model_dir,
     verify_weights,
 )
+from xlgen.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ class SentenceEncoder:
         if todo:
             size = batch_size or self.config.batch_size
             # one bar over every text still to embed, chunks and batches alike
-            with tqdm(total=len(todo), disable=not progress, desc="embedding", unit="doc") as bar:
+            with progress_bar(total=len(todo), disable=not progress, desc="embedding", unit="doc") as bar:
                 if cache is None:
                     vecs = self._encode(todo, size, bar)
                 else:  # stored as they come, so that an interrupted run keeps what it embedded

@@ -1,0 +1,98 @@
+"""Progress bars: a redrawn bar on a terminal, a few plain lines in a pipe or a file."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+import pytest
+
+from tests.conftest import ROOT
+from xlgen.progress import LineProgress, progress_bar, write
+
+SCRIPT = """
+from xlgen.progress import progress_bar
+with progress_bar(total=500, desc="embedding", unit="doc") as bar:
+    for _ in range(500):
+        bar.update(1)
+"""
+
+
+def _run(stderr: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SCRIPT], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def test_a_pipe_gets_a_line_every_tenth_and_no_carriage_return():
+    p = _run(subprocess.PIPE)
+    _, err = p.communicate(timeout=120)
+    text = err.decode()
+    assert p.returncode == 0, text
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 11, lines  # 0%, 10%, ..., 100%
+    assert lines[0].startswith("embedding:   0%") and "500/500" in lines[-1]
+    assert [int(x.split("%")[0].split()[-1]) for x in lines] == list(range(0, 101, 10))
+
+
+def test_a_terminal_gets_a_bar_redrawn_in_place():
+    leader, follower = pty.openpty()
+    # a terminal of 100 columns (a fresh pseudo-terminal has 0, where tqdm draws an empty bar)
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    p = _run(follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed its end of the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert p.wait(timeout=120) == 0
+    text = b"".join(chunks).decode()
+    assert "\r" in text and "500/500" in text
+    assert text.count("\n") <= 2  # one line, redrawn
+
+
+def test_lines_in_a_file_and_write_between_them():
+    out = io.StringIO()
+    bar = progress_bar(total=20, desc="decode", file=out)
+    assert isinstance(bar, LineProgress)
+    for i in range(20):
+        bar.update(1)
+        if i == 4:
+            write("a message", file=out)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert "a message" in lines and len(lines) == 12
+    assert "20/20" in lines[-1]
+
+
+def test_an_unknown_total_writes_at_start_and_end():
+    out = io.StringIO()
+    with progress_bar(desc="reading", file=out, unit="line") as bar:
+        for _ in range(1000):
+            bar.update(1)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "1000" in lines[-1]
+
+
+def test_disabled_writes_nothing():
+    out = io.StringIO()
+    with progress_bar(total=5, file=out, disable=True) as bar:
+        bar.update(5)
+    assert out.getvalue() == ""
+
+
+def test_bad_step():
+    with pytest.raises(ValueError, match="step"):
+        LineProgress(total=3, step=0, file=io.StringIO())
