@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 
 from xlgen.config import opt
-from xlgen.encoders.config import ENCODER_QUANTIZATIONS
+from xlgen.encoders.config import ENCODER_QUANTIZATIONS, STATIC_ENCODERS
 from xlgen.fusion import GENERATOR_FEATURE_SETS
 from xlgen.guidance import VARIANTS
 from xlgen.labels import ORDERS
@@ -42,7 +42,7 @@ class TrainConfig:
     n_clusters: int | None = opt(None, "clusters when built here (default: about the square root of the label count)")
     cluster_features: str = opt("tfidf", "label features when clustering here: tfidf; sentence (embeddings of the pretrained sentence encoder --encoder); or encoder (mean-pooled states of --base-model, an xlgen model directory)", choices=("tfidf", "sentence", "encoder"))
     bcl_lambda: float = opt(1.0, "weight of the cluster BCE next to the generation loss (bcl)")
-    encoder: str = opt("all-MiniLM-L6-v2", "retrieval: sentence encoder (the packaged all-MiniLM-L6-v2, a sentence-transformers directory, or a hub name)")
+    encoder: str = opt("all-MiniLM-L6-v2", "retrieval: sentence encoder (the packaged all-MiniLM-L6-v2, a sentence-transformers directory, or a hub name); static: a model2vec static model distilled once from the packaged one (needs the distill extra; 15-25x faster embedding, for large pools at a cost in quality: docs/scale.md)")
     encoder_quantization: str = opt("float32", "retrieval: the sentence encoder's weights on the CPU (CTranslate2): float32 gives the same vectors as torch, int8 is about 1.8x faster (cosine 0.995 to float32); the saved model tags with the same", choices=ENCODER_QUANTIZATIONS)
     fine_tune_encoder: bool = opt(False, "retrieval: fine-tune the sentence encoder on (document, label text) pairs of the train data and on --encoder-answers before fitting the retriever (in-batch negatives; minutes on a CPU); the model directory then carries the fine-tuned encoder")
     encoder_answers: str | None = opt(None, "retrieval, with --fine-tune-encoder: JSON Lines of annotators' binary answers {'text', 'label', 'answer': true|false}: a yes is a training pair, a no a hard negative of the label")
@@ -100,6 +100,8 @@ class TrainConfig:
             raise ValueError("--encoder-answers, --encoder-hard-negatives, --encoder-pairs and --encoder-epochs need --fine-tune-encoder")
         if self.fine_tune_encoder and self.variant != "retrieval":
             raise ValueError("--fine-tune-encoder needs --variant retrieval")
+        if self.fine_tune_encoder and self.encoder in STATIC_ENCODERS:
+            raise ValueError("--fine-tune-encoder trains a transformer encoder; --encoder static is a distilled lookup table")
         if self.encoder_pairs < 0 or self.encoder_epochs <= 0:
             raise ValueError("--encoder-pairs must not be negative and --encoder-epochs must be positive")
         if self.bcl_lambda < 0:

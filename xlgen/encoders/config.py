@@ -13,6 +13,9 @@ LINEAR_MODELS = ("auto", "ovr", "tree")
 LINEAR_SOLVERS = ("lbfgs", "liblinear")
 ENCODER_QUANTIZATIONS = ("float32", "int8")
 """The sentence encoder's CTranslate2 compute types (here, torch-free, for the command lines too)."""
+STATIC_ENCODERS = ("static", "static-all-MiniLM-L6-v2")
+"""Encoder names that select the model2vec static encoder distilled from the packaged one
+(:mod:`xlgen.encoders.static`; here, torch-free, for the command lines too)."""
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,10 @@ class SentenceEncoder:
         """Loads an encoder.
 
         Args:
-            config: An :class:`EncoderConfig`, or just the encoder name; None for the packaged default.
-            conversions_dir: Where CTranslate2 conversions are kept; default ``<cache root>/encoders``.
+            config: An :class:`EncoderConfig`, or just the encoder name; None for the packaged default; the name
+                ``static`` gives the :class:`~xlgen.encoders.static.StaticEncoder` distilled from it.
+            conversions_dir: Where CTranslate2 conversions (and the static distillation) are kept; default
+                ``<cache root>/encoders``.
 
         Raises:
             EncoderUnavailableError: The encoder is not installed or found, or its weights are damaged.
@@ -172,6 +174,11 @@ class SentenceEncoder:
             config = EncoderConfig()
         elif isinstance(config, str):
             config = EncoderConfig(name=config)
+        from xlgen.encoders.static import StaticEncoder, is_static  # model2vec, distilled from the packaged encoder
+
+        if cls is SentenceEncoder and is_static(config.name):
+            # not a subclass (static.py imports nothing of this module's), but the same interface to its users
+            return StaticEncoder.load(config, conversions_dir=conversions_dir)  # type: ignore[return-value]
         device = resolve_device(config.device)
         model, digest = _load_model(config, device)
         model.eval()
