@@ -20,6 +20,7 @@ from pathlib import Path
 from xlgen.config import HelpFormatter, add_arguments, from_arguments, overrides
 from xlgen.data import DataError, Document, find_split, read_documents
 from xlgen.decoding import BACKENDS, DecodingConfig
+from xlgen.extras import MissingExtra, require
 
 
 def _load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -140,12 +141,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--input", help="JSON Lines file of documents ({'id', 'text'}; labels optional)")
         p.add_argument("--output", help="write JSON Lines here instead of standard output")
 
-    def lazy(module: str, adder: str, runner: str):  # type: ignore[no-untyped-def]
-        """Options and handler from another module, imported only when that command runs."""
+    def lazy(module: str, adder: str, runner: str, extra: str | None = None):  # type: ignore[no-untyped-def]
+        """Options and handler from another module, imported only when that command runs; with ``extra``, the
+        optional extra the module needs is checked first (:class:`~xlgen.extras.MissingExtra` names it)."""
         import importlib
 
-        return (lambda p: getattr(importlib.import_module(module), adder)(p),
-                lambda a: getattr(importlib.import_module(module), runner)(a))
+        def load(command: str):  # type: ignore[no-untyped-def]
+            if extra is not None:
+                require(extra, f"xlgen {command}")
+            return importlib.import_module(module)
+
+        return (lambda p: getattr(load(p.prog.split()[-1]), adder)(p),
+                lambda a: getattr(load(a.command), runner)(a))
 
     commands["train"] = ("train a model, evaluate it on dev and test, save it", train_options, cmd_train)
     commands["evaluate"] = ("metrics of a model on a labelled split, as JSON", evaluate_options, cmd_evaluate)
@@ -155,12 +162,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     commands["select"] = ("rank pool documents for annotation by an acquisition strategy",
                           *lazy("xlgen.training.al_cli", "add_select_arguments", "cmd_select"))
     commands["simulate-al"] = ("active-learning simulation: strategies against random on a labelled dataset",
-                               *lazy("xlgen.training.al_cli", "add_simulate_arguments", "cmd_simulate"))
+                               *lazy("xlgen.training.al_cli", "add_simulate_arguments", "cmd_simulate", extra="plots"))
     commands["simulate-new-labels"] = ("new labels added by name: binary questions, greedy against random, recall@10 and forgetting",
-                                       *lazy("xlgen.training.new_labels", "add_simulate_arguments", "cmd_simulate"))
-    commands["serve"] = ("run the REST service", *lazy("xlgen.service.serve", "add_serve_arguments", "cmd_serve"))
+                                       *lazy("xlgen.training.new_labels", "add_simulate_arguments", "cmd_simulate", extra="plots"))
+    commands["serve"] = ("run the REST service", *lazy("xlgen.service.serve", "add_serve_arguments", "cmd_serve", extra="serve"))
     commands["export"] = ("write an ONNX Runtime or CTranslate2 backend into a model directory",
-                          *lazy("xlgen.service.export_cli", "add_export_arguments", "cmd_export"))
+                          *lazy("xlgen.service.export_cli", "add_export_arguments", "cmd_export", extra="fast"))
     for name, (help_text, add, fn) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if only is None or only == name:
@@ -175,7 +182,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     Bad data (:class:`DataError`) and bad values (``ValueError``: options, a broken ``xlgen.json``,
     a device this machine lacks), files that cannot be read or written (``OSError``, including a
     Hub name that cannot be fetched), an export of other weights (``StaleExport``), and a missing
-    optional package (``ImportError``: onnxruntime, ctranslate2).
+    optional package (``ImportError``; :class:`~xlgen.extras.MissingExtra` names the extra to install).
     """
     from xlgen.backends.export import StaleExport
 
@@ -186,7 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand; exit status 0, 2 for a user error (one line on standard error, the
     same form as argparse's own), 130 when interrupted."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(only=argv[0] if argv and not argv[0].startswith("-") else "")
+    command = argv[0] if argv and not argv[0].startswith("-") else ""
+    try:
+        parser = build_parser(only=command)
+    except MissingExtra as e:  # a command whose extra is not installed: even its --help needs it
+        print(f"xlgen {command}: error: {e}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -16,23 +16,29 @@ import json
 import logging
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Annotated, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import msgspec
-import openai
 from litestar import get, post
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 from msgspec import Meta
-from openai.types.chat import ChatCompletionMessageParam
 
+from xlgen import extras
 from xlgen.service.auth import ANNOTATE
 from xlgen.service.errors import bad_request, errors
 from xlgen.service.runtime import Runtime
 from xlgen.service.schemas import MAX_ID_CHARS, Body, Id, Label, NonEmpty
 from xlgen.service.settings import Settings
 from xlgen.service.storage import Annotation, latest_annotations
+
+try:  # the llm extra; without it second opinions answer 409 naming it
+    import openai
+except ImportError:  # pragma: no cover - exercised by the extras test in a subprocess
+    openai = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger("xlgen.service")
 
@@ -371,6 +377,8 @@ def _failed(status: int, detail: str, document_id: str) -> HTTPException:
                   "HTTP error or an answer without a usable rating; 504 after XLGEN_LLM_TIMEOUT_S seconds.")
 async def ask_opinion(data: OpinionRequest, rt: Runtime) -> SecondOpinion:
     s = rt.settings
+    if s.llm_url and openai is None:
+        raise ClientException(status_code=409, detail=extras.message("second opinions", "llm"))
     if not s.llm_url:
         raise ClientException(status_code=409, detail="second opinions are off: set XLGEN_LLM_URL to the base URL of an "
                                                       "OpenAI-compatible endpoint (and XLGEN_LLM_MODEL, and XLGEN_LLM_KEY where "

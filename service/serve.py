@@ -14,6 +14,7 @@ import argparse
 import os
 from dataclasses import fields
 
+from xlgen.extras import require
 from xlgen.service.settings import PREFIX, Settings
 
 
@@ -58,6 +59,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**overrides)  # raises ValueError (exit 2) on a bad value
     if not settings.model:
         raise ValueError("give --model DIR (or XLGEN_MODEL)")
+    if settings.db_url.startswith("postgresql"):
+        require("postgres", "a PostgreSQL --db-url")
+    if settings.llm_url:
+        require("llm", "second opinions (XLGEN_LLM_URL)")
     if not os.path.isfile(os.path.join(settings.model, "xlgen.json")):
         raise FileNotFoundError(f"{settings.model}: not a model directory (no xlgen.json)")
     from xlgen.devices import resolve_device

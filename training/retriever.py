@@ -41,6 +41,7 @@ from xlgen.data import Document
 from xlgen.devices import bf16_supported, resolve_device
 from xlgen.encoders import EncoderConfig, LabelRetriever, LabelText, SentenceEncoder
 from xlgen.encoders.label_texts import label_name_text
+from xlgen.extras import require
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def fine_tune_bi_encoder(encoder: str, docs: Sequence[Document], config: BiEncod
     Raises:
         ValueError: If there is no pair to train on.
     """
+    require("finetune", "fine-tuning the sentence encoder")
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -285,6 +287,7 @@ def train_cross_encoder(encoder: str, retriever: LabelRetriever, docs: Sequence[
     Returns:
         The output directory, a sentence-transformers CrossEncoder.
     """
+    require("finetune", "training the cross-encoder")
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss

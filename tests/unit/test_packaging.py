@@ -1,5 +1,6 @@
-"""pyproject.toml declares what the code imports, installs one ONNX Runtime flavour per extra, and
-states its license as an SPDX expression."""
+"""pyproject.toml declares what the code imports, keeps the extras' packages out of the core's module-level
+imports, installs one ONNX Runtime flavour per extra, and states its license as an SPDX expression
+(tests/integration/test_install.py builds the wheel and installs it)."""
 
 from __future__ import annotations
 
@@ -68,8 +69,28 @@ def test_extras_install_one_onnxruntime_flavour():
     assert extras["cpu"] & flavours == {"onnxruntime"}
     assert extras["gpu"] & flavours == {"onnxruntime-gpu"}
     assert all(len(v & flavours) <= 1 for v in extras.values())
-    # the setup script, and so the README's commands and the CI, install the cpu flavour
-    assert "dev,cpu" in (ROOT / "scripts" / "setup.sh").read_text()
+    # the setup script, and so the README's commands and the CI, install every extra with the cpu flavour
+    assert "all,cpu,dev,docs" in (ROOT / "scripts" / "setup.sh").read_text()
+    assert "all,cpu,dev,docs" in (ROOT / "scripts" / "lock.sh").read_text()
+
+
+def test_the_core_imports_no_extra_at_module_level():
+    """xlgen/, training/ and clustering/ import an extra's modules only inside the functions that need them
+    (after :func:`xlgen.extras.require`, or where a fast path checks that it is installed)."""
+    from xlgen.extras import EXTRAS
+
+    extra_modules = {m for name, mods in EXTRAS.items() if name != "docs" for m in mods}
+    found = {}
+    for package in ("xlgen", "training", "clustering"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in tree.body:  # module level only
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+                for name in names:
+                    if name.split(".")[0] in extra_modules:
+                        found.setdefault(str(path.relative_to(ROOT)), []).append(name)
+    assert not found, found
 
 
 def test_license_is_an_spdx_expression():

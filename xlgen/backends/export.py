@@ -32,8 +32,8 @@ COMPUTE_TYPES = ("auto", "float32", "int8", "int8_float32", "float16", "bfloat16
 
 PACKAGES = {"onnxruntime": ("onnxruntime", "onnx", "onnxscript"), "ctranslate2": ("ctranslate2",)}
 """Modules each backend needs to export and decode."""
-INSTALL = {"onnxruntime": "pip install 'xlgen[cpu]' (on CUDA: 'xlgen[gpu]', which brings onnxruntime-gpu)",
-           "ctranslate2": "pip install ctranslate2"}
+INSTALL = {"onnxruntime": "pip install 'xlgen[fast,cpu]' (on CUDA: 'xlgen[fast,gpu]', which brings onnxruntime-gpu)",
+           "ctranslate2": "pip install 'xlgen[fast]'"}
 """How to install them (onnxruntime and onnxruntime-gpu are two flavours of one module: install one)."""
 
 

@@ -15,6 +15,7 @@ import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,10 @@ def unsupported_reason(model: Any) -> str | None:
     """Why a SentenceTransformer cannot take the CTranslate2 path, or None if it can.
 
     Supported: a BERT ``Transformer`` module with a pooler, then a mean or CLS ``Pooling`` module, then
-    optionally ``Normalize`` (embeddings are normalised anyway).
+    optionally ``Normalize`` (embeddings are normalised anyway), and the ``fast`` extra's ctranslate2 installed.
     """
+    if find_spec("ctranslate2") is None:
+        return "ctranslate2 is not installed (the fast extra: pip install 'xlgen[fast]')"
     modules = list(model)
     names = [type(m).__name__ for m in modules]
     if len(modules) < 2 or names[0] != "Transformer" or names[1] != "Pooling" or any(n != "Normalize" for n in names[2:]):

@@ -1,16 +1,21 @@
 """Nearest-neighbour search over unit vectors by inner product (= cosine similarity).
 
-Exact search (chunked matrix products) up to a size limit; above it an HNSW graph (faiss), whose
-recall@k against exact search ``benchmarks/retrieval.py`` reports.
+Exact search (chunked matrix products) up to a size limit; above it an HNSW graph (faiss, the ``fast``
+extra), whose recall@k against exact search ``benchmarks/retrieval.py`` reports. Without faiss every
+index is exact: slower above the limit, never less accurate.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 QUERY_CHUNK = 1024
 """Queries per matrix product in exact search: bounds the ``(chunk, n)`` similarity block."""
@@ -145,8 +150,11 @@ class HnswIndex:
 
 def build_index(vectors: np.ndarray, exact_limit: int, m: int = 32, ef_construction: int = 200,
                 ef_search: int = 128) -> VectorIndex:
-    """Exact search for at most ``exact_limit`` vectors, an HNSW graph above."""
+    """Exact search for at most ``exact_limit`` vectors, an HNSW graph above (exact there too without faiss)."""
     if len(vectors) <= exact_limit:
+        return ExactIndex(vectors)
+    if find_spec("faiss") is None:
+        log.warning("exact search over %d vectors: faiss is not installed (the fast extra: pip install 'xlgen[fast]')", len(vectors))
         return ExactIndex(vectors)
     return HnswIndex(vectors, m, ef_construction, ef_search)
 
@@ -157,6 +165,10 @@ def load_index(path: Path, vectors: np.ndarray) -> VectorIndex:
     if kind == "exact":
         return ExactIndex(vectors)
     if kind == "hnsw":
+        if find_spec("faiss") is None:
+            log.warning("%s: exact search in place of the saved HNSW graph: faiss is not installed (the fast extra: "
+                        "pip install 'xlgen[fast]')", path)
+            return ExactIndex(vectors)
         return HnswIndex.load(path)
     raise ValueError(f"{path}: unknown index kind {kind!r}")
 
