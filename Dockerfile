@@ -6,15 +6,16 @@
 #   docker build -t xlgen:cuda \
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
-#     --build-arg XLGEN_EXTRAS=gpu .
+#     --build-arg XLGEN_EXTRAS=all,gpu .
 #
 # Run:  docker run --rm -v $PWD/runs:/app/runs xlgen train --output-dir runs/goemotions
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# cpu: onnxruntime; gpu: onnxruntime-gpu (the two packages must not be installed together)
-ARG XLGEN_EXTRAS=cpu
+# every extra with one ONNX Runtime flavour: all,cpu (onnxruntime) or all,gpu (onnxruntime-gpu; never both);
+# the core alone: XLGEN_EXTRAS=cpu without all, then xlgen serve names the extra it needs
+ARG XLGEN_EXTRAS=all,cpu
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 
 # CUDA bases come without Python; the python image has it already.
@@ -26,12 +27,13 @@ RUN if ! command -v python3 >/dev/null; then \
     && pip install --index-url "${TORCH_INDEX_URL}" "torch==2.13.0"
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY xlgen ./xlgen
 COPY training ./training
 COPY clustering ./clustering
 COPY service ./service
-RUN pip install ".[${XLGEN_EXTRAS}]"
+# constraints.txt: the versions the tests ran with
+RUN pip install -c constraints.txt ".[${XLGEN_EXTRAS}]"
 COPY data ./data
 
 RUN useradd --create-home xlgen && mkdir -p /app/runs && chown xlgen /app/runs

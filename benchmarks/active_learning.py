@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.active.curves import format_selection_table, format_table, plot, summarize  # noqa: E402
 from xlgen.training.active_learning import SimulationConfig, simulate  # noqa: E402
 
@@ -57,7 +58,7 @@ def main() -> None:
     overrides = {f.name: getattr(args, f.name) for f in fields(SimulationConfig) if hasattr(args, f.name)}
     results: dict[str, dict] = {}
     for path in args.merge or []:
-        results.update(json.loads(Path(path).read_text()))
+        results.update({k: v for k, v in json.loads(Path(path).read_text()).items() if k != "provenance"})
     for name in [] if args.merge else args.datasets:
         cfg = replace(SimulationConfig(), **{**overrides, "data": str(dataset_dir(name)), "output_dir": f"{args.runs_dir}/{name}",
                                             "strategies": tuple(args.strategies), "seeds": tuple(args.seeds)})
@@ -77,7 +78,7 @@ def main() -> None:
     print(table)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    out.with_suffix(".json").write_text(json.dumps(stamped(results), indent=1))
     out.with_suffix(".md").write_text(table + "\n")
     import matplotlib
 

@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.data import read_documents  # noqa: E402
 from xlgen.encoders import EncoderConfig, SentenceEncoder  # noqa: E402
 from xlgen.encoders.ct2_encoder import Ct2Encoder  # noqa: E402
@@ -114,7 +115,7 @@ def main() -> None:
     print(table)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    out.write_text(json.dumps(stamped({"args": vars(args), "rows": rows}), indent=1))
     out.with_suffix(".md").write_text(table + "\n")
 
 

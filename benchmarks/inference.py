@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.active.ensemble import MEMBER_SETS, EnsembleConfig, decode_ensemble  # noqa: E402
 from xlgen.backends import Backend, Backends, StaleExport, read_export, weights_stamp  # noqa: E402
 from xlgen.backends.ct2_backend import CT2Backend  # noqa: E402
@@ -319,7 +320,7 @@ def main() -> None:
     print(table)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**meta, "results": results}, indent=1))
+    out.write_text(json.dumps(stamped({**meta, "results": results}), indent=1))
     out.with_suffix(".md").write_text(table)
 
 

@@ -36,6 +36,7 @@ os.environ["XLGEN_EMBEDDING_CACHE"] = "0"  # every document is embedded, as a se
 import torch  # noqa: E402
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.backends import StaleExport, read_export  # noqa: E402
 from xlgen.data import find_split, read_documents  # noqa: E402
 from xlgen.decoding import DecodingConfig  # noqa: E402
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['setup']} | {r['docs_per_s']:.1f} | {r['ratio_to_generate']:.2f} |")
     out = {"model": str(model_dir), "data": args.data, "docs": len(texts), "threads": args.threads, "beams": 5,
            "machine": platform.machine(), "torch": torch.__version__, "rows": rows}
-    Path(args.output).write_text(json.dumps(out, indent=1) + "\n")
+    Path(args.output).write_text(json.dumps(stamped(out, [__file__, *(sys.argv[1:] if argv is None else argv)]), indent=1) + "\n")
     return 0
 
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import tfidf_logreg  # noqa: E402
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.data import Document, find_split, read_documents  # noqa: E402
 from xlgen.decoding import cut  # noqa: E402
 from xlgen.encoders.config import ENCODER_QUANTIZATIONS  # noqa: E402
@@ -127,7 +128,7 @@ def main() -> None:
 
     if args.merge:
         rows = [r for f in args.merge for r in json.loads(Path(f).read_text())["rows"]]
-        Path(args.output).write_text(json.dumps({"rows": rows}, indent=1))
+        Path(args.output).write_text(json.dumps(stamped({"rows": rows}), indent=1))
         print(markdown(rows))
         return
     if not args.dataset:
@@ -151,7 +152,7 @@ def main() -> None:
 
     def save() -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        out.write_text(json.dumps(stamped({"args": vars(args), "rows": rows}), indent=1))
         print(markdown(rows), flush=True)
 
     def add(row: dict, test_scores: list[dict[str, float]]) -> None:

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import tfidf_logreg  # noqa: E402
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.data import Document, read_documents  # noqa: E402
 from xlgen.decoding import cut  # noqa: E402
 from xlgen.encoders import EmbeddingCache, EncoderConfig, LabelRetriever, RetrieverConfig, SentenceEncoder  # noqa: E402
@@ -155,7 +156,7 @@ def main() -> None:
             hidden += data.get("hidden_labels", [])
             index += data.get("index", [])
         out = Path(args.output or ROOT / "benchmarks" / "results" / "retrieval.json")
-        out.write_text(json.dumps({"merged_from": args.merge, "rows": rows, "hidden_labels": hidden, "index": index}, indent=1))
+        out.write_text(json.dumps(stamped({"merged_from": args.merge, "rows": rows, "hidden_labels": hidden, "index": index}), indent=1))
         text = markdown(rows) + "\n\n" + hidden_markdown(hidden) + "\n\n" + index_markdown(index) + "\n"
         out.with_suffix(".md").write_text(text)
         print(text)
@@ -240,9 +241,9 @@ def main() -> None:
         hidden_rows += hidden_label_recall(name, train, test, encoder, cache,
                                            tuple(args.hidden) if args.hidden is not None else HIDDEN.get(name, ()))
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"args": vars(args), "encoder": {"name": encoder.name, "digest": encoder.digest,
-                                      "backend": encoder.backend, "numerics": encoder.numerics},
-                                      "rows": rows, "hidden_labels": hidden_rows, "index": index_rows}, indent=1))
+        output.write_text(json.dumps(stamped({"args": vars(args), "encoder": {"name": encoder.name, "digest": encoder.digest,
+                                              "backend": encoder.backend, "numerics": encoder.numerics},
+                                              "rows": rows, "hidden_labels": hidden_rows, "index": index_rows}), indent=1))
     print()
     print(markdown(rows))
     print(f"\nwritten to {output}")

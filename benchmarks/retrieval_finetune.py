@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 from benchmarks.retrieval import markdown, metrics_row  # noqa: E402
 from xlgen.data import read_documents  # noqa: E402
 from xlgen.encoders import EmbeddingCache, EncoderConfig, LabelRetriever, RetrieverConfig, SentenceEncoder  # noqa: E402
@@ -69,7 +70,7 @@ def main() -> None:
         rows.append(row)
         print(markdown([row]).splitlines()[-1], flush=True)
         output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        output.write_text(json.dumps(stamped({"args": vars(args), "rows": rows}), indent=1))
 
     if "bi-encoder" not in args.skip:
         started = time.perf_counter()

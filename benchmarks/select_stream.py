@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.data import find_split, read_documents  # noqa: E402
 from xlgen.encoders.cache import cache_root  # noqa: E402
 
@@ -90,7 +91,7 @@ def main() -> None:
            "peak_rss_mb": round(peak_mb), "selected": len(out.read_text(encoding="utf-8").splitlines()), **stages, "summary": summary,
            "command": " ".join(["xlgen", *cmd[2:]])}
     print(json.dumps(row, indent=1))
-    Path(args.output).write_text(json.dumps({"rows": [row]}, indent=1) + "\n")
+    Path(args.output).write_text(json.dumps(stamped({"rows": [row]}), indent=1) + "\n")
 
 
 if __name__ == "__main__":

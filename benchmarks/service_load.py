@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.service.local import ServerError, free_port, start_local_server  # noqa: E402
 
 TEXTS = [
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['batching']} | {r['requests']} | {r['errors']} | {r['rps']:.1f} | {r['texts_per_s']:.1f} | "
               f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_batch']:.1f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps(stamped(rows, [__file__, *(sys.argv[1:] if argv is None else argv)]), indent=1))
     return 0
 
 

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 
 NAMES = {"no": "float32", "bf16": "bf16 autocast"}
 COLUMNS = ("micro_f1", "macro_f1", "p_at_1", "macro_f1_tail_0", "macro_f1_tail_1", "macro_f1_tail_2_5", "macro_f1_tail_gt5")
@@ -68,7 +69,7 @@ def main() -> None:
                      "train_s": train_s, "cpu_bf16_native": cpu_bf16_native(),
                      **{k: metrics.get(f"test_{k}", float("nan")) for k in COLUMNS}})
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+        out.write_text(json.dumps(stamped({"args": vars(args), "rows": rows}), indent=1))
     base = next((r for r in rows if r["precision"] == "no"), rows[0])
     print("| dataset | model | micro-F1 | macro-F1 | P@1 | macro 0 | macro 1 | macro 2-5 | macro >5 | loop s | x float32 loop | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

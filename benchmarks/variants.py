@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.baselines import tfidf_logreg  # noqa: E402
 from benchmarks.data_dirs import dataset_dir  # noqa: E402
+from benchmarks.provenance import stamped  # noqa: E402
 from xlgen.data import find_split, read_documents, write_jsonl  # noqa: E402
 from xlgen.evaluation import Evaluator  # noqa: E402
 from xlgen.model import XLGenModel  # noqa: E402
@@ -72,7 +73,7 @@ def main() -> None:
         merged.sort(key=lambda r: (r["dataset"], next((v for k, v in order.items() if r["model"].endswith(k) or k in r["model"]), 9)))
         print(markdown(merged))
         Path(args.output or ROOT / "benchmarks" / "results" / "variants.json").write_text(
-            json.dumps({"merged_from": args.merge, "rows": merged}, indent=1))
+            json.dumps(stamped({"merged_from": args.merge, "rows": merged}), indent=1))
         return
     output = Path(args.output or ROOT / "benchmarks" / "results" / f"variants_{'_'.join(args.datasets)}.json")
 
@@ -108,9 +109,9 @@ def main() -> None:
                              "seconds": time.time() - started, **oracle})
                 print(markdown(rows[-1:]), flush=True)
             output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+            output.write_text(json.dumps(stamped({"args": vars(args), "rows": rows}), indent=1))
     print(markdown(rows))
-    output.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    output.write_text(json.dumps(stamped({"args": vars(args), "rows": rows}), indent=1))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up .venv, then lint, type check and the test suite (what .ci/run runs).
+# Sets up .venv, then lint, type check, the docs (built strictly: a warning, a broken link or anchor fails; the
+# benchmark tables rendered from benchmarks/results/ must be up to date) and the test suite (what .ci/run runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,4 +15,6 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 .venv/bin/ruff check .
 bash scripts/typecheck.sh
+.venv/bin/python benchmarks/render.py --check
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 .venv/bin/python -m pytest "$@"

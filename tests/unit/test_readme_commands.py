@@ -1,5 +1,5 @@
-"""Every command the README gives parses with today's options: ``xlgen`` subcommands, the benchmark
-scripts and the project's modules run with ``python -m`` (or ``accelerate launch -m``). Parsing only:
+"""Every command the README and the docs pages give parses with today's options: ``xlgen`` subcommands, the
+benchmark scripts and the project's modules run with ``python -m`` (or ``accelerate launch -m``). Parsing only:
 nothing is trained or read."""
 
 from __future__ import annotations
@@ -21,11 +21,17 @@ OPERATORS = set(";|&<>()")
 """Characters of the shell's control and redirection operators (the lexer returns runs of them as one token)."""
 
 
-def _lines() -> list[str]:
-    """The README's shell code blocks, one command line each (continuations joined)."""
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"^```(?:bash|sh)\n(.*?)^```", text, re.S | re.M)
-    return [line for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+"""The README and every docs page."""
+
+
+def _lines(pages: list[Path] = PAGES) -> list[tuple[str, str]]:
+    """(page, line) of the pages' shell code blocks, one command line each (continuations joined)."""
+    out = []
+    for page in pages:
+        blocks = re.findall(r"^```(?:bash|sh)\n(.*?)^```", page.read_text(), re.S | re.M)
+        out += [(page.name, line) for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return out
 
 
 def _commands(line: str) -> list[list[str]]:
@@ -61,15 +67,15 @@ def _program(words: list[str]) -> tuple[str, list[str]] | None:
     return None
 
 
-def readme_commands() -> list[tuple[str, str, list[str]]]:
+def readme_commands(pages: list[Path] = PAGES) -> list[tuple[str, str, list[str]]]:
     found = []
-    for line in _lines():
+    for page, line in _lines(pages):
         if "$" in line:  # shell variables and loops: their values are not known here
             continue
         for words in _commands(line):
             program = _program(words)
             if program is not None:
-                found.append((line.strip(), *program))
+                found.append((f"{page}: {line.strip()}", *program))
     return found
 
 
@@ -84,6 +90,8 @@ def test_the_readme_gives_commands_of_every_kind():
     kinds = {program.split()[0] if program.startswith("-m") else Path(program).parent.name or program for _, program, _ in COMMANDS}
     assert {"xlgen", "benchmarks", "-m"} <= kinds, kinds
     assert len(COMMANDS) > 40
+    pages = {line.split(":")[0] for line, _, _ in COMMANDS}
+    assert {"README.md", "cli.md", "benchmarks.md", "service.md", "active-learning.md"} <= pages, pages
 
 
 @pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
@@ -112,4 +120,4 @@ def test_readme_command_parses(line: str, program: str, args: list[str], monkeyp
                 runpy.run_path(str(ROOT / program), run_name="__main__")
     except SystemExit as e:
         if e.code not in (0, None):
-            pytest.fail(f"README command does not parse: {line}\n{capsys.readouterr().err[-1500:]}")
+            pytest.fail(f"documented command does not parse: {line}\n{capsys.readouterr().err[-1500:]}")

@@ -1,0 +1,294 @@
+"""Renders the benchmark tables of docs/benchmarks.md and the README's headline table from benchmarks/results/*.json.
+
+Tables are never typed: each sits between a directive and its end marker, and this script rewrites what lies
+between them from the JSON file the directive names, followed by the command, date, machine and commit of the
+run (the file's ``provenance``, or ``benchmarks/results/provenance.json`` for files written before the
+scripts recorded it)::
+
+    <!-- table rows file=quality_goemotions.json columns=model,micro_f1,macro_f1 -->
+    ...generated...
+    <!-- /table -->
+
+    python benchmarks/render.py            # rewrite docs/benchmarks.md and README.md
+    python benchmarks/render.py --check    # exit 1 if either is stale (the test suite runs this)
+
+Views: ``rows`` (a table of a file's rows, ``columns`` and optionally ``models``, ``label``, ``ratio``),
+``inference``, ``active_learning``, ``new_labels``, ``encoder_speed``, ``pipeline`` (benchmarks/inference_retrieval.py),
+``service_load``, ``select_stream``, ``headline`` (the README's). Pictures a page shows are copied to docs/assets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results"
+TARGETS = (ROOT / "docs" / "benchmarks.md", ROOT / "README.md")
+ASSETS = ROOT / "docs" / "assets" / "results"
+DIRECTIVE = re.compile(r"^<!-- table (?P<view>\w+)(?P<args>(?: [^\n]*?)?) -->\n(?P<body>.*?)^<!-- /table -->\n", re.S | re.M)
+PICTURE = re.compile(r"!\[[^\]]*\]\(assets/results/(?P<name>[\w.-]+\.png)\)")
+
+HEADERS = {
+    "dataset": "dataset", "model": "model", "micro_f1": "micro-F1", "macro_f1": "macro-F1", "p_at_1": "P@1", "p_at_3": "P@3",
+    "p_at_5": "P@5", "ndcg_at_5": "nDCG@5", "psp_at_5": "PSP@5", "macro_f1_tail_0": "macro 0", "macro_f1_tail_1": "macro 1",
+    "macro_f1_tail_2_5": "macro 2-5", "macro_f1_tail_1_5": "macro 1-5", "macro_f1_tail_gt5": "macro >5",
+    "cluster_micro_f1": "cluster micro-F1", "n_new_labels": "new labels", "train_s": "train s", "seconds": "train + eval s",
+    "tag_s_per_1k": "tag s / 1k docs", "loop_s": "training loop s", "n_docs": "test docs", "threshold": "threshold",
+    "dev_micro_f1": "dev micro-F1",
+}
+"""Column headers of the ``rows`` view."""
+
+
+def fmt(key: str, value: object) -> str:
+    """One cell: counts as integers, seconds to one decimal (whole seconds above 100), metrics to three decimals."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if key in ("n_new_labels", "n_docs", "requests", "errors", "processes"):
+        return f"{value:,.0f}"
+    if key.endswith("_s") or key in ("seconds", "tag_s_per_1k"):
+        return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)])
+
+
+def load(name: str) -> object:
+    return json.loads((RESULTS / name).read_text())
+
+
+def rows_of(data: object) -> list[dict]:
+    return data if isinstance(data, list) else data["rows"]  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------------------------- views
+
+
+def view_rows(opts: dict[str, str]) -> str:
+    """A file's rows: ``columns`` (keys), ``models`` (``;``-separated, in that order; default every row),
+    ``label=model`` (the row name column), ``ratio=key:model`` (a column of ``key`` over that row's)."""
+    rows = rows_of(load(opts["file"]))
+    columns = opts["columns"].split(",")
+    if "models" in opts:
+        by = {}
+        for r in rows:
+            by.setdefault(r["model"], r)
+        wanted = opts["models"].split(";")
+        missing = [m for m in wanted if m not in by]
+        if missing:
+            raise ValueError(f"{opts['file']}: no rows {missing}")
+        rows = [by[m] for m in wanted]
+    header = [HEADERS.get(c, c) for c in columns]
+    ratio_key = ratio_ref = None
+    if "ratio" in opts:
+        ratio_key, ratio_ref = opts["ratio"].split(":", 1)
+        ref = next(r for r in rows_of(load(opts["file"])) if r["model"] == ratio_ref)[ratio_key]
+        header.append(f"x {ratio_ref}")
+    out = []
+    for r in rows:
+        cells = [fmt(c, r.get(c)) for c in columns]
+        if ratio_key:
+            cells.append(f"{r[ratio_key] / ref:.2f}")
+        out.append(cells)
+    return table(header, out)
+
+
+def view_inference(opts: dict[str, str]) -> str:
+    """benchmarks/inference.py's own tables."""
+    from benchmarks.inference import markdown
+
+    saved = load(opts["file"])
+    text = markdown(saved["results"], argparse.Namespace(**saved["args"]))  # type: ignore[index]
+    return text.strip()
+
+
+def view_active_learning(opts: dict[str, str]) -> str:
+    """benchmarks/active_learning.py's tables: the curves' summary, then what each strategy selected."""
+    from xlgen.active.curves import format_selection_table, format_table, summarize
+
+    results = {k: v for k, v in load(opts["file"]).items() if k != "provenance"}  # type: ignore[union-attr]
+    if "datasets" in opts:
+        results = {k: results[k] for k in opts["datasets"].split(";")}
+    for result in results.values():  # recomputed, as the script does, so that older runs get every column
+        result["summary"] = summarize(result["curves"], result["full_data"].get("micro_f1"), result["full_data"].get("macro_f1"))
+    tables = [format_table(result, name) for name, result in results.items()]
+    text = "\n".join([tables[0], *[t.split("\n", 2)[2] for t in tables[1:]]])
+    if opts.get("selection", "yes") == "yes":
+        text += "".join("\n\n" + format_selection_table(r, n) for n, r in results.items() if r.get("selection"))
+    return text
+
+
+def view_new_labels(opts: dict[str, str]) -> str:
+    """xlgen simulate-new-labels' table, at the answer counts of ``answers`` (default every point)."""
+    from xlgen.training.new_labels import format_table
+
+    lines = format_table(load(opts["file"])).split("\n")  # type: ignore[arg-type]
+    if "answers" not in opts:
+        return "\n".join(lines)
+    keep = set(opts["answers"].split(","))
+    return "\n".join(lines[:2] + [x for x in lines[2:] if x.split(" | ")[1].strip() in keep])
+
+
+def view_encoder_speed(opts: dict[str, str]) -> str:
+    """benchmarks/encoder_speed.py's table."""
+    from benchmarks.encoder_speed import markdown
+
+    return markdown(rows_of(load(opts["file"])))
+
+
+def view_pipeline(opts: dict[str, str]) -> str:
+    """benchmarks/inference_retrieval.py's rows: documents per second and the ratio to generate alone."""
+    data = load(opts["file"])
+    return table(["setup", "docs/s", "x generate alone"],
+                 [[r["setup"], f"{r['docs_per_s']:,.1f}", f"{r['ratio_to_generate']:.2f}"] for r in rows_of(data)])
+
+
+def view_service_load(opts: dict[str, str]) -> str:
+    """benchmarks/service_load.py's rows."""
+    return table(["batching", "requests", "errors", "req/s", "texts/s", "p50 ms", "p99 ms", "mean texts per model call"],
+                 [[r["batching"], str(r["requests"]), str(r["errors"]), f"{r['rps']:.1f}", f"{r['texts_per_s']:.1f}",
+                   f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['mean_batch']:.1f}"] for r in rows_of(load(opts["file"]))])
+
+
+def view_select_stream(opts: dict[str, str]) -> str:
+    """benchmarks/select_stream.py's rows."""
+    return table(["processes", "pool", "sample", "narrow", "wall s", "read + reservoir sample s", "narrowing s", "scoring s",
+                  "peak RSS MB"],
+                 [[str(r["processes"]), f"{r['pool']:,}", f"{r['sample']:,}", str(r["narrow"]), f"{r['wall_s']:.1f}",
+                   f"{r['read_s']:.1f}", f"{r['narrow_s']:.1f}", f"{r['score_s']:.1f}", f"{r['peak_rss_mb']:,}"]
+                  for r in rows_of(load(opts["file"]))])
+
+
+HEADLINE = (
+    ("goemotions", "quality_goemotions_fusion.json", "fused, generator stage features: counts", "quality_goemotions.json",
+     "tfidf+logreg"),
+    ("reuters21578", "quality_reuters21578_fusion.json", "fused, generator stage features: counts", "quality_reuters21578.json",
+     "tfidf+logreg"),
+    ("stackexchange3", "quality_stackexchange3_fused.json", "fused (retrieval variant as served)",
+     "quality_stackexchange3_baselines.json", "tfidf+logreg (L-BFGS, 100 iterations)"),
+)
+"""(dataset, file of the fused model, its row, file of the baseline, its row) of the headline table."""
+
+
+def view_headline(opts: dict[str, str]) -> str:
+    """The README's table: the served model against TF-IDF + LR and the best single retriever source on each dataset,
+    and tagging speed with the encoder pass against transformers' generate alone."""
+    out = []
+    for dataset, fused_file, fused_row, base_file, base_row in HEADLINE:
+        fused = next(r for r in rows_of(load(fused_file)) if r["model"] == fused_row)
+        base = next(r for r in rows_of(load(base_file)) if r["model"] == base_row)
+        linear = next(r for r in rows_of(load(fused_file)) if r["model"].startswith("retriever: linear"))
+        out.append([dataset, f"{fused['micro_f1']:.3f} / {fused['macro_f1']:.3f}", f"{base['micro_f1']:.3f} / {base['macro_f1']:.3f}",
+                    f"{fused['micro_f1'] / base['micro_f1']:.2f}x / {fused['macro_f1'] / base['macro_f1']:.2f}x",
+                    f"{linear['micro_f1']:.3f} / {linear['macro_f1']:.3f}"])
+    text = table(["test split", "xlgen (fused, as served): micro / macro-F1", "TF-IDF + LR", "xlgen / TF-IDF + LR",
+                  "TF-IDF ⊕ encoder ranker alone"], out)
+    speed = []
+    for name, file in (("goemotions", "inference_retrieval_goemotions_1thread.json"),
+                       ("reuters21578", "inference_retrieval_reuters21578_1thread.json")):
+        rows = {r["setup"].split(",")[0].split(" (")[0]: r for r in rows_of(load(file))}
+        gen, full = rows["generate alone"], next(r for r in rows_of(load(file)) if r["setup"].startswith("full pipeline, CTranslate2"))
+        speed.append([name, f"{gen['docs_per_s']:,.1f}", f"{full['docs_per_s']:,.1f}", f"{full['ratio_to_generate']:.2f}x"])
+    return text + "\n\n" + table(["tagging, one CPU thread, beam 5", "transformers' generate alone, docs/s",
+                                  "xlgen, encoder + retriever + generator + fusion, docs/s", "speed-up"], speed)
+
+
+VIEWS: dict[str, Callable[[dict[str, str]], str]] = {
+    "rows": view_rows, "inference": view_inference, "active_learning": view_active_learning, "new_labels": view_new_labels,
+    "encoder_speed": view_encoder_speed, "pipeline": view_pipeline, "service_load": view_service_load,
+    "select_stream": view_select_stream, "headline": view_headline,
+}
+
+
+# ---------------------------------------------------------------------------------------- provenance
+
+
+def provenance(name: str) -> dict[str, str]:
+    """The command, date, machine and commit of a results file."""
+    data = load(name)
+    if isinstance(data, dict) and "provenance" in data:
+        return data["provenance"]
+    legacy = json.loads((RESULTS / "provenance.json").read_text())
+    if name not in legacy:
+        raise ValueError(f"{name} records no provenance and benchmarks/results/provenance.json has none for it")
+    return legacy[name]
+
+
+def source_line(files: list[str]) -> str:
+    """The line under a table: for each file, its command, date, machine and commit."""
+    parts = []
+    for name in files:
+        p = provenance(name)
+        parts.append(f"`{p['command']}` · {p['date']} · {p['machine']} · commit {p['commit']} · `benchmarks/results/{name}`")
+    return "<small>" + "<br>".join(parts) + "</small>"
+
+
+def files_of(view: str, opts: dict[str, str]) -> list[str]:
+    if view == "headline":
+        return sorted({f for row in HEADLINE for f in (row[1], row[3])} | {"inference_retrieval_goemotions_1thread.json",
+                                                                        "inference_retrieval_reuters21578_1thread.json"})
+    return [opts["file"]]
+
+
+# ------------------------------------------------------------------------------------------- render
+
+
+def render_text(text: str) -> str:
+    """``text`` with every directive's table rendered anew."""
+
+    def one(m: re.Match[str]) -> str:
+        opts = dict(part.split("=", 1) for part in shlex.split(m["args"]))  # key=value, values quoted where they hold spaces
+        view = m["view"]
+        if view not in VIEWS:
+            raise ValueError(f"unknown table view {view!r}; the views are {', '.join(VIEWS)}")
+        body = VIEWS[view](opts).rstrip("\n")
+        return f"<!-- table {view}{m['args']} -->\n{body}\n\n{source_line(files_of(view, opts))}\n<!-- /table -->\n"
+
+    return DIRECTIVE.sub(one, text)
+
+
+def pictures(text: str) -> list[str]:
+    return sorted({m["name"] for m in PICTURE.finditer(text)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a rendered file or picture is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for target in TARGETS:
+        text = target.read_text()
+        rendered = render_text(text)
+        if rendered != text:
+            stale.append(str(target.relative_to(ROOT)))
+            if not args.check:
+                target.write_text(rendered)
+        for name in pictures(text):
+            src, dst = RESULTS / name, ASSETS / name
+            if not dst.is_file() or dst.read_bytes() != src.read_bytes():
+                stale.append(str(dst.relative_to(ROOT)))
+                if not args.check:
+                    ASSETS.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+    if args.check and stale:
+        print(f"stale: {', '.join(stale)}; run python benchmarks/render.py", file=sys.stderr)
+        return 1
+    print(("up to date" if not stale else "rendered " + ", ".join(stale)) if not args.check else "up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
