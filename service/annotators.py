@@ -13,7 +13,7 @@ from litestar import Request, get, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 
-from xlgen.service.auth import WRITE, has_api_key, token_annotator
+from xlgen.service.auth import MEMBERS, WRITE, has_api_key, has_read_key, token_annotator
 from xlgen.service.errors import errors
 from xlgen.service.runtime import Runtime
 from xlgen.service.schemas import (
@@ -30,8 +30,9 @@ from xlgen.service.schemas import (
 @post("/v1/annotators", tags=["annotators"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_201_CREATED,
       summary="Give an annotator a token (shown once; a new one replaces the old)",
       description="With the token in the X-API-Key header (or as a bearer token) the annotator may claim documents, "
-                  "annotate, add labels and answer questions, always under their own name; retraining and model swaps "
-                  "stay with the API key. Only the token's SHA-256 is stored.")
+                  "annotate the pool documents nobody else holds or annotated, add labels and answer questions, always under "
+                  "their own name, and read the progress view; the pool, the annotation export, jobs, retraining and model "
+                  "swaps stay with the API key (reading with the read key too). Only the token's SHA-256 is stored.")
 async def create_annotator(data: AnnotatorRequest, rt: Runtime) -> AnnotatorToken:
     name = data.name.strip()
     token = await asyncio.to_thread(rt.storage.create_annotator, name)
@@ -44,13 +45,14 @@ async def create_annotator(data: AnnotatorRequest, rt: Runtime) -> AnnotatorToke
 async def whoami(rt: Runtime, request: Request) -> WhoAmI:
     from litestar.exceptions import NotAuthorizedException
 
-    required = bool(rt.settings.api_key)
     if has_api_key(request):
-        return WhoAmI(role="admin", annotator=None, auth_required=required)
+        return WhoAmI(role="admin", annotator=None, auth_required=True)
+    if has_read_key(request):
+        return WhoAmI(role="reader", annotator=None, auth_required=True)
     name = await token_annotator(request)
     if name is None:
         raise NotAuthorizedException("wrong API key or annotator token")
-    return WhoAmI(role="annotator", annotator=name, auth_required=required)
+    return WhoAmI(role="annotator", annotator=name, auth_required=True)
 
 
 def _number(metrics: Mapping[str, Any], key: str) -> float | None:
@@ -67,19 +69,23 @@ def _job_point(j: dict[str, Any]) -> JobPoint:
                     message=j.get("message") or "", train_docs=docs.get("total"))
 
 
-@get("/v1/progress", tags=["annotators"], summary="Labelled documents in total and per annotator, retraining jobs, the served model")
-async def progress(rt: Runtime) -> ProgressResponse:
+@get("/v1/progress", tags=["annotators"], guards=MEMBERS, security=[{"apiKey": []}],
+     summary="Labelled documents in total and per annotator, retraining jobs, the served model",
+     description="For the API key, the read key or an annotator's token; the served model's directory for the API key only.")
+async def progress(rt: Runtime, request: Request) -> ProgressResponse:
     done = await asyncio.to_thread(rt.storage.progress)
     jobs = await asyncio.to_thread(rt.storage.jobs)
     served = rt.holder.current
     metrics = dict(served.model.metrics) if served is not None else {}
     return ProgressResponse(documents=done["documents"], questions=done["questions"], pool_size=done["pool_size"],
                             annotators=[AnnotatorProgress(**a) for a in done["annotators"]], jobs=[_job_point(j) for j in jobs],
-                            model_version=served.version if served else None, model_path=served.path if served else None,
+                            model_version=served.version if served else None,
+                            model_path=served.path if served and has_api_key(request) else None,
                             model_dev_micro_f1=_number(metrics, "dev_micro_f1"), model_dev_macro_f1=_number(metrics, "dev_macro_f1"))
 
 
-@get("/v1/label-space", tags=["annotators"], summary="Labels matching q (prefix matches first), for autocompletion",
+@get("/v1/label-space", tags=["annotators"], guards=MEMBERS, security=[{"apiKey": []}],
+     summary="Labels matching q (prefix matches first), for autocompletion",
      description="The served model's label space plus the labels added by name.")
 async def label_space(rt: Runtime, q: Annotated[str, Parameter(max_length=256)] = "",
                       limit: Annotated[int, Parameter(ge=1, le=1000)] = 20) -> LabelSpaceResponse:

@@ -26,7 +26,7 @@ from xlgen.service import annotators, labelstudio, new_labels, opinions, routes,
 from xlgen.service.auth import HEADER
 from xlgen.service.bodies import strict_input
 from xlgen.service.errors import document_errors, http_error, server_error
-from xlgen.service.metrics import RequestMetricsMiddleware, configure_logging
+from xlgen.service.metrics import RequestMetricsMiddleware, configure_logging, unmatched_counter
 from xlgen.service.openapi import http_handlers, refine_openapi
 from xlgen.service.runtime import Runtime
 from xlgen.service.settings import Settings
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         middleware=[RequestMetricsMiddleware(runtime.metrics)],
         before_request=strict_input,
+        before_send=[web.security_headers, unmatched_counter(runtime.metrics)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         openapi_config=openapi,
         template_config=web.TEMPLATES,

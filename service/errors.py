@@ -16,12 +16,12 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from xlgen.service.auth import require_annotator, require_api_key
+from xlgen.service.auth import GUARDS, require_annotator, require_reader, require_tagger
 
 log = logging.getLogger("xlgen.service")
 
@@ -44,11 +44,14 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 
 DESCRIPTIONS = {
     400: "Invalid input: `extra` names each field, parameter or header at fault",
-    401: "Missing or wrong API key (X-API-Key header, a bearer token, or the password of basic auth), or annotator token where "
-         "annotators may write",
-    403: "An annotator's token used to act as another annotator",
+    401: "Missing or wrong credentials: the API key (X-API-Key header, a bearer token, or the password of basic auth), the read "
+         "key where it reads, an annotator's token where annotators may act (and tagging while XLGEN_OPEN_TAGGING is off)",
+    403: "Not for these credentials: an annotator's token acting as another annotator, setting what only the API key sets, "
+         "or reading what only the keys read; or an event of a Label Studio project not in XLGEN_LABELSTUDIO_PROJECTS",
     404: "No such resource",
-    409: "Conflicts with the state of the service",
+    408: "The request's head or body did not arrive within XLGEN_HEADER_TIMEOUT_S or XLGEN_BODY_TIMEOUT_S",
+    409: "Conflicts with the state of the service: a document claimed or annotated by another annotator, a text that "
+         "differs from the stored document's, a job that runs",
     413: "Request body larger than XLGEN_MAX_BODY_BYTES",
     415: "Request body not sent as application/json (UTF-8)",
     502: "The chat endpoint asked for a second opinion failed or answered something that does not parse",
@@ -60,6 +63,11 @@ DESCRIPTIONS = {
 def bad_request(key: str, message: str, source: str = "body") -> ValidationException:
     """A 400 whose ``extra`` names the offending field."""
     return ValidationException(detail=f"{key}: {message}", extra=[{"key": key, "message": message, "source": source}])
+
+
+def conflict(key: str, message: str) -> ClientException:
+    """A 409 whose ``extra`` names the field whose value conflicts with the stored state."""
+    return ClientException(status_code=409, detail=f"{key}: {message}", extra=[{"key": key, "message": message}])
 
 
 def errors(*codes: int, **descriptions: str) -> dict[int, ResponseSpec]:
@@ -80,9 +88,10 @@ def document_errors(handlers: Iterable[HTTPRouteHandler]) -> None:
         codes = []
         if params:
             codes.append(400)
-        if {require_api_key, require_annotator} & set(handler.guards or []):
+        guards = set(handler.guards or [])
+        if guards & {*GUARDS, require_tagger}:
             codes.append(401)
-        if require_annotator in (handler.guards or []):
+        if guards & {require_annotator, require_reader}:
             codes.append(403)
         if "data" in params:
             codes += [413, 415]

@@ -125,11 +125,35 @@ def run_tag_batch(holder: ModelHolder, decoding: DecodingConfig, texts: Sequence
 
 
 def text_work(model: XLGenModel, texts: Sequence[str], decoding: DecodingConfig) -> list[int]:
-    """The work of tagging each text (see ``XLGEN_MAX_REQUEST_WORK``): its input tokens, task prefix
-    and end of sequence included, at most the model's maximum input length, times the sequences
-    ``decoding`` returns per text."""
+    """The work of tagging each text (see ``XLGEN_MAX_REQUEST_WORK``): the tokens each of its sequences reads
+    and writes, its input tokens (task prefix and end of sequence included, at most the model's maximum
+    input length) plus ``decoding.max_new_tokens``, times the sequences ``decoding`` returns per text.
+
+    The decoded length counts at its maximum: a sequence may run to it (sampling at a high temperature
+    nearly never emits the end of sequence early), and a decoding step of 256 samples costs as much
+    whatever their input, so a one-word text sampled 256 times is priced as what it may cost.
+    """
     limit = model.settings.max_input_length
-    return [min(len(model.tokenizer.encode(t)) + 2, limit) * decoding.num_return for t in texts]
+    return [(min(len(model.tokenizer.encode(t)) + 2, limit) + decoding.max_new_tokens) * decoding.num_return for t in texts]
+
+
+def scan_work(model: XLGenModel, texts: Sequence[str], cfg: Any) -> list[int]:
+    """The work of scoring each pool text for next-batch under ``cfg`` (a
+    :class:`xlgen.active.selection.SelectionConfig`), in the unit of :func:`text_work`: each decoding the
+    strategy needs (the reference beam search; every ensemble member; BEAL's dropout passes), plus one
+    encoder pass for the document vectors of diversity, Core-Set and DAL; 0 for a strategy that reads no model
+    (random, subword), so such a scan is one piece."""
+    from xlgen.active.acquisition import get_strategy
+
+    strategy = get_strategy(cfg.strategy)
+    members = cfg.ensemble.member_configs()
+    decodings = {"none": [], "ensemble": members, "passes": [members[0]] * cfg.ensemble.mc_passes}.get(strategy.needs, members[:1])
+    vectors = cfg.diversity or strategy.uses_embeddings
+    if not decodings and not vectors:
+        return [0] * len(texts)
+    limit = model.settings.max_input_length
+    inputs = [min(len(model.tokenizer.encode(t)) + 2, limit) for t in texts]
+    return [sum((n + d.max_new_tokens) * d.num_return for d in decodings) + (n if vectors else 0) for n in inputs]
 
 
 def labels_of(tagged: Tagged, threshold: float | None, top_k: int | None, min_labels: int) -> list[tuple[str, float, bool, list[str]]]:

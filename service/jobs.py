@@ -35,10 +35,28 @@ from xlgen.service.storage import ACTIVE, FINISHED, JobLocked, Storage
 
 log = logging.getLogger("xlgen.service")
 
+SECRETS = ("XLGEN_API_KEY", "XLGEN_READ_KEY", "XLGEN_LLM_KEY")
+"""Variables of the server's environment the trainer does not get: it needs none of the keys."""
 HEARTBEAT_S = 1.0
 STALE_S = 60.0
 CANCEL_WAIT_S = 15.0
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def trainer_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The trainer's environment: the server's without the keys of :data:`SECRETS`, with the project root on
+    ``PYTHONPATH``."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in SECRETS}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+class TrainingFailed(Exception):
+    """The trainer exited with an error: ``message`` for everyone, ``detail`` (its output's tail) for the API key."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class JobConflict(Exception):
@@ -352,15 +370,16 @@ class RetrainManager:
             if record is None or record["cancel_requested"]:
                 await asyncio.to_thread(self.storage.finish_job, job_id, "cancelled", message="cancelled before training started")
                 return
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
             with open(job_dir / "train.out", "wb") as out:
                 # forked here, on the event loop's thread, which lives as long as the server (the death signal's parent)
                 proc = await asyncio.create_subprocess_exec(*trainer_process.wrap(cmd), stdout=out, stderr=asyncio.subprocess.STDOUT,
-                                                            env=env, cwd=str(job_dir), process_group=0)
+                                                            env=trainer_env(), cwd=str(job_dir), process_group=0)
             self._procs[job_id] = proc
             leader_start = trainer_process.start_time(proc.pid) or ""
+            # the command line names server paths: the detail, for the API key; the message is for everyone
             record = await asyncio.to_thread(self.storage.heartbeat, job_id, status="running", pid=proc.pid, pgid=proc.pid,
-                                             proc_start=leader_start, started_at=time.time(), message=shlex.join(cmd))
+                                             proc_start=leader_start, started_at=time.time(),
+                                             message=f"training on {counts['total']} documents", detail=shlex.join(cmd))
             log.info("retraining started", extra={"fields": {"job": job_id, "pid": proc.pid, **counts}})
             while proc.returncode is None:
                 if record is None or record["cancel_requested"]:  # cancelled, here or by another worker, or reaped
@@ -378,16 +397,20 @@ class RetrainManager:
                 return
             if proc.returncode != 0:
                 tail = (job_dir / "train.out").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"training exited with {proc.returncode}: {tail}")
+                raise TrainingFailed(f"training exited with {proc.returncode}", f"{record['detail'] if record else ''}\n{tail}")
             await self._finish(job_id, job_dir / "run", bool(params.get("force")), counts)
         except asyncio.CancelledError:  # the server shuts down
             if proc is not None and proc.returncode is None:
                 trainer_process.kill_group(proc.pid, leader_start, wait_s=0)
             await asyncio.to_thread(self.storage.finish_job, job_id, "failed", message="the server shut down during training")
             raise
-        except Exception as e:
+        except TrainingFailed as e:
+            log.error("retraining failed", extra={"fields": {"job": job_id, "message": str(e)}})
+            await asyncio.to_thread(self.storage.finish_job, job_id, "failed", message=str(e), detail=e.detail)
+        except Exception as e:  # an error of the server's (an unreadable file, a database error): its text may name paths
             log.exception("retraining failed", extra={"fields": {"job": job_id}})
-            await asyncio.to_thread(self.storage.finish_job, job_id, "failed", message=str(e))
+            await asyncio.to_thread(self.storage.finish_job, job_id, "failed", message=f"retraining failed: {type(e).__name__}",
+                                    detail=f"{type(e).__name__}: {e}")
         finally:
             if proc is not None:  # nothing of the trainer outlives its job
                 await asyncio.to_thread(trainer_process.kill_group, proc.pid, leader_start)

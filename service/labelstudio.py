@@ -7,9 +7,16 @@ config's ``<Choice>`` values) and a confidence ``score`` (the best sequence's pr
 low = annotate first, as Label Studio sorts). A task without its text gets an empty result.
 
 Webhook annotation events are stored as annotations (document id ``ls-<task id>`` unless the task
-data has an ``id``) under their Label Studio annotation id, so that ``ANNOTATIONS_DELETED`` withdraws
-them; ``START_TRAINING`` and ``/train`` start a retraining job and answer its id as ``job`` (the
-running job's, with 200, when one runs: Label Studio marks a backend that answers an error as failed).
+data has an ``id``, which names a pool document) under their Label Studio annotation id, so that
+``ANNOTATIONS_DELETED`` withdraws them. A task whose text differs from the stored document's is refused
+(409; in a bulk event, skipped), so labels never attach to another text; with ``XLGEN_LABELSTUDIO_PROJECTS``
+set, events of other projects are refused (403). ``START_TRAINING`` and ``/train`` start a retraining job
+and answer its id as ``job`` (the running job's, with 200, when one runs: Label Studio marks a backend that
+answers an error as failed).
+
+``/predict`` is one tag request as a whole: all its tasks within ``XLGEN_MAX_REQUEST_WORK`` (else 400 naming
+``tasks``) and ``XLGEN_REQUEST_TIMEOUT_S``, cut into chunks that take turns with other requests, its work
+stopped when Label Studio disconnects.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from litestar import get, post
+from litestar import Request, get, post
 from litestar.exceptions import ClientException, ValidationException
 from litestar.status_codes import HTTP_200_OK
 
 from xlgen.decoding import cut
-from xlgen.service.auth import WRITE
-from xlgen.service.errors import errors
+from xlgen.service.auth import TAG, WRITE, forbidden
+from xlgen.service.disconnect import until_disconnected
+from xlgen.service.errors import bad_request, conflict, errors
 from xlgen.service.jobs import JobConflict
 from xlgen.service.labelstudio_protocol import (
     ANNOTATION_DELETES,
@@ -42,19 +50,34 @@ from xlgen.service.labelstudio_protocol import (
     chosen_labels,
     external_id,
     parse_label_config,
+    project_id,
     project_label_config,
 )
 from xlgen.service.runtime import Runtime
+from xlgen.service.storage import Conflict
 
 ID_MAX = 256
 
 
 class Skip(Exception):
-    """An annotation that cannot be stored: ``key`` names the field, the message says why."""
+    """An annotation that cannot be stored: ``key`` names the field, the message says why; ``conflict`` when the
+    stored state refuses it (a text that differs from its document's), not its shape."""
 
-    def __init__(self, key: str, message: str) -> None:
+    def __init__(self, key: str, message: str, conflict: bool = False) -> None:
         super().__init__(message)
         self.key = key
+        self.conflict = conflict
+
+
+def check_project(rt: Runtime, project: Any) -> None:
+    """403 naming ``project`` for an event of a project outside ``XLGEN_LABELSTUDIO_PROJECTS`` (when it is set)."""
+    allowed = rt.settings.projects
+    if not allowed:
+        return
+    given = project_id(project)
+    if given not in allowed:
+        raise forbidden("project", f"project {given or '(none)'} is not one of XLGEN_LABELSTUDIO_PROJECTS ({', '.join(sorted(allowed))}): "
+                                   "its events are not stored")
 
 
 def task_text(task: LSTask, cfg: LabelConfig, max_chars: int, key: str) -> str:
@@ -114,10 +137,10 @@ def _pairs(annotations: list[LSAnnotation], tasks: list[LSTask], bulk: bool) -> 
 
 
 async def _store(rt: Runtime, pairs: Sequence[tuple[str, str, LSTask | None, LSAnnotation]], cfg: LabelConfig,
-                 if_changed: bool) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Stores each annotation; returns what was stored and what was skipped (``key``, ``message``)."""
+                 if_changed: bool) -> tuple[list[dict[str, Any]], list[Skip]]:
+    """Stores each annotation; returns what was stored and what was skipped."""
     stored: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
+    skipped: list[Skip] = []
     for akey, tkey, task, ann in pairs:
         try:
             if ann.was_cancelled:
@@ -126,12 +149,16 @@ async def _store(rt: Runtime, pairs: Sequence[tuple[str, str, LSTask | None, LSA
                 raise Skip(tkey, "no task for this annotation")
             doc_id = document_id(task, tkey)
             text = task_text(task, cfg, rt.settings.max_chars, tkey)
+            labels = chosen_labels(ann.result, cfg.from_name if cfg.named else None)
+            ext = external_id(ann.id) if ann.id is not None else None
+            try:
+                saved = await asyncio.to_thread(rt.storage.annotate, doc_id, labels, 0, annotator_of(ann), text, ext, if_changed,
+                                                text_key=f"{tkey}.data.{cfg.data_key}")
+            except Conflict as e:
+                raise Skip(e.key, str(e), conflict=True) from None
         except Skip as e:
-            skipped.append({"key": e.key, "message": str(e)})
+            skipped.append(e)
             continue
-        labels = chosen_labels(ann.result, cfg.from_name if cfg.named else None)
-        ext = external_id(ann.id) if ann.id is not None else None
-        saved = await asyncio.to_thread(rt.storage.annotate, doc_id, labels, 0, annotator_of(ann), text, ext, if_changed)
         rt.metrics.annotations.inc()
         stored.append({"document_id": saved.document_id, "labels": saved.labels, "annotation": ann.id})
     return stored, skipped
@@ -154,10 +181,21 @@ def _missing(key: str, message: str = "missing") -> ValidationException:
     return ValidationException(detail=f"{key}: {message}", extra=[{"key": key, "message": message}])
 
 
-def _stored_or_400(stored: list[dict[str, Any]], skipped: list[dict[str, str]]) -> dict[str, Any]:
+def _skips(skipped: list[Skip]) -> list[dict[str, str]]:
+    return [{"key": s.key, "message": str(s)} for s in skipped]
+
+
+def _stored_or_4xx(stored: list[dict[str, Any]], skipped: list[Skip]) -> dict[str, Any]:
+    """The answer to an annotation event: what was stored and skipped; 400 when nothing could be stored (409
+    when a text that differs from its document's was among the reasons)."""
     if skipped and not stored:
-        raise ValidationException(detail="; ".join(f"{s['key']}: {s['message']}" for s in skipped), extra=skipped)
-    return {"status": "ok", "stored": stored, "skipped": skipped}
+        if any(s.conflict for s in skipped):
+            first = next(s for s in skipped if s.conflict)
+            error = conflict(first.key, str(first))
+            error.extra = _skips(skipped)
+            raise error
+        raise ValidationException(detail="; ".join(f"{s.key}: {s}" for s in skipped), extra=_skips(skipped))
+    return {"status": "ok", "stored": stored, "skipped": _skips(skipped)}
 
 
 @get("/health", tags=["label studio"], summary="Label Studio ML backend health")
@@ -172,10 +210,12 @@ async def ls_setup(data: SetupRequest, rt: Runtime) -> dict[str, Any]:
     return {"model_version": served.version}
 
 
-@post("/predict", tags=["label studio"], status_code=HTTP_200_OK, responses=errors(503, 504),
+@post("/predict", tags=["label studio"], guards=TAG, status_code=HTTP_200_OK, responses=errors(503, 504),
       summary="Label Studio predictions: multi-label choices with a confidence score (low = annotate first)",
-      description="One result per task, in order; a task without its text (or with a text over XLGEN_MAX_CHARS) gets an empty one.")
-async def ls_predict(data: PredictRequest, rt: Runtime) -> dict[str, Any]:
+      description="One result per task, in order; a task without its text (or with a text over XLGEN_MAX_CHARS) gets an empty one. "
+                  "The call as a whole is held to XLGEN_MAX_REQUEST_WORK (400 naming tasks above it: ask for fewer tasks at "
+                  "once) and XLGEN_REQUEST_TIMEOUT_S; its work stops when the client disconnects.")
+async def ls_predict(data: PredictRequest, rt: Runtime, request: Request) -> dict[str, Any]:
     served = rt.require_model()
     cfg = parse_label_config(data.label_config or project_label_config(data.project))
     results: list[dict[str, Any]] = [{"model_version": served.version, "score": None, "result": []} for _ in data.tasks]
@@ -185,47 +225,54 @@ async def ls_predict(data: PredictRequest, rt: Runtime) -> dict[str, Any]:
             usable.append((i, task_text(task, cfg, rt.settings.max_chars, f"tasks[{i}]")))
         except Skip:
             continue
-    step = rt.settings.max_texts
-    for start in range(0, len(usable), step):
-        chunk = usable[start:start + step]
-        tagged = await rt.tag([text for _, text in chunk], served.model.decoding)
-        for (i, _), t in zip(chunk, tagged, strict=True):
-            model = t.served.model
-            scores = {k: v for k, v in t.prediction.all_scores.items() if cfg.choices is None or k in cfg.choices}
-            labels = [k for k, _ in cut(scores, model.threshold, model.decoding.min_labels)]
-            best = max((c.norm_logprob for c in t.prediction.candidates), default=-math.inf)
-            results[i] = {
-                "model_version": t.served.version,
-                "score": round(math.exp(best), 6),
-                "result": [{"from_name": cfg.from_name, "to_name": cfg.to_name, "type": "choices", "value": {"choices": labels}}],
-            }
+    if len(usable) > rt.settings.max_queue:
+        raise bad_request("tasks", f"{len(usable)} tasks with text; at most {rt.settings.max_queue} (XLGEN_MAX_QUEUE) per call")
+    if not usable:
+        return {"results": results, "model_version": served.version}
+    # one request for the micro-batcher: one budget, one timeout, its chunks taking turns with other requests
+    tagged = await until_disconnected(request, rt.tag([text for _, text in usable], served.model.decoding, field="tasks"))
+    for (i, _), t in zip(usable, tagged, strict=True):
+        model = t.served.model
+        scores = {k: v for k, v in t.prediction.all_scores.items() if cfg.choices is None or k in cfg.choices}
+        labels = [k for k, _ in cut(scores, model.threshold, model.decoding.min_labels)]
+        best = max((c.norm_logprob for c in t.prediction.candidates), default=-math.inf)
+        results[i] = {
+            "model_version": t.served.version,
+            "score": round(math.exp(best), 6),
+            "result": [{"from_name": cfg.from_name, "to_name": cfg.to_name, "type": "choices", "value": {"choices": labels}}],
+        }
     return {"results": results, "model_version": served.version}
 
 
-@post("/train", tags=["label studio"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK, responses=errors(409, 503),
+@post("/train", tags=["label studio"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+      responses=errors(403, 409, 503),
       summary="Label Studio training request: stores the annotations it carries, starts retraining",
       description="Answers the job's id as `job`; while a job runs, that job's (200, not 409).")
 async def ls_train(data: TrainRequest, rt: Runtime) -> dict[str, Any]:
+    check_project(rt, data.project)
     cfg = parse_label_config(data.label_config or project_label_config(data.project))
     pairs = [(f"annotations[{j}].annotations[{i}]", f"annotations[{j}]", task, ann)
              for j, task in enumerate(data.annotations) for i, ann in enumerate(task.annotations)]
     stored, skipped = await _store(rt, pairs, cfg, if_changed=True)
-    return {**await _train(rt), "stored": len(stored), "skipped": skipped}
+    return {**await _train(rt), "stored": len(stored), "skipped": _skips(skipped)}
 
 
-@post("/webhook", tags=["label studio"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK, responses=errors(409, 503),
+@post("/webhook", tags=["label studio"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
+      responses=errors(403, 409, 503),
       summary="Label Studio webhook: annotations created, updated or deleted; START_TRAINING starts retraining",
       description="Every annotation of a bulk event that can be stored is; the others are listed under `skipped` "
                   "(a 400 when none could be stored).")
 async def ls_webhook(data: WebhookEvent, rt: Runtime) -> dict[str, Any]:
     action = data.action
+    if action in (*ANNOTATION_WRITES, *ANNOTATION_DELETES, START_TRAINING):
+        check_project(rt, data.project)
     if action in ANNOTATION_WRITES:
         annotations, tasks = _as_list(data.annotation), _as_list(data.task)
         if not annotations:
             raise _missing("annotation")
         cfg = parse_label_config(project_label_config(data.project))
         bulk = isinstance(data.annotation, list) or isinstance(data.task, list)
-        return _stored_or_400(*await _store(rt, _pairs(annotations, tasks, bulk), cfg, if_changed=False))
+        return _stored_or_4xx(*await _store(rt, _pairs(annotations, tasks, bulk), cfg, if_changed=False))
     if action in ANNOTATION_DELETES:
         for i, ref in enumerate(data.annotations or []):
             if ref.id is None:

@@ -163,6 +163,16 @@ def project_label_config(project: LSProject | str | int | None) -> str | None:
     return project.label_config if isinstance(project, LSProject) else None
 
 
+def project_id(project: LSProject | str | int | None) -> str | None:
+    """The id of the project a request names: a webhook's project object's ``id``, an id, or the ``"<id>.<created
+    timestamp>"`` string of the ML API's requests; None when it names none."""
+    if isinstance(project, LSProject):
+        project = project.id
+    if project is None or isinstance(project, bool):
+        return None
+    return str(project).strip().partition(".")[0] or None
+
+
 def chosen_labels(result: list[LSRegion], from_name: str | None = None) -> list[str]:
     """The choices of an annotation's result (of every ``choices`` region, or of ``from_name``'s), trimmed,
     without empty ones or repeats."""

@@ -27,7 +27,8 @@ def free_port() -> int:
 
 def start_local_server(model_dir: str | Path, work_dir: str | Path, port: int, log: Path, timeout_s: float = 180,
                        **env: str) -> subprocess.Popen:
-    """``uvicorn --factory xlgen.service.app:create_app`` on 127.0.0.1:``port``, returned once ``/health/ready``.
+    """The service as ``xlgen serve`` runs it (``python -m xlgen.service.serve``: uvicorn with the connection
+    guards of :mod:`xlgen.service.connections`) on 127.0.0.1:``port``, returned once ``/health/ready``.
 
     Settings come from the environment (``XLGEN_*``, overridable through ``env``); output goes to ``log``.
 
@@ -37,8 +38,7 @@ def start_local_server(model_dir: str | Path, work_dir: str | Path, port: int, l
     environ = {**os.environ, "XLGEN_MODEL": str(model_dir), "XLGEN_WORK_DIR": str(work_dir), "XLGEN_MODEL_POLL_S": "0",
                "XLGEN_LOG_LEVEL": "WARNING", **env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "xlgen.service.app:create_app", "--host", "127.0.0.1", "--port", str(port),
-         "--log-level", "warning"],
+        [sys.executable, "-m", "xlgen.service.serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT, env=environ, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child owns it
     )
     deadline = time.time() + timeout_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.enums import ScopeType
@@ -71,8 +72,13 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+COUNTED = "xlgen_counted"
+"""Scope key the middleware sets, so that :func:`unmatched_counter` leaves the requests it counted alone."""
+
+
 class RequestMetricsMiddleware(ASGIMiddleware):
-    """Counts and times every HTTP request by route template and writes one JSON log line."""
+    """Counts and times every HTTP request of a route by its template and writes one JSON log line (requests
+    that match no route or method never reach a route's middleware: :func:`unmatched_counter` counts those)."""
 
     scopes = (ScopeType.HTTP,)
 
@@ -82,6 +88,7 @@ class RequestMetricsMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         started = time.perf_counter()
         status = 500
+        scope[COUNTED] = True  # type: ignore[literal-required]
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -99,6 +106,18 @@ class RequestMetricsMiddleware(ASGIMiddleware):
             self.metrics.latency.labels(route=route).observe(elapsed)
             log.info("request", extra={"fields": {"method": method, "path": scope.get("path"), "route": route,
                                                   "status": status, "ms": round(elapsed * 1000, 2)}})
+
+
+def unmatched_counter(metrics: Metrics) -> Callable[[Message, Scope], Awaitable[None]]:
+    """A ``before_send`` hook counting the HTTP responses of requests no route's middleware saw (a 404 for an
+    unknown path, a 405 for a method the path lacks) under the route ``unmatched``; not logged one by one, so
+    that a scan of unknown paths cannot flood the log."""
+
+    async def count(message: Message, scope: Scope) -> None:
+        if message["type"] == "http.response.start" and scope.get("type") == "http" and not scope.get(COUNTED):
+            metrics.requests.labels(method=scope.get("method", ""), route="unmatched", status=str(message["status"])).inc()
+
+    return count
 
 
 class JsonFormatter(logging.Formatter):

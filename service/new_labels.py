@@ -19,7 +19,7 @@ from litestar import Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from xlgen.service.auth import ANNOTATE, acting_annotator
+from xlgen.service.auth import ANNOTATE, MEMBERS, acting_annotator
 from xlgen.service.errors import errors
 from xlgen.service.inference import ServedModel
 from xlgen.service.runtime import Runtime
@@ -79,7 +79,8 @@ async def add_label(data: NewLabelRequest, rt: Runtime, request: Request) -> New
     return _info(rec)
 
 
-@get("/v1/labels", tags=["new labels"], summary="Labels added by name, with their questions, answers and positives")
+@get("/v1/labels", tags=["new labels"], guards=MEMBERS, security=[{"apiKey": []}],
+     summary="Labels added by name, with their questions, answers and positives")
 async def list_labels(rt: Runtime) -> NewLabelsResponse:
     return NewLabelsResponse([_info(r) for r in await asyncio.to_thread(rt.storage.new_labels)])
 

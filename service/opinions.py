@@ -26,7 +26,7 @@ from litestar.status_codes import HTTP_200_OK
 from msgspec import Meta
 
 from xlgen import extras
-from xlgen.service.auth import ANNOTATE
+from xlgen.service.auth import ANNOTATE, READ
 from xlgen.service.errors import bad_request, errors
 from xlgen.service.runtime import Runtime
 from xlgen.service.schemas import MAX_ID_CHARS, Body, Id, Label, NonEmpty
@@ -410,7 +410,7 @@ async def ask_opinion(data: OpinionRequest, rt: Runtime) -> SecondOpinion:
                          missing=unrated(labels, opinions))
 
 
-@get("/v1/opinions", tags=["second opinions"], summary="Stored second opinions: all, or one document's",
+@get("/v1/opinions", tags=["second opinions"], guards=READ, security=[{"apiKey": []}], summary="Stored second opinions: all, or one document's",
      description="By document and label; each with the chat model that gave it and when.")
 async def list_opinions(rt: Runtime,
                         document_id: Annotated[str | None, Parameter(min_length=1, max_length=MAX_ID_CHARS)] = None) -> OpinionsResponse:
@@ -419,7 +419,7 @@ async def list_opinions(rt: Runtime,
                                            float(r["created_at"])) for r in rows])
 
 
-@get("/v1/opinions/agreement", tags=["second opinions"],
+@get("/v1/opinions/agreement", tags=["second opinions"], guards=READ, security=[{"apiKey": []}],
      summary="Agreement of the stored second opinions with the annotators' labels",
      description="Over (document, label) pairs where the document is annotated (its latest round's labels) and the chat "
                  "model rated the label: accuracy, precision, recall and Cohen's kappa of the calls relevance >= 1 "

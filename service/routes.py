@@ -22,8 +22,9 @@ from xlgen.active.selection import SelectionConfig, unsupported
 from xlgen.config import overrides
 from xlgen.data import Document
 from xlgen.decoding import DecodingConfig
-from xlgen.service.auth import ANNOTATE, SCOPE_KEY, WRITE, acting_annotator
-from xlgen.service.errors import bad_request, errors
+from xlgen.service.auth import ANNOTATE, READ, TAG, WRITE, acting_annotator, forbidden, has_api_key, token_of
+from xlgen.service.disconnect import until_disconnected
+from xlgen.service.errors import bad_request, conflict, errors
 from xlgen.service.inference import ServedModel, Tagged, labels_of
 from xlgen.service.jobs import JobConflict
 from xlgen.service.runtime import Runtime
@@ -49,7 +50,7 @@ from xlgen.service.schemas import (
     TagResponse,
     TagResult,
 )
-from xlgen.service.storage import Annotation, PoolDocument
+from xlgen.service.storage import Annotation, Conflict, PoolDocument
 
 
 def _scores(items: list[tuple[str, float, bool, list[str]]]) -> list[LabelScore]:
@@ -104,14 +105,15 @@ def check_texts(rt: Runtime, texts: list[str], field: str = "texts", limit: int 
             raise bad_request(f"{field}[{i}]", f"{len(t)} characters; at most {s.max_chars} per text")
 
 
-@post("/v1/tag", tags=["tagging"], status_code=HTTP_200_OK, responses=errors(503, 504),
+@post("/v1/tag", tags=["tagging"], guards=TAG, status_code=HTTP_200_OK, responses=errors(503, 504),
       summary="Labels with scores for a batch of texts",
       description="Labels scoring at least the threshold (the model's tuned one unless given), best first, at most top_k; "
                   "labels outside the label space are kept and flagged new when keep_new_labels is on. "
                   "A request costs the sum over its texts of their input tokens (at most the model's maximum input length) "
-                  "times the sequences decoded per text (1 greedy, num_beams, num_samples); above XLGEN_MAX_REQUEST_WORK it is "
-                  "refused with 400.")
-async def tag(data: TagRequest, rt: Runtime) -> TagResponse:  # type: ignore[valid-type]
+                  "plus the model's max_new_tokens, times the sequences decoded per text (1 greedy, num_beams, num_samples); "
+                  "above XLGEN_MAX_REQUEST_WORK it is refused with 400. Its work stops when the client disconnects. Open "
+                  "without credentials while XLGEN_OPEN_TAGGING is on.")
+async def tag(data: TagRequest, rt: Runtime, request: Request) -> TagResponse:  # type: ignore[valid-type]
     body: TagOptions = data  # the generated TagRequest is a TagOptions with the decoding fields
     served = rt.require_model()
     ids = [x.id if isinstance(x, TagItem) else None for x in body.texts]
@@ -119,7 +121,8 @@ async def tag(data: TagRequest, rt: Runtime) -> TagResponse:  # type: ignore[val
     check_texts(rt, texts)
     cfg = decoding_for(served, body)
     count = {"beam": "num_beams", "sample": "num_samples"}.get(cfg.strategy)
-    tagged: list[Tagged] = await rt.tag(texts, cfg, field=count if count and getattr(data, count) is not None else "texts")
+    field = count if count and getattr(data, count) is not None else "texts"
+    tagged: list[Tagged] = await until_disconnected(request, rt.tag(texts, cfg, field=field))
     results = [TagResult(i, _scores(labels_of(t, body.threshold, body.top_k, cfg.min_labels))) for i, t in zip(ids, tagged, strict=True)]
     model = tagged[0].served
     threshold = model.model.threshold if body.threshold is None else body.threshold
@@ -129,17 +132,20 @@ async def tag(data: TagRequest, rt: Runtime) -> TagResponse:  # type: ignore[val
 # ------------------------------------------------------------------------------------------- model
 
 
-def model_info(served: ServedModel) -> ModelInfo:
+def model_info(served: ServedModel, admin: bool) -> ModelInfo:
+    """The served model's description; its directory on the server only for the API key (``admin``)."""
     m = served.model
-    return ModelInfo(version=served.version, path=served.path, label_count=len(m.label_space), variant=m.settings.variant,
+    return ModelInfo(version=served.version, path=served.path if admin else None, label_count=len(m.label_space),
+                     variant=m.settings.variant,
                      threshold=m.threshold, metrics=dict(m.metrics), decoding=dataclasses.asdict(m.decoding),
                      device=served.device, dtype=served.dtype, loaded_at=served.loaded_at, backend=served.backend,
                      clusters=getattr(m.guidance, "clusters", None) and m.guidance.clusters.n_clusters)  # type: ignore[union-attr]
 
 
-@get("/v1/model", tags=["model"], responses=errors(503), summary="The served model: version, label count, variant, threshold, metrics")
-async def get_model(rt: Runtime) -> ModelInfo:
-    return model_info(rt.require_model())
+@get("/v1/model", tags=["model"], responses=errors(503), summary="The served model: version, label count, variant, threshold, metrics",
+     description="Its directory on the server (path) only with the API key.")
+async def get_model(rt: Runtime, request: Request) -> ModelInfo:
+    return model_info(rt.require_model(), admin=has_api_key(request))
 
 
 @put("/v1/model", tags=["model"], guards=WRITE, security=[{"apiKey": []}], responses=errors(404, 409, 503),
@@ -179,7 +185,7 @@ async def swap_model(data: SwapRequest, rt: Runtime) -> ModelInfo:
         await rt.install(path)
     except Exception as e:  # the served model stays; the directory is what is wrong
         raise bad_request(field, f"{path} does not load as a model: {type(e).__name__}: {e}") from None
-    return model_info(rt.require_model())
+    return model_info(rt.require_model(), admin=True)
 
 
 # ------------------------------------------------------------------------------------ pool and AL
@@ -202,7 +208,9 @@ async def add_pool(data: PoolRequest, rt: Runtime) -> PoolResponse:
       description="Scores up to XLGEN_POOL_SCAN unannotated, unclaimed pool documents; returns the best `size` with their "
                   "acquisition score and suggested labels, claimed for XLGEN_CLAIM_TTL_S seconds so that no other "
                   "annotator gets them. One annotator holds at most XLGEN_MAX_CLAIMS_PER_ANNOTATOR claimed documents at once "
-                  "(fewer come back when the cap is reached); annotating a document or POST /v1/al/release frees its claim. "
+                  "(fewer come back when the cap is reached, none at once at the cap); annotating a document or "
+                  "POST /v1/al/release frees its claim. The scoring runs in pieces of about XLGEN_CHUNK_WORK that take turns "
+                  "with tag requests, one call at a time per annotator, and stops when the client disconnects. "
                   "Selection is the acquisition library's (diversity, pool_sample, drop_top as in `xlgen select`); the "
                   "suggested labels are the model's own prediction, each with the sources that proposed it.")
 async def next_batch(data: NextBatchRequest, rt: Runtime, request: Request) -> NextBatchResponse:
@@ -211,26 +219,35 @@ async def next_batch(data: NextBatchRequest, rt: Runtime, request: Request) -> N
     if why := unsupported(served.model, data.strategy):
         raise bad_request("strategy", why)
     s = rt.settings
-    docs = await asyncio.to_thread(rt.storage.candidates, s.pool_scan)
-    if not docs:
+
+    def nothing() -> NextBatchResponse:
         return NextBatchResponse(claim_id="", expires_at=time.time(), strategy=data.strategy, model_version=served.version, documents=[])
-    # a few more than asked, best first, in case another annotator claims some of them meanwhile
-    cfg = SelectionConfig(strategy=data.strategy, batch_size=min(len(docs), 2 * data.size), diversity=data.diversity,
-                          candidate_factor=data.candidate_factor, pool_sample=data.pool_sample, drop_top=data.drop_top, seed=data.seed)
-    strategy = get_strategy(data.strategy)
-    labelled = ([Document(i, t, tuple(x)) for i, t, x in await asyncio.to_thread(rt.storage.labelled_documents)]
-                if strategy.uses_labelled else [])
-    selection = await rt.select(served, [Document(d.id, d.text) for d in docs], cfg, labelled)
-    claim_id, claimed = await asyncio.to_thread(rt.storage.claim, selection.ids, annotator, s.claim_ttl_s, data.size,
-                                                s.max_claims_per_annotator)
+
+    async with rt.annotator_lock(annotator):  # one at a time per annotator, so the cap below counts what earlier calls took
+        room = min(data.size, s.max_claims_per_annotator - await asyncio.to_thread(rt.storage.claims_held, annotator))
+        if room <= 0:  # at the cap: answered at once, nothing scored
+            return nothing()
+        docs = await asyncio.to_thread(rt.storage.candidates, s.pool_scan)
+        if not docs:
+            return nothing()
+        # a few more than asked, best first, in case another annotator claims some of them meanwhile
+        cfg = SelectionConfig(strategy=data.strategy, batch_size=min(len(docs), 2 * room), diversity=data.diversity,
+                              candidate_factor=data.candidate_factor, pool_sample=data.pool_sample, drop_top=data.drop_top,
+                              seed=data.seed)
+        strategy = get_strategy(data.strategy)
+        labelled = ([Document(i, t, tuple(x)) for i, t, x in await asyncio.to_thread(rt.storage.labelled_documents)]
+                    if strategy.uses_labelled else [])
+        selection = await until_disconnected(request, rt.select(served, [Document(d.id, d.text) for d in docs], cfg, labelled))
+        claim_id, claimed = await asyncio.to_thread(rt.storage.claim, selection.ids, annotator, s.claim_ttl_s, room,
+                                                    s.max_claims_per_annotator)
     score = dict(zip(selection.ids, selection.scores, strict=True))
     text = {d.id: d.text for d in docs}
-    preds = await rt.suggest(served, [text[i] for i in claimed]) if claimed else []
-    space = served.model.label_space
+    # the suggestions by the model's own decoding, through the micro-batcher like any tag request
+    tagged = await rt.tag([text[i] for i in claimed], served.model.decoding, check_budget=False) if claimed else []
     out = [
         NextBatchDocument(id=doc_id, text=text[doc_id], score=float(np.nan_to_num(score[doc_id], nan=-1e9, posinf=1e9, neginf=-1e9)),
-                          suggested=_scores([(x, sc, x not in space, p.sources_of(x)) for x, sc in zip(p.labels, p.scores, strict=True)]))
-        for doc_id, p in zip(claimed, preds, strict=True)
+                          suggested=_scores(labels_of(t, None, None, served.model.decoding.min_labels)))
+        for doc_id, t in zip(claimed, tagged, strict=True)
     ]
     return NextBatchResponse(claim_id=claim_id, expires_at=time.time() + s.claim_ttl_s, strategy=data.strategy,
                              model_version=served.version, documents=out)
@@ -243,24 +260,34 @@ async def release(data: ReleaseRequest, rt: Runtime, request: Request) -> Releas
         raise bad_request("claim_id", "give exactly one of claim_id and annotator")
     # with a token only the token's annotator's claims (of claim_id, when given); with the key those of annotator
     acting = acting_annotator(request, data.annotator or "")
-    annotator = acting if request.scope.get(SCOPE_KEY) is not None or data.annotator is not None else None  # type: ignore[call-overload]
+    annotator = acting if token_of(request) is not None or data.annotator is not None else None
     n = await asyncio.to_thread(rt.storage.release_claims, data.claim_id, annotator=annotator, document_ids=data.document_ids)
     return ReleaseResponse(released=n)
 
 
 @post("/v1/annotations", tags=["active learning"], guards=ANNOTATE, security=[{"apiKey": []}], status_code=HTTP_200_OK,
-      responses=errors(404),
+      responses=errors(404, 409),
       summary="Store the labels of a document (idempotent by document and round; the last write wins, all are kept in history)",
-      description="Answered only once the write is committed to the database. The document must be in the pool unless text is given.")
+      description="Answered only once the write is committed to the database. The document must be in the pool unless text is "
+                  "given (with the API key); a text that differs from the stored document's is a 409. An annotator's token "
+                  "annotates round 0 of a pool document that nobody else holds claimed and nobody else annotated (else 409), "
+                  "and sets neither text nor round (403).")
 async def annotate(data: AnnotationRequest, rt: Runtime, request: Request) -> AnnotationResponse:
     annotator = acting_annotator(request, data.annotator)
+    token = token_of(request) is not None
+    if token and data.text is not None:
+        raise forbidden("text", "an annotator's token annotates pool documents; documents are added with the API key")
+    if token and data.round != 0:
+        raise forbidden("round", "an annotator's token annotates round 0; other rounds are written with the API key")
     if data.text is not None:
         check_texts(rt, [data.text], "text")
     try:
         ann = await asyncio.to_thread(lambda: rt.storage.annotate(data.document_id, data.labels, data.round, annotator, data.text,
-                                                                  seconds=data.seconds))
+                                                                  seconds=data.seconds, own_only=token))
     except KeyError:
         raise NotFoundException(f"document_id: no document {data.document_id!r} in the pool (add it, or give its text)") from None
+    except Conflict as e:
+        raise conflict(e.key, str(e)) from None
     except ValueError as e:  # a label empty after trimming
         key, _, message = str(e).partition(": ")
         raise bad_request(key, message) from None
@@ -269,7 +296,7 @@ async def annotate(data: AnnotationRequest, rt: Runtime, request: Request) -> An
                               writes=ann.writes, updated_at=ann.updated_at, seconds=ann.seconds)
 
 
-@get("/v1/annotations", tags=["active learning"], media_type="application/x-ndjson",
+@get("/v1/annotations", tags=["active learning"], guards=READ, security=[{"apiKey": []}], media_type="application/x-ndjson",
      summary="Export annotations as JSON Lines (the last write per document and round; history=true for every write and deletion)")
 async def export_annotations(rt: Runtime, history: bool = False,
                              round: Annotated[int | None, Parameter(ge=0, le=MAX_INT32)] = None) -> Response[bytes]:
@@ -298,8 +325,15 @@ def export_line(a: Annotation, history: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- retraining
 
 
-def job_of(record: dict[str, Any]) -> Job:
-    return Job(**{f: record[f] for f in Job.__struct_fields__})
+SERVER_FIELDS = {"host": "", "pid": None, "pgid": None, "model_dir": "", "detail": ""}
+"""What a job's record says of the server (its host, the trainer's process, paths, command line, output): the
+API key's alone."""
+
+
+def job_of(record: dict[str, Any], admin: bool = True) -> Job:
+    """The job as the API key (``admin``) sees it, or without :data:`SERVER_FIELDS`."""
+    values: dict[str, Any] = {f: record[f] if admin or f not in SERVER_FIELDS else SERVER_FIELDS[f] for f in Job.__struct_fields__}
+    return Job(**values)
 
 
 @post("/v1/retrain", tags=["retraining"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_202_ACCEPTED,
@@ -319,12 +353,14 @@ async def retrain(data: RetrainRequest, rt: Runtime) -> Job:
     return job_of(await asyncio.to_thread(rt.jobs.job_view, job_id))  # type: ignore[arg-type]
 
 
-@get("/v1/jobs/{job_id:str}", tags=["retraining"], responses=errors(404), summary="A retraining job: status, progress, metrics, whether it was swapped in")
-async def get_job(job_id: str, rt: Runtime) -> Job:
+@get("/v1/jobs/{job_id:str}", tags=["retraining"], guards=READ, security=[{"apiKey": []}], responses=errors(404),
+     summary="A retraining job: status, progress, metrics, whether it was swapped in",
+     description="With the read key without the server's side: host, process, model directory, command line and output.")
+async def get_job(job_id: str, rt: Runtime, request: Request) -> Job:
     record = await asyncio.to_thread(rt.jobs.job_view, job_id)
     if record is None:
         raise NotFoundException(f"no job {job_id!r}")
-    return job_of(record)
+    return job_of(record, admin=has_api_key(request))
 
 
 @delete("/v1/jobs/{job_id:str}", tags=["retraining"], guards=WRITE, security=[{"apiKey": []}], status_code=HTTP_200_OK,

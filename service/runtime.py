@@ -6,16 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from litestar.exceptions import HTTPException, ServiceUnavailableException
 
 from xlgen.active.selection import ScoreCache, Selection, SelectionConfig, select_batch
+from xlgen.backends import Cancelled
 from xlgen.data import Document
-from xlgen.decoding import DecodingConfig, Prediction
-from xlgen.service.batcher import MicroBatcher, QueueFull
+from xlgen.decoding import DecodingConfig
+from xlgen.service.auth import KEY_FILE, load_or_make_key
+from xlgen.service.batcher import MicroBatcher, QueueFull, cut_chunks
 from xlgen.service.errors import bad_request
 from xlgen.service.inference import (
     ModelHolder,
@@ -25,6 +31,7 @@ from xlgen.service.inference import (
     ensure_export,
     load_served_model,
     run_tag_batch,
+    scan_work,
     text_work,
 )
 from xlgen.service.jobs import RetrainManager
@@ -37,6 +44,22 @@ log = logging.getLogger("xlgen.service")
 SERVING_KEY = "serving_model"
 SCORE_CACHE_ENTRIES = 32
 """Decoded pool samples kept per process (the selection cache has no bound of its own)."""
+
+
+@dataclass(frozen=True)
+class ScanKey:
+    """The micro-batcher's key of next-batch scoring: pieces of pool scans under one selection config."""
+
+    cfg: SelectionConfig
+
+
+@dataclass(frozen=True, eq=False)
+class ScanPiece:
+    """Pool documents scored in one model call, with what their scoring reads."""
+
+    served: ServedModel
+    docs: tuple[Document, ...]
+    labelled: tuple[Document, ...]
 
 
 class Runtime:
@@ -53,7 +76,7 @@ class Runtime:
         # one thread runs the model, so torch never sees two calls at once
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="xlgen-model")
         self.batcher = MicroBatcher(
-            lambda cfg, texts, should_stop: run_tag_batch(self.holder, cfg, texts, should_stop),  # type: ignore[arg-type]
+            self._run_batch,
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,
@@ -65,6 +88,16 @@ class Runtime:
         self._jobs: RetrainManager | None = None
         self._tasks: list[asyncio.Task] = []
         self._score_cache = ScoreCache()
+        self._api_key = settings.api_key
+        # one next-batch at a time per annotator: a loop of calls from one token cannot stack scorings
+        self._annotator_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @property
+    def api_key(self) -> str:
+        """The API key: the configured one, or the one made and kept in the work directory at start."""
+        if not self._api_key:
+            raise ServiceUnavailableException("the service is starting")
+        return self._api_key
 
     @property
     def storage(self) -> Storage:
@@ -84,6 +117,8 @@ class Runtime:
         """Opens storage, starts the batcher and, in the background, loads the model."""
         s = self.settings
         Path(s.work_dir).mkdir(parents=True, exist_ok=True)
+        if not self._api_key:
+            self._api_key = await asyncio.to_thread(load_or_make_key, Path(s.work_dir) / KEY_FILE)
         self._storage = await asyncio.to_thread(Storage, s.database_url, s.table_prefix)
         self._jobs = RetrainManager(self._storage, s.work_dir, s.train_data, s.retrain_args,
                                     serving_f1=lambda: self.holder.current.dev_micro_f1 if self.holder.current else -1.0,
@@ -183,19 +218,24 @@ class Runtime:
             raise ServiceUnavailableException(detail=detail, headers={"Retry-After": "5"})
         return served
 
-    async def tag(self, texts: Sequence[str], decoding: DecodingConfig, field: str = "texts") -> list[Tagged]:
-        """Predictions through the micro-batcher: 400 naming ``field`` above the work budget, 503
-        when its queue is full, 504 on timeout (the request's work not yet done is dropped)."""
+    async def tag(self, texts: Sequence[str], decoding: DecodingConfig, field: str = "texts", check_budget: bool = True) -> list[Tagged]:
+        """Predictions through the micro-batcher: 400 naming ``field`` above the work budget (unless not
+        ``check_budget``: the service's own calls), 503 when its queue is full, 504 on timeout (the request's
+        work not yet done is dropped, the running chunk stopped)."""
         s = self.settings
         work = await asyncio.to_thread(text_work, self.require_model().model, texts, decoding)
-        if sum(work) > s.max_request_work:
+        if check_budget and sum(work) > s.max_request_work:
             self.metrics.rejected.labels(reason="work").inc()
-            raise bad_request(field, f"the request's work is {sum(work):,} token-sequences (input tokens of each text, at most the "
-                                     f"model's maximum input length, times {decoding.num_return} sequences per text); at most "
-                                     f"{s.max_request_work:,} (XLGEN_MAX_REQUEST_WORK): send fewer or shorter texts, or fewer "
-                                     "beams or samples")
+            raise bad_request(field, f"the request's work is {sum(work):,} token-sequences (each text's input tokens, at most the "
+                                     f"model's maximum input length, plus up to {decoding.max_new_tokens} decoded, times "
+                                     f"{decoding.num_return} sequences per text); at most {s.max_request_work:,} "
+                                     "(XLGEN_MAX_REQUEST_WORK): send fewer or shorter texts, or fewer beams or samples")
+        return await self._submit(decoding, list(texts), work)
+
+    async def _submit(self, key: Hashable, items: list[Any], work: Sequence[float]) -> list[Any]:
+        """``items`` through the micro-batcher under ``key``: 503 when its queue is full, 504 on timeout."""
         try:
-            return await self.batcher.submit(decoding, list(texts), timeout=s.request_timeout_s, work=work)
+            return await self.batcher.submit(key, items, timeout=self.settings.request_timeout_s, work=work)
         except QueueFull as e:
             self.metrics.rejected.labels(reason="queue_full").inc()
             raise ServiceUnavailableException(detail=f"too busy: {e}", headers={"Retry-After": "1"}) from None
@@ -203,19 +243,61 @@ class Runtime:
             self.metrics.rejected.labels(reason="timeout").inc()
             raise HTTPException(status_code=504, detail=f"no answer within {self.settings.request_timeout_s} s") from None
 
+    def _run_batch(self, key: Hashable, items: list[Any], should_stop: Callable[[], bool]) -> list[Any]:
+        """One model call of the micro-batcher, on the model thread: tag texts, or score pool pieces."""
+        if isinstance(key, ScanKey):
+            out = []
+            for piece in items:
+                if should_stop():
+                    raise Cancelled("next-batch scoring stopped: nobody waits for it")
+                out.append(self._scan(piece, key.cfg))
+            return out
+        return run_tag_batch(self.holder, key, items, should_stop)  # type: ignore[arg-type]
+
+    def _scan(self, piece: ScanPiece, cfg: SelectionConfig) -> Selection:
+        if len(self._score_cache.decoded) > SCORE_CACHE_ENTRIES:
+            self._score_cache.clear()
+        return select_batch(piece.served.model, piece.docs, replace(cfg, batch_size=min(cfg.batch_size, len(piece.docs))),
+                            self._score_cache, piece.labelled)
+
     async def select(self, served: ServedModel, docs: Sequence[Document], cfg: SelectionConfig,
                      labelled: Sequence[Document] = ()) -> Selection:
-        """The acquisition library's batch selection (score, rank, diversity, noise cut) over pool
-        documents, on the model thread (between micro-batches); scores are cached by the served
-        model's version."""
+        """The acquisition library's batch selection (score, rank, diversity, noise cut) over pool documents,
+        in pieces that take turns with tag requests in the micro-batcher.
 
-        def run() -> Selection:
-            if len(self._score_cache.decoded) > SCORE_CACHE_ENTRIES:
-                self._score_cache.clear()
-            return select_batch(served.model, docs, cfg, self._score_cache, labelled)
+        The documents (a random sample of ``cfg.pool_sample`` first, when given) are cut into pieces of about
+        ``XLGEN_CHUNK_WORK`` of decoding each (:func:`xlgen.service.inference.scan_work`); each piece runs
+        :func:`select_batch` on the model thread as one chunk, and the pieces' picks are ranked by their
+        scores. For a strategy that scores each document on its own this is the selection over all the
+        documents; diversity, Core-Set, DAL, ALPS and the noise cut choose within each piece. Scores are
+        cached by the served model's version.
+        """
+        docs = list(docs)
+        if cfg.pool_sample is not None and cfg.pool_sample < len(docs):
+            keep = np.sort(np.random.default_rng(cfg.seed).choice(len(docs), cfg.pool_sample, replace=False))
+            docs = [docs[i] for i in keep]
+        cfg = replace(cfg, pool_sample=None)
+        if not docs:
+            return Selection(indices=[], ids=[], scores=[], suggestions=[], seconds=0.0, n_scored=0, cached=False)
+        work = await asyncio.to_thread(scan_work, served.model, [d.text for d in docs], cfg)
+        s = self.settings
+        spans = cut_chunks(work, len(docs), s.chunk_work)
+        pieces = [ScanPiece(served, tuple(docs[a:b]), tuple(labelled)) for a, b in spans]
+        picked: list[Selection] = await self._submit(ScanKey(cfg), pieces, [sum(work[a:b]) for a, b in spans])
+        if len(picked) == 1:
+            return picked[0]
+        # best first across the pieces; a NaN score (an undefined acquisition value) ranks last
+        ranked = sorted(((score, i, k) for i, sel in enumerate(picked) for k, score in enumerate(sel.scores)),
+                        key=lambda x: (-x[0] if x[0] == x[0] else np.inf, x[1], x[2]))[: cfg.batch_size]
+        offsets = np.cumsum([0, *(b - a for a, b in spans)])
+        return Selection(indices=[int(offsets[i]) + picked[i].indices[k] for _, i, k in ranked],
+                         ids=[picked[i].ids[k] for _, i, k in ranked], scores=[picked[i].scores[k] for _, i, k in ranked],
+                         suggestions=[picked[i].suggestions[k] for _, i, k in ranked], seconds=sum(x.seconds for x in picked),
+                         n_scored=sum(x.n_scored for x in picked), cached=all(x.cached for x in picked))
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
-
-    async def suggest(self, served: ServedModel, texts: Sequence[str]) -> list[Prediction]:
-        """The model's labels (fused scores and their sources), by its default decoding, on the model thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, lambda: served.model.predict(list(texts)))
+    def annotator_lock(self, annotator: str) -> asyncio.Lock:
+        """The lock that lets one next-batch call of ``annotator`` run at a time in this process."""
+        lock = self._annotator_locks.get(annotator)
+        if lock is None:
+            lock = self._annotator_locks[annotator] = asyncio.Lock()
+        return lock

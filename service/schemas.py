@@ -91,8 +91,10 @@ class TagResponse(msgspec.Struct):
 
 
 class ModelInfo(msgspec.Struct):
+    """The served model; ``path`` (its directory on the server) only for the API key."""
+
     version: str
-    path: str
+    path: str | None
     label_count: int
     variant: str
     threshold: float
@@ -225,7 +227,9 @@ class RetrainRequest(Body):
 
 
 class Job(msgspec.Struct):
-    """A retraining job; ``pgid`` is the trainer's process group on ``host`` while it runs."""
+    """A retraining job; ``pgid`` is the trainer's process group on ``host`` while it runs. ``message`` is one
+    line for every reader; ``detail`` (the trainer's command line, the tail of its output), ``model_dir``,
+    ``host``, ``pid`` and ``pgid`` name the server and are shown to the API key only (empty for the read key)."""
 
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -243,6 +247,7 @@ class Job(msgspec.Struct):
     started_at: float | None = None
     finished_at: float | None = None
     cancel_requested: bool = False
+    detail: str = ""
 
 
 # ------------------------------------------------------------------------------------ new labels
@@ -312,9 +317,9 @@ class AnnotatorToken(msgspec.Struct):
 
 
 class WhoAmI(msgspec.Struct):
-    """Who the presented credentials are: ``admin`` (the API key, or none configured) or an annotator's token."""
+    """Who the presented credentials are: ``admin`` (the API key), ``reader`` (the read key) or an annotator's token."""
 
-    role: Literal["admin", "annotator"]
+    role: Literal["admin", "reader", "annotator"]
     annotator: str | None
     auth_required: bool
 

@@ -5,13 +5,19 @@ the default), then uvicorn runs the ``xlgen.service.app:create_app`` factory, so
 process reads the same settings::
 
     xlgen serve --model runs/goemotions/model --port 8000
-    XLGEN_MODEL=runs/goemotions/model uvicorn --factory xlgen.service.app:create_app --port 8000
+    python -m xlgen.service.serve --model runs/goemotions/model --port 8000    # the same, without the CLI
+
+The connections are served by :class:`xlgen.service.connections.GuardedH11Protocol` (a head and a body
+timeout, a connection cap below the open-file limit), with the keep-alive timeout, the backlog and the
+largest request head of the settings; the soft open-file limit is raised to the hard one first. Plain
+``uvicorn --factory xlgen.service.app:create_app`` runs the same app without those guards.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import fields
 
 from xlgen.extras import require
@@ -53,8 +59,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Validates the settings, exports them to the environment, and runs uvicorn."""
-    import uvicorn
-
     overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
     settings = Settings.from_env(**overrides)  # raises ValueError (exit 2) on a bad value
     if not settings.model:
@@ -71,6 +75,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     read_model_meta(os.path.join(settings.model, "xlgen.json"))  # a broken one: one line here, not a worker's traceback
     resolve_device(settings.device)
     os.environ.update(settings.to_env())
-    uvicorn.run("xlgen.service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level=settings.log_level.lower(), access_log=False)
+    run_server(settings, args.host, args.port, args.workers)
     return 0
+
+
+def run_server(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Runs the app under uvicorn with the guarded protocol and the settings' connection limits (the settings
+    must be in the environment already: every worker reads them there)."""
+    import uvicorn
+
+    from xlgen.service.connections import GuardedH11Protocol, install_accept_throttle, open_file_cap, raise_open_file_limit
+
+    soft = raise_open_file_limit()
+    cap = open_file_cap(settings.limit_concurrency)
+    if cap < settings.limit_concurrency:
+        print(f"xlgen serve: at most {cap} connections per worker (open-file limit {soft}; XLGEN_LIMIT_CONCURRENCY is "
+              f"{settings.limit_concurrency})", file=sys.stderr)
+    install_accept_throttle()
+    uvicorn.run("xlgen.service.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level=settings.log_level.lower(), access_log=False, http=GuardedH11Protocol,
+                timeout_keep_alive=settings.keep_alive_s, backlog=settings.backlog,  # type: ignore[arg-type]
+                h11_max_incomplete_event_size=settings.max_head_bytes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m xlgen.service.serve``: ``xlgen serve`` without the command line's other commands."""
+    parser = argparse.ArgumentParser(prog="python -m xlgen.service.serve", description="Run the REST service under uvicorn.")
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_serve(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

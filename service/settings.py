@@ -88,7 +88,15 @@ class Settings:
         retrain_encoder: Whether retraining a ``retrieval`` model also fine-tunes its sentence encoder on
             the annotators' yes/no answers (yes: a pair, no: a hard negative) and a replay of train pairs:
             ``auto`` (when there are answers), ``always`` or ``never``.
-        api_key: Key required in the ``X-API-Key`` header by every write endpoint; none when empty.
+        api_key: The API key (``X-API-Key`` header, a bearer token or the password of basic auth): every write,
+            every read of annotation data, annotators and jobs, server paths. When empty the service makes one
+            and keeps it in ``work_dir/api_key`` (see :mod:`xlgen.service.auth`), so that no default is open.
+        read_key: A key that reads what the API key reads (annotations, progress, jobs, labels, opinions) and
+            writes nothing; none when empty.
+        open_tagging: ``/v1/tag`` and Label Studio's ``/predict`` answer without a key; off, they need the API
+            key, the read key or an annotator's token.
+        labelstudio_projects: Label Studio project ids (comma-separated) whose webhook and ``/train`` events are
+            stored; an event of another project is refused (403). Empty: every project's.
         max_texts: Texts per tag request.
         max_pool_docs: Documents per pool request.
         max_chars: Characters per text.
@@ -99,9 +107,12 @@ class Settings:
         request_timeout_s: A tag request waiting longer gets 504; its chunks not yet run are dropped
             and the one running stops at its next decoding batch.
         max_request_work: Work budget of one tag request (and one Label Studio predict call), in
-            token-sequences: the sum over its texts of the input tokens (task prefix and end of
-            sequence included, at most the model's maximum input length) times the sequences
-            decoded per text (1 greedy, ``num_beams``, or ``num_samples``). Above it: 400.
+            token-sequences: the sum over its texts of the tokens read and written, the input tokens
+            (task prefix and end of sequence included, at most the model's maximum input length) plus
+            the longest decoded target (the model's ``max_new_tokens``: sampling at a high temperature
+            never stops early), times the sequences decoded per text (1 greedy, ``num_beams``, or
+            ``num_samples``). Above it: 400. The default is 64 texts of 512 input tokens with 64 decoded
+            at beam 8.
         chunk_work: Work per model call. A larger request is cut into chunks of at most this much
             work (and ``max_batch_size`` texts) that take turns with other requests, so a light
             request waits for about one chunk rather than for a whole heavy request.
@@ -118,6 +129,17 @@ class Settings:
         llm_key: Its API key (``XLGEN_LLM_KEY``; empty for servers that need none).
         llm_timeout_s: How long one second-opinion call may take before 504.
         log_level: Logging level.
+        header_timeout_s: Seconds a connection has to send a request's head (request line and headers), from
+            when it opens or its previous response ends; then it is answered 408 and closed. Idle and
+            slow-header connections cannot pile up.
+        body_timeout_s: Seconds a request's body has to arrive once its head has; then the connection is closed
+            and the request, if started, sees a disconnect.
+        keep_alive_s: Seconds an idle keep-alive connection stays open after a response.
+        limit_concurrency: Connections open at once (per worker process); a connection beyond it is answered 503
+            and closed at once. Capped further at start to the open-file limit minus a reserve, so that the
+            process never runs out of file descriptors.
+        backlog: Connections the kernel queues before the server accepts them.
+        max_head_bytes: Bytes of a request's head (h11's ``max_incomplete_event_size``); a larger head is a 400.
     """
 
     model: str = _env_field("", "model directory served at start")
@@ -131,7 +153,11 @@ class Settings:
     train_data: str = _env_field("", "base training dataset folder for retraining")
     retrain_args: str = _env_field("", "extra training options for every retraining job")
     retrain_encoder: str = _env_field("auto", "fine-tune a retrieval model's sentence encoder when retraining: auto (when annotators answered new-label questions), always, never")
-    api_key: str = _env_field("", "API key for write endpoints (X-API-Key header)")
+    api_key: str = _env_field("", "API key for writes and for reading annotation data, annotators and jobs (X-API-Key header; "
+                                  "default: made and kept in WORK_DIR/api_key)")
+    read_key: str = _env_field("", "key that reads annotations, progress, jobs, labels and opinions, and writes nothing (off when empty)")
+    open_tagging: bool = _env_field(True, "/v1/tag and Label Studio's /predict answer without a key")
+    labelstudio_projects: str = _env_field("", "Label Studio project ids (comma-separated) whose events are stored (default: every project's)")
     max_texts: int = _env_field(64, "texts per tag request")
     max_pool_docs: int = _env_field(1000, "documents per pool request")
     max_chars: int = _env_field(10_000, "characters per text")
@@ -140,7 +166,8 @@ class Settings:
     max_wait_ms: float = _env_field(5.0, "micro-batcher wait for more requests, in ms")
     max_queue: int = _env_field(1024, "texts waiting in the micro-batcher before 503")
     request_timeout_s: float = _env_field(30.0, "tag request timeout in seconds (504)")
-    max_request_work: int = _env_field(262_144, "work budget per tag request: sum over texts of input tokens x beams or samples")
+    max_request_work: int = _env_field(294_912, "work budget per tag request or predict call: sum over texts of (input tokens + "
+                                                "max_new_tokens) x beams or samples")
     chunk_work: int = _env_field(16_384, "work per model call; larger tag requests are cut into chunks that take turns")
     claim_ttl_s: float = _env_field(1800.0, "next-batch claim lifetime in seconds")
     max_claims_per_annotator: int = _env_field(50, "documents one annotator may hold claimed at once")
@@ -152,14 +179,30 @@ class Settings:
     llm_key: str = _env_field("", "API key of the chat endpoint")
     llm_timeout_s: float = _env_field(30.0, "seconds one second-opinion call may take (504 after)")
     log_level: str = _env_field("INFO", "logging level")
+    header_timeout_s: float = _env_field(10.0, "seconds a connection has to send a request's head (then 408, closed)")
+    body_timeout_s: float = _env_field(30.0, "seconds a request's body has to arrive after its head (then closed)")
+    keep_alive_s: float = _env_field(5.0, "seconds an idle keep-alive connection stays open")
+    limit_concurrency: int = _env_field(2048, "connections open at once per worker; beyond it 503 and closed "
+                                              "(capped at the open-file limit minus a reserve)")
+    backlog: int = _env_field(2048, "connections the kernel queues before they are accepted")
+    max_head_bytes: int = _env_field(16_384, "bytes of a request's head (request line and headers); more is a 400")
 
     def __post_init__(self) -> None:
         for name in ("max_texts", "max_pool_docs", "max_chars", "max_body_bytes", "max_batch_size", "max_queue", "pool_scan",
-                     "max_claims_per_annotator", "max_request_work", "chunk_work", "new_label_questions"):
+                     "max_claims_per_annotator", "max_request_work", "chunk_work", "new_label_questions", "limit_concurrency",
+                     "backlog", "max_head_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
         if self.max_wait_ms < 0 or self.request_timeout_s <= 0 or self.claim_ttl_s <= 0 or self.threads < 0 or self.llm_timeout_s <= 0:
             raise ValueError("max_wait_ms and threads must not be negative; timeouts and claim TTL must be positive")
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be positive")
+        if self.read_key and self.read_key == self.api_key:
+            raise ValueError(f"{PREFIX}READ_KEY must differ from {PREFIX}API_KEY (it would write)")
+        for project in self.projects:
+            if not project.isdigit():
+                raise ValueError(f"{PREFIX}LABELSTUDIO_PROJECTS lists project ids (comma-separated integers), not {project!r}")
         if self.retrain_encoder not in RETRAIN_ENCODER:
             raise ValueError(f"{PREFIX}RETRAIN_ENCODER must be one of {', '.join(RETRAIN_ENCODER)}, not {self.retrain_encoder!r}")
         if self.backend not in BACKENDS:
@@ -173,6 +216,11 @@ class Settings:
             object.__setattr__(self, name, absolute(getattr(self, name)))
         object.__setattr__(self, "db_url", absolute_sqlite_url(self.db_url))
         object.__setattr__(self, "retrain_args", retrain_args)
+
+    @property
+    def projects(self) -> frozenset[str]:
+        """The Label Studio project ids of ``labelstudio_projects`` (empty: every project)."""
+        return frozenset(p.strip() for p in self.labelstudio_projects.split(",") if p.strip())
 
     @property
     def database_url(self) -> str:

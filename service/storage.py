@@ -66,6 +66,18 @@ class JobLocked(Exception):
         self.job_id = job_id
 
 
+class Conflict(Exception):
+    """A write that the stored state refuses (answered 409).
+
+    Attributes:
+        key: The request field at fault (``document_id``, ``text``).
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 def clean_labels(labels: Sequence[str]) -> list[str]:
     """Labels trimmed, in order, without repeats.
 
@@ -198,6 +210,7 @@ def _tables(metadata: MetaData, prefix: str) -> dict[str, Table]:
             Column("started_at", Float, nullable=True),
             Column("finished_at", Float, nullable=True),
             Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+            Column("detail", Text, nullable=False, server_default=""),
         ),
         "locks": Table(
             prefix + "locks", metadata,
@@ -502,7 +515,8 @@ class Storage:
     # ------------------------------------------------------------------------------ annotations
 
     def annotate(self, document_id: str, labels: Sequence[str], round_: int, annotator: str = "", text: str | None = None,
-                 external_id: str | None = None, if_changed: bool = False, seconds: float | None = None) -> Annotation:
+                 external_id: str | None = None, if_changed: bool = False, seconds: float | None = None,
+                 own_only: bool = False, text_key: str = "text") -> Annotation:
         """Stores the labels of a document for a round (the last write wins; every write goes to
         the history) and closes its claim; committed before returning.
 
@@ -511,25 +525,45 @@ class Storage:
             labels: Its labels; stored trimmed, without repeats.
             round_: Active-learning round.
             annotator: Who wrote them.
-            text: The document text, for a document not in the pool.
+            text: The document text: adds a document not in the pool; for one in the pool it must be its text.
             external_id: The annotation in the tool it comes from, so that :meth:`delete_external` finds it.
             if_changed: Write nothing when the stored labels of this document and round already came from
                 ``external_id`` and equal ``labels`` (a tool sending every annotation again).
             seconds: Time spent on the document (stored with the write).
+            own_only: ``annotator`` writes only what is theirs to write (an annotator's token): a document
+                nobody else holds claimed, whose labels of this round nobody else wrote.
+            text_key: The request field that carried ``text``, named by a :class:`Conflict`.
 
         Raises:
             KeyError: If the document is not in the pool and no text is given.
             ValueError: Naming ``labels[i]`` for a label that is empty after trimming.
+            Conflict: ``text`` differs from the stored document's, or (``own_only``) another annotator holds the
+                document's claim or wrote its labels of this round.
         """
         d, a, h, c = self.t["documents"], self.t["annotations"], self.t["history"], self.t["claims"]
         now = time.time()
         labels = clean_labels(labels)
         with self.engine.begin() as conn:
-            if text is not None:
+            # checks and write in one step per document: two writers cannot both pass the checks
+            self._serialise(conn, "annotate:" + document_id)
+            stored = conn.execute(select(d.c.text).where(d.c.id == document_id)).first()
+            if stored is None and text is None:
+                raise KeyError(document_id)
+            if stored is None:
                 conn.execute(self._insert(d).on_conflict_do_nothing(index_elements=[d.c.id]).values(
                     id=document_id, text=text, added_at=now))
-            elif conn.execute(select(d.c.id).where(d.c.id == document_id)).first() is None:
-                raise KeyError(document_id)
+            elif text is not None and text != stored.text:
+                raise Conflict(text_key, f"document {document_id!r} holds another text; labels are stored only with the "
+                                         "text they were given for (give the document another id)")
+            if own_only:
+                claim = conn.execute(select(c.c.annotator).where(c.c.document_id == document_id, c.c.annotator != annotator,
+                                                                 c.c.expires_at >= now)).first()
+                if claim is not None:
+                    raise Conflict("document_id", f"document {document_id!r} is claimed by another annotator")
+                prior = conn.execute(select(a.c.annotator).where(a.c.document_id == document_id, a.c.round == round_)).first()
+                if prior is not None and prior.annotator != annotator:
+                    raise Conflict("document_id", f"document {document_id!r} was annotated by {prior.annotator!r}; "
+                                                  "an annotator's token does not overwrite another annotator")
             if if_changed:
                 row = conn.execute(select(a).where(a.c.document_id == document_id, a.c.round == round_)).first()
                 if row is not None and row.external_id == external_id and list(row.labels) == labels:
@@ -766,8 +800,9 @@ class Storage:
         def row(name: str) -> dict[str, Any]:
             return per.setdefault(name, {"annotator": name, "documents": 0, "questions": 0, "positives": 0})
 
+        for who, _ in sorted({(r.annotator, r.document_id) for r in ann}):  # a document annotated in two rounds is one
+            row(who)["documents"] += 1
         for r in ann:
-            row(r.annotator)["documents"] += 1
             if r.seconds is not None:
                 spent.setdefault(r.annotator, []).append(float(r.seconds))
         for r in answered:

@@ -146,9 +146,11 @@ def test_write_endpoints_need_the_key(client: TestClient, method: str, path: str
     assert client.post("/v1/tag", json={"texts": ["reads need no key"]}).status_code == 200
 
 
-def test_no_key_configured_means_open(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_no_key_configured_means_one_is_made(tiny_model_dir: Path, tmp_path: Path) -> None:
     with running(settings_for(tiny_model_dir, tmp_path / "svc", api_key="")) as c:
-        assert c.post("/v1/pool", json={"documents": [{"id": "a", "text": "x"}]}).status_code == 200
+        assert c.post("/v1/pool", json={"documents": [{"id": "a", "text": "x"}]}).status_code == 401
+        made = {"X-API-Key": (tmp_path / "svc" / "api_key").read_text().strip()}
+        assert c.post("/v1/pool", json={"documents": [{"id": "a", "text": "x"}]}, headers=made).status_code == 200
 
 
 # --------------------------------------------------------------------- pool, AL, annotations
@@ -181,13 +183,13 @@ def _annotation_flow(c: TestClient, tiny_data: Path) -> None:
     r = c.post("/v1/annotations", json={"document_id": "outside", "labels": ["x"], "text": "given with its text"}, headers=KEY)
     assert r.status_code == 200
 
-    export = c.get("/v1/annotations")
+    export = c.get("/v1/annotations", headers=KEY)
     assert export.headers["content-type"].startswith("application/x-ndjson")
     rows = [json.loads(line) for line in export.text.splitlines()]
     assert {(x["id"], x["round"]): x["labels"] for x in rows} == {(target, 0): ["joy"], (target, 1): ["anger"], ("outside", 0): ["x"]}
-    history = [json.loads(line) for line in c.get("/v1/annotations", params={"history": "true"}).text.splitlines()]
+    history = [json.loads(line) for line in c.get("/v1/annotations", params={"history": "true"}, headers=KEY).text.splitlines()]
     assert [x["labels"] for x in history if x["id"] == target] == [["joy", "love"], ["joy"], ["anger"]]
-    assert len(c.get("/v1/annotations", params={"round": 1}).text.splitlines()) == 1
+    assert len(c.get("/v1/annotations", params={"round": 1}, headers=KEY).text.splitlines()) == 1
 
 
 def test_pool_next_batch_annotations(client: TestClient, tiny_data: Path) -> None:
@@ -239,7 +241,7 @@ def test_next_batch_strategies(client: TestClient, tiny_data: Path) -> None:
 def _wait_job(c: TestClient, job_id: str, timeout: float = 120) -> dict:
     deadline = time.time() + timeout
     while True:
-        job = c.get(f"/v1/jobs/{job_id}").json()
+        job = c.get(f"/v1/jobs/{job_id}", headers=KEY).json()
         if job["status"] in ("succeeded", "failed"):
             return job
         assert time.time() < deadline, job
@@ -269,7 +271,7 @@ def test_retrain_keeps_a_worse_model_out_unless_forced(client: TestClient, tiny_
     assert r.status_code == 200 and r.json()["version"] != before["version"] and r.json()["path"] == job["model_dir"]
     assert client.post("/v1/tag", json={"texts": ["served by the new model"]}).json()["model_version"] == r.json()["version"]
     assert f'xlgen_model_info{{version="{r.json()["version"]}"}} 1.0' in client.get("/metrics").text
-    assert client.get("/v1/jobs/nope").status_code == 404
+    assert client.get("/v1/jobs/nope", headers=KEY).status_code == 404
     assert client.put("/v1/model", json={"model_dir": "/nowhere"}, headers=KEY).status_code == 400
 
 
@@ -280,7 +282,7 @@ def test_retrain_swaps_in_a_better_model(client: TestClient) -> None:
     job = _wait_job(client, client.post("/v1/retrain", json={"max_steps": 2, "eval_every": 2, "batch_size": 16}, headers=KEY).json()["id"])
     assert job["status"] == "succeeded" and job["swapped"] is True, job
     assert client.get("/v1/model").json()["version"] not in (before, "")
-    assert client.get("/v1/model").json()["path"] == job["model_dir"]
+    assert client.get("/v1/model", headers=KEY).json()["path"] == job["model_dir"]
 
 
 def test_retrain_without_base_data_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -324,7 +326,7 @@ def test_label_studio_protocol(client: TestClient) -> None:
     assert r.status_code == 200
     assert r.json() == {"status": "ok", "stored": [{"document_id": "ls-9", "labels": ["joy", "excitement"], "annotation": None}],
                         "skipped": []}
-    rows = [json.loads(x) for x in client.get("/v1/annotations").text.splitlines()]
+    rows = [json.loads(x) for x in client.get("/v1/annotations", headers=KEY).text.splitlines()]
     assert rows[0]["id"] == "ls-9" and rows[0]["text"] == "great news"
     assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}, headers=KEY).json()["status"] == "ignored"
 

@@ -94,7 +94,7 @@ def test_upgrade_keeps_the_rows_of_a_database_made_before_revisions(database: tu
 
     storage = Storage(url, prefix)
     try:
-        assert storage.schema_version == migrations.head_revision() == "0005"
+        assert storage.schema_version == migrations.head_revision() == "0006"
         (ann,) = storage.annotations()
         assert (ann.document_id, ann.labels, ann.annotator, ann.writes, ann.text, ann.external_id) == ("d1", ["joy"], "a", 2, "kept", None)
         assert [(a.labels, a.action) for a in storage.annotations(history=True)] == [(["joy", "love"], "write"), (["joy"], "write")]
@@ -107,7 +107,7 @@ def test_upgrade_keeps_the_rows_of_a_database_made_before_revisions(database: tu
         assert storage.delete_external(["labelstudio:7"]) == [("d2", 0)]
         new = storage.create_job({}, owner="w2", host="h", server="1:2")
         assert storage.lock_holder() == new and storage.finish_job(new, "cancelled")
-        assert Storage(url, prefix).schema_version == "0005"  # opening again changes nothing
+        assert Storage(url, prefix).schema_version == "0006"  # opening again changes nothing
     finally:
         storage.drop_all()
 
@@ -136,10 +136,10 @@ def test_workers_opening_a_new_database_at_once_migrate_it_once(database: tuple[
     with ThreadPoolExecutor(4) as pool:
         opened = list(pool.map(lambda _: Storage(url, prefix), range(4)))
     try:
-        assert {s.schema_version for s in opened} == {"0005"}
+        assert {s.schema_version for s in opened} == {"0006"}
         with opened[0].engine.connect() as conn:
             version = Table(prefix + migrations.VERSION_TABLE, MetaData(), autoload_with=conn)
-            assert conn.execute(select(version)).all() == [("0005",)]
+            assert conn.execute(select(version)).all() == [("0006",)]
     finally:
         for s in opened[1:]:
             s.close()

@@ -59,9 +59,9 @@ def test_only_json_bodies_are_read(client: TestClient, method: str, path: str) -
 
 def test_a_form_post_cannot_start_a_retraining(tiny_model_dir: Path, tiny_data: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without a key configured, a page on another site can post a form or text/plain to the service
-    (no CORS preflight for those): it must not reach the retraining handler."""
-    with running(settings_for(tiny_model_dir, tmp_path / "svc", train_data=str(tiny_data), api_key="")) as c:
+    """A page on another site can post a form or text/plain to the service (no CORS preflight for those), and a
+    browser may add credentials it holds: even with the key such a body must not reach the retraining handler."""
+    with running(settings_for(tiny_model_dir, tmp_path / "svc", train_data=str(tiny_data))) as c:
         started: list[dict] = []
 
         async def start(params: dict) -> str:
@@ -70,7 +70,7 @@ def test_a_form_post_cannot_start_a_retraining(tiny_model_dir: Path, tiny_data: 
 
         monkeypatch.setattr(c.app.state.runtime.jobs, "start", start)
         for content_type in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"):
-            assert c.post("/v1/retrain", content=b"{}", headers={"content-type": content_type}).status_code == 415
+            assert c.post("/v1/retrain", content=b"{}", headers={"content-type": content_type, **KEY}).status_code == 415
         assert started == []
         ok = c.post("/v1/tag", content=b'{"texts": ["hi"]}', headers={"content-type": "application/json; charset=UTF-8"})
         assert ok.status_code == 200
@@ -120,9 +120,9 @@ def test_annotation_limits(client: TestClient, body: dict, key: str) -> None:
 
 def test_round_in_the_query(client: TestClient) -> None:
     for value in (str(2**70), str(2**31), "-1", "x"):
-        r = client.get("/v1/annotations", params={"round": value})
+        r = client.get("/v1/annotations", params={"round": value}, headers=KEY)
         assert r.status_code == 400 and keys(r) == ["round"], (value, r.text)
-    assert client.get("/v1/annotations", params={"round": "0"}).status_code == 200
+    assert client.get("/v1/annotations", params={"round": "0"}, headers=KEY).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -146,9 +146,9 @@ def test_size_limits_on_every_route(client: TestClient, method: str, path: str, 
 
 def test_path_ids_are_limited(client: TestClient) -> None:
     for job_id in ("j" * 257, "a%01b", "a%00b"):
-        r = client.get(f"/v1/jobs/{job_id}")
+        r = client.get(f"/v1/jobs/{job_id}", headers=KEY)
         assert r.status_code == 400 and keys(r) == ["job_id"], (job_id, r.text)
-    assert client.get("/v1/jobs/" + "j" * 256).status_code == 404
+    assert client.get("/v1/jobs/" + "j" * 256, headers=KEY).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -177,20 +177,22 @@ def test_decoding_extremes_inside_the_bounds_answer(client: TestClient) -> None:
 
 
 def test_work_budget(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """8 long texts are 8 x 48 input tokens on the tiny model: beam 5 costs 1,920 token-sequences."""
-    with running(settings_for(tiny_model_dir, tmp_path / "svc", max_request_work=2_000)) as c:
-        assert c.post("/v1/tag", json={"texts": [LONG] * 8}).status_code == 200  # 1,920
+    """8 long texts are 8 x (48 input + 16 decoded) tokens on the tiny model: beam 5 costs 2,560 token-sequences."""
+    with running(settings_for(tiny_model_dir, tmp_path / "svc", max_request_work=3_000)) as c:
+        assert c.post("/v1/tag", json={"texts": [LONG] * 8}).status_code == 200  # 2,560
         r = c.post("/v1/tag", json={"texts": [LONG] * 8, "num_beams": 64})
-        assert r.status_code == 400 and keys(r) == ["num_beams"] and "24,576" in r.text and "XLGEN_MAX_REQUEST_WORK" in r.text
+        assert r.status_code == 400 and keys(r) == ["num_beams"] and "32,768" in r.text and "XLGEN_MAX_REQUEST_WORK" in r.text
         r = c.post("/v1/tag", json={"texts": [LONG] * 8, "strategy": "sample", "num_samples": 256})
         assert r.status_code == 400 and keys(r) == ["num_samples"], r.text
         r = c.post("/v1/tag", json={"texts": [LONG] * 8, "strategy": "beam", "min_labels": 1, "threshold": 0.5})
         assert r.status_code == 200
         r = c.post("/v1/tag", json={"texts": [LONG] * 9})  # texts itself over the limit of 8 comes first
         assert r.status_code == 400 and keys(r) == ["texts"]
-        # one short text may use many samples: its cost is its own length
-        assert c.post("/v1/tag", json={"texts": ["hi"], "strategy": "sample", "num_samples": 256}).status_code == 200
-        assert 'xlgen_rejected_requests_total{reason="work"} 2.0' in c.get("/metrics").text
+        # a short text's samples cost its input and its decoded length each: 128 fit, 256 do not
+        assert c.post("/v1/tag", json={"texts": ["hi"], "strategy": "sample", "num_samples": 128}).status_code == 200
+        r = c.post("/v1/tag", json={"texts": ["hi"], "strategy": "sample", "num_samples": 256})
+        assert r.status_code == 400 and keys(r) == ["num_samples"], r.text
+        assert 'xlgen_rejected_requests_total{reason="work"} 3.0' in c.get("/metrics").text
     with running(settings_for(tiny_model_dir, tmp_path / "svc2", max_request_work=1_000)) as c:
         r = c.post("/v1/tag", json={"texts": [LONG] * 8})
         assert r.status_code == 400 and keys(r) == ["texts"], r.text
@@ -200,7 +202,7 @@ def test_the_readme_requests_fit_the_default_budget(tiny_model_dir: Path, tmp_pa
     from xlgen.service.settings import Settings
 
     budget = Settings().max_request_work
-    assert budget >= 64 * 512 * 5  # max_texts texts of a 512-token model, beam 5
+    assert budget >= 64 * (512 + 64) * 5  # max_texts texts of a 512-token model decoding 64 tokens, beam 5
     with running(settings_for(tiny_model_dir, tmp_path / "svc", max_texts=64, max_chars=10_000)) as c:
         for extra in ({"num_beams": 64}, {"strategy": "sample", "num_samples": 256}):
             r = c.post("/v1/tag", json={"texts": ["Thanks, this is great!", {"id": "t2", "text": "I am so angry right now"}], **extra})

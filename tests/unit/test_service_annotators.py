@@ -32,7 +32,7 @@ def test_a_token_acts_as_its_annotator_and_only_where_annotators_may(tiny_model_
         assert r.status_code == 200 and r.json()["annotator"] == "ann" and r.json()["seconds"] == 4.25
         r = c.post("/v1/annotations", json={"document_id": got_a[1]["id"], "labels": ["joy"], "seconds": -1}, headers=ann)
         assert r.status_code == 400 and r.json()["extra"][0]["key"] == "seconds"
-        line = json.loads(c.get("/v1/annotations").text.splitlines()[0])
+        line = json.loads(c.get("/v1/annotations", headers=KEY).text.splitlines()[0])
         assert line["annotator"] == "ann" and line["seconds"] == 4.25
 
         # a token releases only its own annotator's claims, even with another's claim id
@@ -63,7 +63,7 @@ def test_progress_counts_per_annotator_and_lists_jobs(tiny_model_dir: Path, tiny
         job = storage.create_job({"force": False})
         storage.finish_job(job, "succeeded", metrics={"dev_micro_f1": 0.5, "dev_macro_f1": 0.25}, swapped=True,
                            progress={"train_docs": {"total": 404}})
-        p = c.get("/v1/progress").json()
+        p = c.get("/v1/progress", headers=KEY).json()
         assert p["documents"] == 4 and p["pool_size"] == 6 and p["questions"] == 0
         rows = {a["annotator"]: a for a in p["annotators"]}
         assert rows["ann"]["documents"] == 3 and rows["bob"]["documents"] == 1
@@ -76,11 +76,11 @@ def test_progress_counts_per_annotator_and_lists_jobs(tiny_model_dir: Path, tiny
 
 def test_label_space_autocompletes_prefix_first(tiny_model_dir: Path, tmp_path: Path) -> None:
     with running(settings_for(tiny_model_dir, tmp_path / "svc")) as c:
-        r = c.get("/v1/label-space", params={"q": "AD"}).json()
+        r = c.get("/v1/label-space", params={"q": "AD"}, headers=KEY).json()
         assert r["labels"] == ["admiration", "sadness"]  # case-blind; the prefix match first, then the match inside
-        assert r["total"] == 2 and c.get("/v1/label-space").json()["total"] == 27  # matches, before the limit
-        assert len(c.get("/v1/label-space", params={"limit": 3}).json()["labels"]) == 3
-        assert c.get("/v1/label-space", params={"limit": 0}).status_code == 400
+        assert r["total"] == 2 and c.get("/v1/label-space", headers=KEY).json()["total"] == 27  # matches, before the limit
+        assert len(c.get("/v1/label-space", params={"limit": 3}, headers=KEY).json()["labels"]) == 3
+        assert c.get("/v1/label-space", params={"limit": 0}, headers=KEY).status_code == 400
 
 
 def test_the_pages_are_served(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def client(tiny_model_dir: Path, tiny_data: Path, tmp_path: Path) -> Iterator[Te
 
 
 def export(c: TestClient, history: bool = False) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in c.get("/v1/annotations", params={"history": str(history).lower()}).text.splitlines()]
+    return [json.loads(x) for x in c.get("/v1/annotations", params={"history": str(history).lower()}, headers=KEY).text.splitlines()]
 
 
 def hook(c: TestClient, body: dict[str, Any]) -> Any:

@@ -357,7 +357,7 @@
       el("tr", { "data-annotator": a.annotator }, el("td", {}, a.annotator || "(anonymous)"), el("td", {}, a.documents), el("td", {}, a.questions),
         el("td", {}, a.positives), el("td", {}, a.median_seconds === null ? "–" : a.median_seconds.toFixed(1)), el("td", {}, (a.total_seconds / 60).toFixed(1)))));
     $("p-model").textContent = p.model_version
-      ? `${p.model_version} from ${p.model_path}: dev micro-F1 ${fmt(p.model_dev_micro_f1)}, macro-F1 ${fmt(p.model_dev_macro_f1)}`
+      ? `${p.model_version}${p.model_path ? ` from ${p.model_path}` : ""}: dev micro-F1 ${fmt(p.model_dev_micro_f1)}, macro-F1 ${fmt(p.model_dev_macro_f1)}`
       : "no model loaded";
     $("p-jobs").querySelector("tbody").replaceChildren(...p.jobs.slice().reverse().map((j) => {
       const swap = j.status === "succeeded" && !j.swapped && me.role === "admin"
