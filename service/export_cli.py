@@ -29,12 +29,18 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Exports, then prints each export's manifest as one JSON line."""
-    from xlgen.backends.export import read_export
+    from xlgen.backends.export import UnsupportedExport, read_export
     from xlgen.model import export_model
 
     for backend in FOLDERS if args.backend == "all" else (args.backend,):
         started = time.perf_counter()
-        path = export_model(args.model, backend, quantization=args.quantization, compute_type=args.compute_type)
+        try:
+            path = export_model(args.model, backend, quantization=args.quantization, compute_type=args.compute_type)
+        except UnsupportedExport as e:
+            if args.backend != "all":
+                raise
+            print(json.dumps({"backend": backend, "skipped": str(e)}))  # all: every backend that can serve this model
+            continue
         info = read_export(args.model, backend)
         print(json.dumps({"path": str(path), "seconds": round(time.perf_counter() - started, 1), **vars(info)}))
     return 0

@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from xlgen.backbone import BACKBONES
 from xlgen.config import opt
 from xlgen.encoders.config import ENCODER_QUANTIZATIONS, STATIC_ENCODERS
 from xlgen.fusion import GENERATOR_FEATURE_SETS
@@ -15,6 +16,8 @@ from xlgen.labels import ORDERS
 from xlgen.modeling import PRESETS
 
 DEFAULT_DATA = "data/goemotions"
+GENERATOR_GATES = ("auto", "always", "never")
+"""``--generator``: whether the saved model serves its generator stage."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,13 @@ class TrainConfig:
     dev_file: str | None = opt(None, "dev split file (overrides DATA)")
     test_file: str | None = opt(None, "test split file (overrides DATA); evaluated after training if present")
     evaluate_test: bool = opt(True, "evaluate on the test split after training, when there is one (off: a later `xlgen evaluate` does it, e.g. on the exported backend)")
+    backbone: str = opt("t5", "what reads the document: t5, the T5's own encoder (a --preset from scratch or --base-model); sentence-encoder, the retrieval variant's frozen pretrained sentence encoder (--encoder), one pass of which gives the retriever its vector and the generator its token states, read by a T5 of the encoder's width (--reader-layers, --decoder-layers) over label pieces of the encoder's own vocabulary", choices=BACKBONES)
+    reader_layers: int = opt(1, "sentence-encoder backbone: T5 encoder blocks (from scratch) over the frozen token states and the candidates")
+    decoder_layers: int = opt(2, "sentence-encoder backbone: T5 decoder blocks (from scratch)")
+    decoder_heads: int = opt(6, "sentence-encoder backbone: attention heads (the encoder width must divide by it)")
+    decoder_ff: int = opt(1024, "sentence-encoder backbone: feed-forward size of each block")
+    decoder_init: str = opt("encoder", "sentence-encoder backbone: label-piece embeddings (tied to the output layer) start from the sentence encoder's embeddings of the same pieces ('encoder') or at random ('random')", choices=("encoder", "random"))
+    generator: str = opt("auto", "serve the generator stage? auto: only where it beats the retriever stage on dev (out-of-fold, as the fusion is fitted), else the saved model serves the retriever stage alone and says so; always; never (the retriever stage alone, no generator trained)", choices=GENERATOR_GATES)
     preset: str = opt("cpu", "model shape built from scratch with a new SentencePiece tokenizer", choices=tuple(PRESETS))
     base_model: str | None = opt(None, "pretrained T5 (hub name such as t5-base, or a local directory) instead of a preset")
     lora: bool = opt(False, "train a LoRA adapter (peft) instead of all weights; needs --base-model")
@@ -106,6 +116,15 @@ class TrainConfig:
             raise ValueError("--encoder-pairs must not be negative and --encoder-epochs must be positive")
         if self.bcl_lambda < 0:
             raise ValueError("--bcl-lambda must not be negative")
+        if self.backbone == "sentence-encoder":
+            if self.variant != "retrieval":
+                raise ValueError("--backbone sentence-encoder needs --variant retrieval (its retriever holds the sentence encoder)")
+            if self.base_model or self.lora:
+                raise ValueError("--backbone sentence-encoder builds its generator on the sentence encoder: no --base-model, no --lora")
+            if self.reader_layers < 0 or self.decoder_layers < 1 or self.decoder_heads < 1 or self.decoder_ff < 1:
+                raise ValueError("--reader-layers must be >= 0; --decoder-layers, --decoder-heads and --decoder-ff >= 1")
+        if self.generator != "auto" and self.variant != "retrieval":
+            raise ValueError("--generator always|never needs --variant retrieval (only its fusion can serve without the generator)")
         if self.cluster_features == "encoder" and not self.clusters and self.variant != "base" and not self.base_model:
             raise ValueError("--cluster-features encoder needs --base-model (an xlgen model directory)")
 

@@ -120,17 +120,24 @@ def build_retrieval(cfg: TrainConfig, train: Sequence[Document], work_dir: Path)
     train documents leak free, fits the fusion's retriever stage on those candidates, and keeps them
     as the generator's training inputs. With ``--fine-tune-encoder`` the encoder is fine-tuned first
     (:func:`fine_tuned_encoder`), and the saved retriever carries it."""
-    from xlgen.encoders import EmbeddingCache, LabelRetriever, RetrieverConfig
+    from xlgen.encoders import EmbeddingCache, EncoderConfig, LabelRetriever, RetrieverConfig, SentenceEncoder
 
     encoder = str(fine_tuned_encoder(cfg, train, work_dir)) if cfg.fine_tune_encoder else cfg.encoder
     rcfg = RetrieverConfig(sources=cfg.retriever_sources, encoder=encoder, encoder_quantization=cfg.encoder_quantization,
                            candidates=cfg.retriever_candidates, seed=cfg.seed)
-    retriever = LabelRetriever.fit(train, cfg.label_file, config=rcfg, cache=EmbeddingCache(), progress=cfg.progress)
+    cache = EmbeddingCache()
+    loaded = SentenceEncoder.load(EncoderConfig(name=encoder, quantization=cfg.encoder_quantization))
+    states = None
+    if cfg.backbone == "sentence-encoder":  # one pass: the token states for the generator, the vectors into the cache
+        from xlgen.training.states import train_states
+
+        states = train_states(cfg, train, loaded, cache, work_dir / "token_states")
+    retriever = LabelRetriever.fit(train, cfg.label_file, config=rcfg, encoder=loaded, cache=cache, progress=cfg.progress)
     log.info("retriever fitted: %s", {k: round(v, 1) for k, v in retriever.fit_seconds.items()})
     candidates = retriever.score_train(train)
     stage = fit_retriever_stage(candidates, [d.labels for d in train], retriever.counts)
     return RetrievalGuidance(retriever, Fusion(stage, None, rcfg.candidates), cfg.candidates_in_input, train_candidates=candidates,
-                             generator_features=cfg.fusion_features)
+                             generator_features=cfg.fusion_features, train_states=states)
 
 
 def refresh_guidance(guidance: Guidance | None, docs: Sequence[Document]) -> None:
@@ -149,18 +156,30 @@ class Objective(nn.Module):
         model: The T5 (or peft-wrapped T5).
         guidance: The model's guidance, if any (its head, extra inputs and loss).
         label_smoothing: Label smoothing of the generation loss.
+        text_id: The ``<text>`` id of a ``sentence-encoder`` generator, whose batches carry token states.
     """
 
-    def __init__(self, model: nn.Module, guidance: Guidance | None = None, label_smoothing: float = 0.0):
+    def __init__(self, model: nn.Module, guidance: Guidance | None = None, label_smoothing: float = 0.0, text_id: int | None = None):
         super().__init__()
         self.model, self.head = model, guidance.head if guidance is not None else None
-        self.guidance, self.label_smoothing = guidance, label_smoothing
+        self.guidance, self.label_smoothing, self.text_id = guidance, label_smoothing, text_id
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 **extras: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, parts)``; ``labels`` ``(batch, tgt_len)`` with -100 at padding; ``extras`` are
-        the guidance's batch tensors."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        the guidance's batch tensors, and on the ``sentence-encoder`` backbone ``text_states`` ``(batch, src_len,
+        width)``, the frozen token states the ``<text>`` positions take."""
+        text_states = extras.pop("text_states", None)
+        if text_states is not None:
+            from xlgen.backbone import input_embeddings
+            from xlgen.modeling import base_model
+
+            if self.text_id is None:
+                raise ValueError("token states in a batch of a model without a <text> id")
+            embeds = input_embeddings(base_model(self.model), input_ids, text_states, self.text_id)
+            out = self.model(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)  # (batch, src_len, width) in
+        else:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         logits = out.logits  # (batch, tgt_len, vocab)
         xent = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=self.label_smoothing)
         extra = self.guidance.loss(out.encoder_last_hidden_state, attention_mask, extras) if self.guidance is not None else None

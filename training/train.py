@@ -38,6 +38,7 @@ from xlgen.decoding import DecodingConfig
 from xlgen.devices import bf16_supported, cpu_bf16_native, resolve_device
 from xlgen.digests import state_digest
 from xlgen.evaluation import Evaluator
+from xlgen.fusion import GeneratorGate, gate_generator
 from xlgen.guidance import Example, label_inputs
 from xlgen.initialization import init_embeddings
 from xlgen.labels import LabelSpace, simulate_pu
@@ -93,7 +94,14 @@ def _looks_like_path(name: str) -> bool:
 
 def build_tokenizer(cfg: TrainConfig, train: Sequence[Document]) -> Tokenizer:
     """A new SentencePiece model for a preset; the base model's tokenizer otherwise (an xlgen model
-    directory as ``--base-model`` continues with its own tokenizer)."""
+    directory as ``--base-model`` continues with its own tokenizer); on the ``sentence-encoder`` backbone, the
+    sentence encoder's WordPiece pieces that the train labels (and a ``--label-file``'s) use."""
+    if cfg.backbone == "sentence-encoder":
+        from xlgen.backbone import encoder_tokenizer, label_tokenizer
+        from xlgen.encoders.label_texts import read_label_file
+
+        labels = [x for d in train for x in d.labels] + (list(read_label_file(cfg.label_file)) if cfg.label_file else [])
+        return label_tokenizer(encoder_tokenizer(cfg.encoder), labels)
     if cfg.base_model and (Path(cfg.base_model) / "xlgen.json").is_file():
         return load_tokenizer(cfg.base_model)
     if cfg.base_model and not Path(cfg.base_model).is_dir() and _looks_like_path(cfg.base_model):
@@ -112,7 +120,12 @@ def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train
                 work_dir: Path | None = None) -> XLGenModel:
     """The untrained model: a preset from scratch or a pretrained checkpoint (optionally LoRA), with
     its guidance (:func:`xlgen.training.guidance.build_guidance`, kept in ``work_dir``)."""
-    if cfg.base_model:
+    if cfg.backbone == "sentence-encoder":
+        from xlgen.backbone import DecoderShape, build_generator, encoder_width
+
+        shape = DecoderShape(cfg.reader_layers, cfg.decoder_layers, cfg.decoder_heads, cfg.decoder_ff)
+        t5 = build_generator(len(tok), encoder_width(cfg.encoder), shape, tok.pad_id, tok.eos_id)
+    elif cfg.base_model:
         t5 = load_pretrained(cfg.base_model, len(tok))
     else:
         t5 = build_from_preset(cfg.preset, len(tok), tok.pad_id, tok.eos_id)
@@ -120,7 +133,8 @@ def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train
             init_embeddings(t5, train, tok, label_space.labels, cfg.seed)
     model = apply_lora(t5, LoraSettings(r=cfg.lora_r, alpha=2 * cfg.lora_r)) if cfg.lora else t5
     settings = ModelSettings(
-        source=cfg.base_model or f"preset:{cfg.preset}",
+        source=f"encoder:{cfg.encoder}" if cfg.backbone == "sentence-encoder" else cfg.base_model or f"preset:{cfg.preset}",
+        backbone=cfg.backbone,
         max_input_length=cfg.max_input_length,
         max_target_length=cfg.max_target_length,
         label_order=cfg.label_order,
@@ -128,6 +142,12 @@ def build_model(cfg: TrainConfig, tok: Tokenizer, label_space: LabelSpace, train
         variant=cfg.variant,
     )
     guidance = build_guidance(cfg, train, t5.config.d_model, Path(work_dir or Path(cfg.output_dir) / "checkpoint"))
+    if cfg.backbone == "sentence-encoder" and cfg.decoder_init == "encoder":
+        from xlgen.backbone import init_from_encoder
+
+        st = guidance.retriever.encoder.model  # type: ignore[union-attr]
+        copied = init_from_encoder(t5, tok, st[0].auto_model.get_input_embeddings().weight, st.tokenizer)  # type: ignore[arg-type]
+        log.info("%d of %d label-piece embeddings start from the sentence encoder's", copied, len(tok))
     return XLGenModel(model, tok, label_space, settings, data_hash=data_hash(train), guidance=guidance,
                       decoding=DecodingConfig(max_new_tokens=cfg.max_target_length), data_license=cfg.data_license or "")
 
@@ -190,6 +210,14 @@ class Collator:
         input_ids, mask = pad_batch([self.examples[j].input_ids for j in idx], self.xm.tokenizer.pad_id, "cpu")
         labels_t, _ = pad_batch(targets, -100, "cpu")
         batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels_t}
+        if self.xm.reads_encoder_states:  # the frozen token states the <text> positions take
+            from xlgen.backbone import TEXT, EmbeddedInput, padded_states
+
+            text_id = self.xm.tokenizer.token_id(TEXT)
+            rows = [EmbeddedInput(self.examples[j].input_ids, g.text_states(self.examples[j].doc,  # type: ignore[union-attr]
+                                                                            self.examples[j].input_ids.count(text_id)))
+                    for j in idx]
+            batch["text_states"] = padded_states(rows, input_ids.shape[1], self.xm.t5.config.d_model)  # (batch, len, width)
         if g is not None:
             batch.update(g.batch_extras([self.train[self.examples[j].doc] for j in idx]))
         return batch
@@ -253,7 +281,12 @@ def fit(cfg: TrainConfig, xm: XLGenModel, train: Sequence[Document], dev: Sequen
     )
     steps_per_epoch = math.ceil(len(sampler) / accelerator.num_processes / cfg.grad_accum)
     total_steps = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
-    objective = Objective(xm.model, xm.guidance, cfg.label_smoothing)
+    text_id = None
+    if xm.reads_encoder_states:
+        from xlgen.backbone import TEXT
+
+        text_id = xm.tokenizer.token_id(TEXT)
+    objective = Objective(xm.model, xm.guidance, cfg.label_smoothing, text_id)
     optimizer = build_optimizer(cfg, xm.model, objective.head)
     warmup = max(1, int(cfg.warmup_ratio * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -354,13 +387,23 @@ def finish(cfg: TrainConfig, dev: Sequence[Document], test: Sequence[Document] |
     with the default decoding, evaluates on test, and saves ``output_dir/model``."""
     out = Path(cfg.output_dir)
     best = XLGenModel.load(out / "best", device=xm.device)
-    # a guidance that calibrates scores (retrieval: the fusion's generator stage) fits on dev first;
-    # the threshold is then tuned on its out-of-fold scores, not on scores of the documents it fitted
-    oof = best.guidance.calibrate(best, dev) if best.guidance is not None else None
+    gold = [d.labels for d in dev]
     extra: dict[str, float] = {}
+    if cfg.generator == "never":  # no generator trained: the retriever stage alone, its threshold tuned on dev
+        best.generator_gate = GeneratorGate(False, "never", "retriever stage alone (--generator never)")
+        oof = None
+    else:
+        # a guidance that calibrates scores (retrieval: the fusion's generator stage) fits on dev first;
+        # the threshold is then tuned on its out-of-fold scores, not on scores of the documents it fitted
+        oof = best.guidance.calibrate(best, dev) if best.guidance is not None else None
     if oof is not None:
-        gold = [d.labels for d in dev]
         best.threshold, extra["dev_oof_micro_f1"] = tune_threshold(gold, oof, best.decoding.min_labels)
+        without = getattr(best.guidance, "without_generator", None)
+        if without is not None:  # the dev gate: does the generator stage beat the same calibration without it?
+            best.generator_gate = gate_generator(cfg.generator, gold, oof, without, best.decoding.min_labels)
+            log.info("%s", best.generator_gate.reason)
+            extra.update({f"dev_oof_{k}_without_generator": v for k, v in best.generator_gate.dev_without.items() if k != "threshold"})
+            oof = oof if best.generator_gate.serve else None
     dev_eval = Evaluator(dev, prefix="dev_", progress=cfg.progress).run(best, tune=oof is None, tune_clusters=True)
     best.threshold = dev_eval.metrics["dev_threshold"]
     if best.guidance is not None:
@@ -371,6 +414,8 @@ def finish(cfg: TrainConfig, dev: Sequence[Document], test: Sequence[Document] |
     best.metrics = metrics
     best.save(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if best.generator_gate is not None:
+        _append_log(out / "train_log.jsonl", {"generator_gate": best.generator_gate.to_dict()})
     return metrics
 
 
@@ -435,7 +480,12 @@ def run(cfg: TrainConfig) -> TrainResult:
         f"train {len(train)} docs, dev {len(dev)}, test {len(test) if test else 0}; {len(label_space)} labels; "
         f"vocab {len(tok)}; {sum(p.numel() for p in xm.model.parameters()) / 1e6:.1f}M parameters on {accelerator.device}"
     )
-    fit(cfg, xm, train, dev, accelerator)
+    if cfg.generator == "never":  # the retriever stage alone: no generator steps, the model saved as built
+        if accelerator.is_main_process:
+            xm.save(out / "best")
+        accelerator.wait_for_everyone()
+    else:
+        fit(cfg, xm, train, dev, accelerator)
     digest = state_digest(xm.model)
     metrics: dict[str, float] = {}
     if accelerator.is_main_process:

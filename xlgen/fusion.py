@@ -347,3 +347,76 @@ def fit_generator_stage(fusion: Fusion, candidates: Any, counts: Mapping[str, in
         scores[i][label] = p
     final = LogisticCalibrator(names, pairs=True, c=c).fit(x, y)
     return final, [dict(sorted(s.items(), key=lambda kv: -kv[1])) for s in scores]
+
+
+GATE_MARGIN = 0.002
+"""Dev micro-F1 the generator stage must add over the same calibration without it to be served: below
+that, a difference is within what two fits of one model differ by, and the generator costs most of the
+tagging time."""
+
+
+@dataclass(frozen=True)
+class GeneratorGate:
+    """Whether a ``retrieval`` model serves its generator stage, and the dev numbers that decided it.
+
+    Attributes:
+        serve: Tag with the generator (the fused scores); else with the retriever stage alone.
+        mode: ``auto`` (decided on dev), ``always`` or ``never`` (``xlgen train --generator``).
+        reason: One sentence for the training log, the model card and ``/v1/model``.
+        dev_fused: Out-of-fold dev ``{"micro_f1", "macro_f1"}`` of the fused scores.
+        dev_without: The same for the same calibration without the generator's features.
+    """
+
+    serve: bool = True
+    mode: str = "always"
+    reason: str = ""
+    dev_fused: dict[str, float] = field(default_factory=dict)
+    dev_without: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"serve": self.serve, "mode": self.mode, "reason": self.reason, "dev_fused": dict(self.dev_fused),
+                "dev_without": dict(self.dev_without)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GeneratorGate:
+        return cls(bool(d["serve"]), str(d.get("mode", "always")), str(d.get("reason", "")),
+                   {k: float(v) for k, v in dict(d.get("dev_fused") or {}).items()},
+                   {k: float(v) for k, v in dict(d.get("dev_without") or {}).items()})
+
+
+def gate_generator(mode: str, gold: Sequence[Sequence[str]], fused: Sequence[Mapping[str, float]],
+                   without: Sequence[Mapping[str, float]], min_labels: int = 1, margin: float = GATE_MARGIN) -> GeneratorGate:
+    """Decides whether the generator stage earns its place, from out-of-fold dev scores.
+
+    Args:
+        mode: ``auto`` (serve it only if its dev micro-F1 beats ``without``'s by more than ``margin``),
+            ``always`` or ``never``.
+        gold: Dev labels.
+        fused: Out-of-fold fused dev scores (the generator stage refitted fold by fold).
+        without: The same refit with the generator's features zero.
+        min_labels: Labels every document keeps.
+        margin: See :data:`GATE_MARGIN`.
+    """
+    from xlgen.decoding import cut
+    from xlgen.metrics import macro_f1, micro_f1, tune_threshold
+
+    def scored(scores: Sequence[Mapping[str, float]]) -> dict[str, float]:
+        threshold, micro = tune_threshold(gold, scores, min_labels)
+        pred = [[x for x, _ in cut(dict(s), threshold, min_labels)] for s in scores]
+        labels = sorted({x for g in gold for x in g})
+        return {"micro_f1": float(micro_f1(gold, pred)), "macro_f1": float(macro_f1(gold, pred, labels)), "threshold": threshold}
+
+    a, b = scored(fused), scored(without)
+    gain = a["micro_f1"] - b["micro_f1"]
+    numbers = (f"dev micro-F1 {a['micro_f1']:.4f} with the generator against {b['micro_f1']:.4f} without it under the same "
+               f"calibration ({gain:+.4f}; macro-F1 {a['macro_f1']:.4f} against {b['macro_f1']:.4f})")
+    if mode == "always":
+        return GeneratorGate(True, mode, f"generator served (--generator always): {numbers}", a, b)
+    if mode == "never":
+        return GeneratorGate(False, mode, "retriever stage alone (--generator never)", a, b)
+    if mode != "auto":
+        raise ValueError(f"unknown generator gate {mode!r}; choose auto, always or never")
+    if gain > margin:
+        return GeneratorGate(True, mode, f"generator served: {numbers}", a, b)
+    return GeneratorGate(False, mode, f"retriever stage alone, the generator does not earn its cost: {numbers}, "
+                                      f"not above the margin {margin}", a, b)

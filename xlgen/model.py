@@ -30,12 +30,12 @@ from safetensors import SafetensorError
 from transformers import T5ForConditionalGeneration
 
 from xlgen.backends import decode, load_backend, pick, weights_stamp
-from xlgen.backends.batching import pad_batch
+from xlgen.backends.batching import length_batches, pad_batch
 from xlgen.backends.torch_backend import TorchBackend, generation_config
 from xlgen.decoding import Candidate, DecodingConfig, Prediction, cut, label_scores
 from xlgen.digests import model_version, state_digest
 from xlgen.files import atomic_dir
-from xlgen.fusion import Fused
+from xlgen.fusion import Fused, GeneratorGate
 from xlgen.guidance import VARIANTS, Guidance, Plan, label_inputs, load_guidance
 from xlgen.guidance.head import masked_mean
 from xlgen.labels import ORDERS, LabelSpace
@@ -65,6 +65,10 @@ class ModelSettings:
         max_target_length: Target ids per document.
         label_order: Target order used in training (see :data:`xlgen.labels.ORDERS`).
         lora: Whether the weights are a LoRA adapter over ``source``.
+        backbone: What reads the document (:data:`xlgen.backbone.BACKBONES`): ``t5``, the T5's own
+            encoder over the tokenizer's ids; or ``sentence-encoder``, the retriever's frozen pretrained
+            sentence encoder, whose token states are the T5's input (:mod:`xlgen.backbone`; needs the
+            ``retrieval`` variant, whose retriever holds that encoder).
     """
 
     source: str = "preset:cpu"
@@ -73,8 +77,15 @@ class ModelSettings:
     max_target_length: int = 64
     label_order: str = "frequency"
     lora: bool = False
+    backbone: str = "t5"
 
     def __post_init__(self) -> None:
+        from xlgen.backbone import BACKBONES
+
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if self.backbone == "sentence-encoder" and (self.variant != "retrieval" or self.lora):
+            raise ValueError("the sentence-encoder backbone needs the retrieval variant (its retriever holds the encoder) and no LoRA")
         if self.label_order not in ORDERS:
             raise ValueError(f"unknown label order {self.label_order!r}; choose one of {', '.join(ORDERS)}")
         if self.variant not in VARIANTS:
@@ -104,6 +115,8 @@ class XLGenModel:
             :func:`xlgen.digests.model_version`, or a digest of the weights in memory.
         data_license: License of the training data (a Hugging Face license id such as
             ``apache-2.0``) for the model card; empty when unknown.
+        generator_gate: A ``retrieval`` model's dev decision whether to serve its generator stage
+            (:func:`xlgen.fusion.gate_generator`); None: it does (models saved before the gate).
     """
 
     model: Any
@@ -119,6 +132,7 @@ class XLGenModel:
     backend: Any = field(default=None, repr=False)
     version: str = ""
     data_license: str = ""
+    generator_gate: GeneratorGate | None = None
 
     def __post_init__(self) -> None:
         # Generated text goes back to a label through the tokenizer's own normalisation, so a
@@ -161,20 +175,50 @@ class XLGenModel:
             return Plan()
         return self.guidance.plan(self, texts, given, report)
 
+    @property
+    def serves_generator(self) -> bool:
+        """Whether default tagging (``scoring="fused"``) runs the generator: False where the dev gate turned
+        it off, and the retriever stage alone is served."""
+        return self.generator_gate is None or self.generator_gate.serve
+
+    @property
+    def reads_encoder_states(self) -> bool:
+        """Whether the document is read by the retriever's sentence encoder (the ``sentence-encoder`` backbone)."""
+        return self.settings.backbone == "sentence-encoder"
+
     def encode_inputs(self, texts: Sequence[str], given: Sequence[Any] | None = None, plan: Plan | None = None) -> list[list[int]]:
         """Label-task inputs of ``texts``: each text with its guidance suffix (``plan``'s, else a
-        new plan; ``given``: what to condition on instead of predicting it, e.g. gold clusters)."""
+        new plan; ``given``: what to condition on instead of predicting it, e.g. gold clusters).
+
+        On the ``sentence-encoder`` backbone each is an :class:`xlgen.backbone.EmbeddedInput`: ``<text>``
+        placeholders carrying the plan's token states, then the suffix."""
         plan = plan if plan is not None else self.plan(texts, given)
+        if self.reads_encoder_states:
+            from xlgen.backbone import embedded_inputs
+
+            return list(embedded_inputs(self.tokenizer, plan.extra["states"], plan.suffixes, self.settings.max_input_length))
         return label_inputs(self, texts, plan.suffixes)
+
+    def _memory(self, ids: torch.Tensor, mask: torch.Tensor, inputs: Sequence[Any]) -> torch.Tensor:
+        """The T5 encoder's output over a padded batch ``(batch, len)`` of ``inputs`` (its own ids, or on the
+        ``sentence-encoder`` backbone the token states at the ``<text>`` positions): ``(batch, len, d_model)``."""
+        if not self.reads_encoder_states:
+            return self.t5.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        from xlgen.backbone import TEXT, memory, padded_states
+
+        if any(not hasattr(x, "states") for x in inputs):
+            raise ValueError("a sentence-encoder model decodes inputs that carry their token states (encode_inputs)")
+        states = padded_states(inputs, ids.shape[1], self.t5.config.d_model).to(ids.device)  # (batch, len, d_model)
+        return memory(self.t5, ids, mask, states, self.tokenizer.token_id(TEXT))
 
     def encoded_batches(self, inputs: Sequence[Sequence[int]], batch_size: int = 32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Encoder states ``(batch, len, d_model)`` with their masks ``(batch, len)`` of encoded
         ``inputs``, batch by batch, in order (call under ``torch.inference_mode``)."""
         self.model.eval()
-        encoder = self.t5.get_encoder()
         for start in range(0, len(inputs), batch_size):
-            ids, mask = pad_batch(inputs[start : start + batch_size], self.tokenizer.pad_id, self.device)
-            yield encoder(input_ids=ids, attention_mask=mask).last_hidden_state, mask
+            part = inputs[start : start + batch_size]
+            ids, mask = pad_batch(part, self.tokenizer.pad_id, self.device)
+            yield self._memory(ids, mask, part), mask
 
     @torch.inference_mode()
     def guidance_embeddings(self, texts: Sequence[str]) -> np.ndarray | None:
@@ -233,10 +277,14 @@ class XLGenModel:
         """
         if scoring not in SCORINGS:
             raise ValueError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
+        if scoring == "fused" and not self.serves_generator:
+            scoring = "retriever"  # the dev gate: the generator did not earn its cost
         cfg = decoding or self.decoding
         thr = self.threshold if threshold is None else threshold
         if self.model.training != dropout:  # a walk over every module otherwise, on each call
             self.model.train(dropout)
+        if plan is None and scoring == "retriever" and self.guidance is not None and self.reads_encoder_states:
+            plan = self.guidance.plan(self, texts, given, states=False)  # type: ignore[call-arg]  # no generator reads states
         plan = plan if plan is not None else self.plan(texts, given)
         if scoring == "retriever":
             fused = self.guidance.rescore(self, plan, None, use_generator=False) if self.guidance is not None else None
@@ -275,7 +323,22 @@ class XLGenModel:
         Runs on :attr:`backend` when it can serve ``cfg`` now, else on the torch model (MC dropout,
         weights changed since the export was loaded)."""
         backend = pick(self.backend, self.model, cfg) or TorchBackend(self.generator, self.tokenizer.eos_id, self.tokenizer.pad_id, self.device)
+        if self.reads_encoder_states:  # the decoder reads the memory over the token states: made here, once per input
+            encoder_cache = self._fill_memory(inputs, encoder_cache if encoder_cache is not None else {}, cfg.batch_size)
         return decode(backend, self.tokenizer, inputs, cfg, encoder_cache=encoder_cache, progress=progress, should_stop=should_stop)
+
+    def _fill_memory(self, inputs: Sequence[Any], cache: dict[int, torch.Tensor], batch_size: int) -> dict[int, torch.Tensor]:
+        """``cache`` with the memory of every input it lacks (:meth:`_memory`, in length-sorted batches), rows cut to
+        their own length, as :func:`xlgen.backends.decode` caches encoder states."""
+        todo = [i for i in range(len(inputs)) if i not in cache]
+        with torch.inference_mode():
+            for idx in length_batches([len(inputs[i]) for i in todo], batch_size):
+                rows = [inputs[todo[j]] for j in idx]
+                ids, mask = pad_batch(rows, self.tokenizer.pad_id, self.device)
+                states = self._memory(ids, mask, rows)  # (batch, len, d_model)
+                for r, j in enumerate(idx):
+                    cache[todo[j]] = states[r, : len(rows[r])]
+        return cache
 
     @property
     def generator(self) -> torch.nn.Module:
@@ -322,6 +385,8 @@ class XLGenModel:
                 "metrics": self.metrics,
                 "data_license": self.data_license,
             }
+            if self.generator_gate is not None:
+                meta["generator"] = self.generator_gate.to_dict()
             if self.guidance is not None:
                 (tmp / "guidance").mkdir()
                 meta["guidance"] = self.guidance.save(tmp / "guidance")
@@ -340,7 +405,8 @@ class XLGenModel:
             import copy
 
             t5 = copy.deepcopy(self.model).merge_and_unload()
-        return export(t5.eval(), self.tokenizer, path, backend, quantization=quantization, compute_type=compute_type)
+        return export(t5.eval(), self.tokenizer, path, backend, quantization=quantization, compute_type=compute_type,
+                      reads_states=self.reads_encoder_states)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", backend: str = "auto") -> XLGenModel:
@@ -386,6 +452,7 @@ class XLGenModel:
             guidance=_load_guidance(path, settings.variant, meta),
             version=model_version(path),
             data_license=meta["data_license"],
+            generator_gate=meta["generator"],
         )
         out = out.to(device)
         out.backend = load_backend(path, out, backend, device)
@@ -413,6 +480,7 @@ def read_model_meta(file: str | Path) -> dict[str, Any]:
             "metrics": dict(meta.get("metrics") or {}),
             "data_license": str(meta.get("data_license") or ""),
             "guidance": dict(meta["guidance"]) if "guidance" in meta else None,
+            "generator": GeneratorGate.from_dict(meta["generator"]) if meta.get("generator") else None,
             "clusters": dict(meta.get("clusters") or {}),  # format 1's guidance settings
         }
     except json.JSONDecodeError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xlgen.backbone import TEXT
 from xlgen.guidance.mcg import CLUSTER_GENERATION_CONFIG
 from xlgen.tokenizer import SEP, TASK_CLUSTERS, TASK_LABELS, cluster_token
 
@@ -61,6 +62,29 @@ def _front_matter(xm: Any) -> str:
     if not source.startswith("preset:") and not Path(source).exists():  # a Hub name, not a local directory
         lines.append(f"base_model: {source}")
     return "\n".join([*lines, "---"])
+
+
+def _encoder_reference(xm: Any) -> str:
+    """Python source naming where plain sentence-transformers code loads the retriever's encoder from: the
+    packaged all-MiniLM-L6-v2 by its hub name (the same weights), else the copy the model directory carries."""
+    from xlgen.encoders.packaged import is_packaged
+
+    if is_packaged(xm.guidance.retriever.encoder.name):
+        return repr("sentence-transformers/all-MiniLM-L6-v2")
+    return 'f"{model_dir}/guidance/retriever/encoder"'
+
+
+def _cache_patch(xm: Any) -> str:
+    """For a T5 with more decoder than encoder layers: ``generate`` with a cache that grows with the decoder
+    (transformers sizes its own by the encoder's layer count, see :func:`xlgen.backends.torch_backend.decoder_cache`)."""
+    config = xm.t5.config
+    if config.num_decoder_layers <= config.num_layers:
+        return ""
+    return ("from transformers.cache_utils import DynamicCache, EncoderDecoderCache\n\n"
+            f"# transformers sizes generate's cache by the encoder's {config.num_layers} layer(s); the decoder has "
+            f"{config.num_decoder_layers}\n"
+            "_generate = model.generate\n"
+            "model.generate = lambda *a, **kw: _generate(*a, cache=EncoderDecoderCache(DynamicCache(), DynamicCache()), **kw)\n")
 
 
 def _snippet(xm: Any) -> str:
@@ -132,6 +156,29 @@ for text, scores in zip(texts, cluster_rows):
     rows.append([tok.convert_tokens_to_ids("{TASK_LABELS}")] + ids + suffix + [tok.eos_token_id])
 inputs = tok.pad({{"input_ids": rows}}, return_tensors="pt")
 '''
+    elif getattr(s, "backbone", "t5") == "sentence-encoder":
+        g = xm.guidance
+        code += f'''
+# the text is read by the sentence encoder the label retriever uses: its token states are the T5's input at
+# the "<text>" positions (xlgen runs it on CTranslate2, {g.retriever.encoder.numerics}: scores agree to rounding)
+from sentence_transformers import SentenceTransformer
+{_cache_patch(xm)}
+encoder = SentenceTransformer({_encoder_reference(xm)}, device="cpu")
+text_id, width = tok.convert_tokens_to_ids("{TEXT}"), model.config.d_model
+states = [s[: {s.max_input_length - 1}] for s in encoder.encode(texts, output_value="token_embeddings", convert_to_tensor=True)]
+ids = torch.full((len(texts), max(len(x) for x in states) + 1), tok.pad_token_id)
+for i, x in enumerate(states):
+    ids[i, : len(x)], ids[i, len(x)] = text_id, tok.eos_token_id
+mask = (ids != tok.pad_token_id).long()
+with torch.no_grad():
+    embeds = model.get_input_embeddings()(ids)  # (texts, len, width)
+    for i, x in enumerate(states):
+        embeds[i, : len(x)] = x
+inputs = {{"inputs_embeds": embeds, "attention_mask": mask}}
+with torch.no_grad():
+    best = model.generate(**inputs, generation_config=config)  # one sequence per text
+print("generated:", [parse(row.tolist()) for row in best])
+'''
     else:
         code += f'''
 inputs = tok(["{TASK_LABELS}" + t for t in texts], truncation=True, padding=True, return_tensors="pt")  # {s.max_input_length} tokens at most
@@ -156,7 +203,13 @@ def model_card(xm: Any) -> str:
     """The ``README.md`` of model ``xm``'s directory."""
     s, cfg = xm.settings, xm.decoding
     returned, _, _ = _returned(cfg)
-    source = "a T5 built from scratch (preset " + s.source.split(":", 1)[1] + ")" if s.source.startswith("preset:") else f"`{s.source}`"
+    if s.source.startswith("preset:"):
+        source = "a T5 built from scratch (preset " + s.source.split(":", 1)[1] + ")"
+    elif s.source.startswith("encoder:"):
+        source = ("a T5 built from scratch over the frozen sentence encoder `" + s.source.split(":", 1)[1] + "` (its label-piece "
+                  "embeddings started from the encoder's)")
+    else:
+        source = f"`{s.source}`"
     lora = " as a LoRA adapter (peft)" if s.lora else ""
     metrics = {k: v for k, v in xm.metrics.items() if k.endswith(("micro_f1", "macro_f1", "p_at_1"))}
     lines = [
@@ -168,6 +221,12 @@ def model_card(xm: Any) -> str:
     ]
     if metrics:
         lines += ["", "| metric | value |", "|---|---|", *(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))]
+    gate = getattr(xm, "generator_gate", None)
+    if gate is not None:
+        lines += ["", "## Generator stage", "",
+                  ("Served: `xlgen predict` fuses the generator's labels with the retriever's. " if gate.serve else
+                   "Not served: `xlgen predict` tags with the retriever stage alone (the fusion's calibrated retriever "
+                   "scores; the generator below is not run). ") + f"Decided at training (`--generator {gate.mode}`): {gate.reason}."]
     lines += ["", "## Input", ""]
     if s.variant == "mcg":
         g = xm.guidance
@@ -177,6 +236,19 @@ def model_card(xm: Any) -> str:
             f"each cluster is scored like a label below and kept at a score of at least {g.threshold:.4g} (at "
             f"least the best one). Then `{TASK_LABELS}`, the text, the kept cluster tokens in increasing order and `</s>`, "
             f"the text cut so that the whole input is at most {s.max_input_length} tokens.")
+    elif getattr(s, "backbone", "t5") == "sentence-encoder":
+        g = xm.guidance
+        lines.append(
+            f"Not token ids: the document is read by the label retriever's frozen sentence encoder, "
+            f"`{g.retriever.encoder.name}`, whose token states (special tokens included, at most {s.max_input_length - 1}) "
+            f"are the T5 encoder's `inputs_embeds` at positions that hold the id of `{TEXT}`; then the retriever's "
+            f"{g.k_input} best candidate labels, each after a `{SEP}` (at most {g.max_suffix_tokens} tokens of them), then "
+            f"`</s>`, embedded as usual. Labels are written in the sentence encoder's own WordPiece pieces (the tokenizer "
+            f"here holds only the pieces the labels use). The same encoder pass gives the retriever its pooled vector, so "
+            f"xlgen reads each document once. The candidates come from the retriever in `guidance/retriever/`, which "
+            f"plain transformers code cannot run: the snippet below appends none and shows the bare generator, weaker "
+            f"than the model. The labels `xlgen predict` returns are the fused scores of the generator and the retriever "
+            f"(`guidance/fusion.json`), and the threshold applies to those.")
     elif s.variant == "retrieval":
         g = xm.guidance
         lines.append(

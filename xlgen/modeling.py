@@ -48,7 +48,11 @@ def build_from_preset(name: str, vocab_size: int, pad_id: int, eos_id: int) -> T
     """A randomly initialised T5 of preset ``name`` for a tokenizer of ``vocab_size`` ids."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    p = PRESETS[name]
+    return build_t5(PRESETS[name], vocab_size, pad_id, eos_id)
+
+
+def build_t5(p: Preset, vocab_size: int, pad_id: int, eos_id: int) -> T5ForConditionalGeneration:
+    """A randomly initialised T5 of shape ``p`` (gated GELU, ``pad_id`` also the decoder start)."""
     config = T5Config(  # type: ignore[call-arg]
         vocab_size=vocab_size,
         d_model=p.d_model,

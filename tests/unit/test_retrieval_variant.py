@@ -226,7 +226,7 @@ def test_a_label_added_by_name_gets_questions_answers_and_survives_a_restart(ret
         assert r.status_code == 200 and r.json()["positives"] == 1 and r.json()["answered"] == 1
         r = client.post("/v1/labels/answers", json={"document_id": "nope", "label": "programming", "answer": False}, headers=KEY)
         assert r.status_code == 404
-        listed = {x["name"]: x for x in client.get("/v1/labels").json()["labels"]}
+        listed = {x["name"]: x for x in client.get("/v1/labels", headers=KEY).json()["labels"]}
         assert listed["programming"]["positives"] == 1 and listed["finance"]["questions"] == 4
         tagged = client.post("/v1/tag", json={"texts": ["python code bug"], "threshold": 0.0, "top_k": 50}).json()
         assert tagged["results"][0]["labels"]  # the new labels compete with the old ones at once

@@ -71,6 +71,9 @@ def _ct2(path: Path, xm: Any, info: ExportInfo, device: str, threads: int) -> Ba
     from xlgen.backends.ct2_backend import CT2Backend
     from xlgen.backends.torch_backend import TorchBackend
 
+    if getattr(xm, "reads_encoder_states", False):
+        raise StaleExport(f"{path}: a CTranslate2 export cannot serve a model whose encoder reads token states")
+
     encoder = TorchBackend(xm.t5, xm.tokenizer.eos_id, xm.tokenizer.pad_id, xm.device).encode
     return CT2Backend(path, xm.tokenizer.eos_id, length_penalty(xm.t5), encoder=encoder, device=device,
                       compute_type=info.compute_type, threads=threads)

@@ -50,6 +50,10 @@ class StaleExport(RuntimeError):
     """An export made from other weights than the model directory now holds."""
 
 
+class UnsupportedExport(ValueError):
+    """A backend that cannot serve this kind of model."""
+
+
 @dataclass(frozen=True)
 class ExportInfo:
     """The manifest of one export.
@@ -109,7 +113,10 @@ def read_export(model_dir: str | Path, backend: str) -> ExportInfo:
 
 
 @torch.inference_mode()
-def _write_onnx(t5: T5ForConditionalGeneration, out: Path) -> tuple[float, str]:
+def _write_onnx(t5: T5ForConditionalGeneration, out: Path, encoder_graph: bool = True) -> tuple[float, str]:
+    """Writes the cross-attention and decoder-step graphs, and the encoder graph unless ``encoder_graph`` is
+    False (a ``sentence-encoder`` model, whose encoder reads token states, not ids: xlgen computes that memory
+    and hands it to the decoder graphs)."""
     import onnxruntime as ort
     from torch.export import Dim
 
@@ -129,8 +136,9 @@ def _write_onnx(t5: T5ForConditionalGeneration, out: Path) -> tuple[float, str]:
     common: dict[str, Any] = {"dynamo": True, "external_data": False, "optimize": True, "verbose": False}
     # every graph shares its axes, which the exporter reports once per graph
     warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
-    torch.onnx.export(EncoderGraph(t5).eval(), (ids, mask), str(out / "encoder.onnx"), input_names=names["encoder_in"],
-                      output_names=names["encoder_out"], dynamic_shapes=({0: rows, 1: src}, {0: rows, 1: src}), **common)
+    if encoder_graph:
+        torch.onnx.export(EncoderGraph(t5).eval(), (ids, mask), str(out / "encoder.onnx"), input_names=names["encoder_in"],
+                          output_names=names["encoder_out"], dynamic_shapes=({0: rows, 1: src}, {0: rows, 1: src}), **common)
     torch.onnx.export(CrossGraph(t5).eval(), (states,), str(out / "cross.onnx"), input_names=names["cross_in"],
                       output_names=names["cross_out"], dynamic_shapes=({0: rows, 1: src},), **common)
     cache_shapes = tuple([{0: rows, 2: past_len}] * (2 * n_layers) + [{0: rows, 2: src}] * (2 * n_layers))
@@ -169,7 +177,7 @@ def _write_ct2(t5: T5ForConditionalGeneration, out: Path, quantization: str) -> 
 
 
 def export(t5: T5ForConditionalGeneration, tokenizer: Any, model_dir: str | Path, backend: str, quantization: str = "float32",
-           compute_type: str = "auto") -> Path:
+           compute_type: str = "auto", reads_states: bool = False) -> Path:
     """Writes ``backend``'s export of ``t5`` into ``model_dir`` (replacing an older one atomically).
 
     Args:
@@ -182,13 +190,19 @@ def export(t5: T5ForConditionalGeneration, tokenizer: Any, model_dir: str | Path
         quantization: Stored weights (CTranslate2 only; ONNX stays float32).
         compute_type: CTranslate2 compute type recorded for loading (``auto``: int8 on CPU,
             bfloat16 on CUDA).
+        reads_states: The model is a ``sentence-encoder`` one: its encoder reads token states, so ONNX gets
+            no encoder graph and CTranslate2 (which encodes ids itself) cannot serve it.
 
     Returns:
         The export folder.
 
     Raises:
         ImportError: If the backend's library is not installed.
+        UnsupportedExport: CTranslate2 for a model that reads token states.
     """
+    if reads_states and backend == "ctranslate2":
+        raise UnsupportedExport("CTranslate2 decodes from token ids through its own encoder; a sentence-encoder model's "
+                                "encoder reads the sentence encoder's token states: export onnxruntime")
     model_dir = Path(model_dir)
     target = export_dir(model_dir, backend)
     check_installed(backend)
@@ -197,7 +211,7 @@ def export(t5: T5ForConditionalGeneration, tokenizer: Any, model_dir: str | Path
         raise ValueError("the T5's eos / decoder start ids differ from its tokenizer's")
     with atomic_dir(target) as tmp:
         if backend == "onnxruntime":
-            diff, library = _write_onnx(t5, tmp)
+            diff, library = _write_onnx(t5, tmp, encoder_graph=not reads_states)
             info = ExportInfo(backend, digest, "float32", "auto", library, diff, created=time.time())
         else:
             work = tmp / "model"

@@ -91,7 +91,8 @@ class OnnxBackend(Backend):
 
         path = Path(path)
         so, prov = session_options(threads), providers(device)
-        self.encoder = ort.InferenceSession(str(path / "encoder.onnx"), so, providers=prov)
+        # a sentence-encoder model's export has no encoder graph: xlgen hands its decoder the memory it computed
+        self.encoder = ort.InferenceSession(str(path / "encoder.onnx"), so, providers=prov) if (path / "encoder.onnx").is_file() else None
         self.cross = ort.InferenceSession(str(path / "cross.onnx"), so, providers=prov)
         self.decoder = ort.InferenceSession(str(path / "decoder.onnx"), so, providers=prov)
         self.names = io_names(n_layers)
@@ -101,6 +102,8 @@ class OnnxBackend(Backend):
         self.input_device = "cpu"
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.encoder is None:
+            raise ValueError("this ONNX export has no encoder graph (its model's encoder reads token states): pass the encoder states")
         (states,) = self.encoder.run(None, {"input_ids": ids.cpu().numpy(), "attention_mask": mask.cpu().numpy()})
         return torch.from_numpy(states)  # (batch, src_len, d_model)
 

@@ -45,6 +45,18 @@ def generation_config(cfg: DecodingConfig, eos_id: int, pad_id: int) -> Any:
     return GenerationConfig(**kw)
 
 
+def decoder_cache() -> Any:
+    """An empty key/value cache whose layers grow with the decoder's.
+
+    transformers sizes the cache it makes for ``generate`` by ``config.num_hidden_layers``, which for T5
+    is the encoder's layer count: a T5 with more decoder layers than encoder layers (the
+    ``sentence-encoder`` backbone's one reader layer under two decoder layers) would index past its end.
+    """
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    return EncoderDecoderCache(DynamicCache(), DynamicCache())
+
+
 def sequence_logprobs(
     model: torch.nn.Module,
     encoder_states: torch.Tensor,
@@ -106,6 +118,7 @@ class TorchBackend(Backend):
         out = self.model.generate(
             encoder_outputs=BaseModelOutput(last_hidden_state=states),
             attention_mask=mask,
+            cache=decoder_cache(),
             **generation_kwargs(cfg, self.eos_id, self.pad_id),
         )
         seqs = out if isinstance(out, torch.Tensor) else out.sequences  # (batch * n_ret, tgt_len)

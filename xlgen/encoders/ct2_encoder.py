@@ -148,25 +148,27 @@ class Ct2Encoder:
                                                intra_threads=1 if self.workers > 1 else threads)
         self._pool: ThreadPoolExecutor | None = None
 
-    def embed_batches(self, ids: Sequence[Sequence[int]], batches: Iterable[Sequence[int]]) -> Iterator[tuple[list[int], np.ndarray]]:
+    def embed_batches(self, ids: Sequence[Sequence[int]], batches: Iterable[Sequence[int]], states: bool = False) -> Iterator[tuple[list[int], Any]]:
         """Embeds ``ids`` batch by batch, the batches shared among the workers.
 
         Args:
             ids: Token-id lists of every text.
             batches: Index lists into ``ids``, one per forward pass.
+            states: Yield ``(vectors, token states)`` per batch (:meth:`embed_ids_with_states`) instead of the vectors.
 
         Yields:
             ``(indices, vectors)`` per batch, in the order of ``batches``.
         """
+        run = self.embed_ids_with_states if states else self.embed_ids
         if self.workers == 1:
             for idx in batches:
-                yield list(idx), self.embed_ids([ids[i] for i in idx])
+                yield list(idx), run([ids[i] for i in idx])
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="xlgen-encoder")
-        pending: deque[tuple[list[int], Future[np.ndarray]]] = deque()
+        pending: deque[tuple[list[int], Future[Any]]] = deque()
         for idx in batches:  # at most two batches per worker in flight: memory stays bounded on long inputs
-            pending.append((list(idx), self._pool.submit(self.embed_ids, [ids[i] for i in idx])))
+            pending.append((list(idx), self._pool.submit(run, [ids[i] for i in idx])))
             if len(pending) >= 2 * self.workers:
                 done, fut = pending.popleft()
                 yield done, fut.result()
@@ -180,6 +182,15 @@ class Ct2Encoder:
         Returns:
             ``(batch, dim)`` float32.
         """
+        return self.embed_ids_with_states(ids)[0]
+
+    def embed_ids_with_states(self, ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """One forward pass: the pooled vectors and the token states they were pooled from.
+
+        Returns:
+            ``(vectors (batch, dim) float32 of unit norm, states (batch, max_len, dim) float32)``; a row's states
+            past its own length are padding.
+        """
         out = self.encoder.forward_batch([list(x) for x in ids])
         hidden = np.asarray(out.last_hidden_state, dtype=np.float32)  # (batch, max_len, dim)
         lengths = np.array([len(x) for x in ids])
@@ -189,4 +200,4 @@ class Ct2Encoder:
             mask = (np.arange(hidden.shape[1])[None, :] < lengths[:, None]).astype(np.float32)  # (batch, max_len)
             vec = np.einsum("bld,bl->bd", hidden, mask) / lengths[:, None]  # (batch, dim)
         norms = np.linalg.norm(vec, axis=1, keepdims=True)
-        return (vec / np.maximum(norms, 1e-12)).astype(np.float32)
+        return (vec / np.maximum(norms, 1e-12)).astype(np.float32), hidden

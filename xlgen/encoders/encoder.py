@@ -283,6 +283,67 @@ class SentenceEncoder:
             out[missing] = vecs[[row[texts[i]] for i in missing]]
         return out
 
+    def encode_states(self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False,
+                      cache: EmbeddingCache | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One encoder pass per text for both readers of it: the pooled vectors (the retriever's) and the
+        token states they were pooled from (a generator's, :mod:`xlgen.backbone`).
+
+        Args:
+            texts: The texts.
+            batch_size: Texts per batch; default the config's.
+            progress: Show a progress bar.
+            cache: Vectors of texts it holds are read from it (the states are computed all the same), those of the
+                others written to it; its batches are then the cache's unpadded ones, so that what is stored is what
+                :meth:`encode` would store.
+
+        Returns:
+            ``(vectors (n, dim) float32 of unit norm, states)``: ``states[i]`` is ``(n_tokens_i, dim)`` float32, the
+            special tokens included, truncated at :attr:`max_seq_length`.
+        """
+        texts = list(texts)
+        if any(not isinstance(t, str) for t in texts):
+            raise TypeError("encode_states takes a sequence of strings")
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
+        states: list[np.ndarray] = [np.zeros((0, self.dim), dtype=np.float32)] * len(texts)
+        if not texts:
+            return vectors, states
+        ids = self.model.tokenizer(texts, truncation=True, max_length=self.max_seq_length)["input_ids"]
+        size = batch_size or self.config.batch_size
+        cap = self.config.batch_tokens or (MAX_BATCH_TOKENS if str(self.device).startswith("cuda") else CPU_BATCH_TOKENS)
+        lengths = [len(x) for x in ids]
+        if cache is not None:
+            batches: Any = same_length_batches(lengths, size, cap)
+        else:
+            batches = length_batches(lengths, per_worker(size, len(texts), self._ct2.workers if self._ct2 else 1), cap)
+        if self._ct2 is not None:
+            done = self._ct2.embed_batches(ids, batches, states=True)
+        else:
+            done = ((idx, self._torch_states([texts[i] for i in idx])) for idx in batches)
+        with progress_bar(total=len(texts), disable=not progress, desc="encoding", unit="doc") as bar:
+            for idx, (vecs, hidden) in done:
+                for row, i in enumerate(idx):  # a lone text's batch is [i, i]: both rows are its own
+                    vectors[i] = vecs[row]
+                    states[i] = np.array(hidden[row, : lengths[i]], dtype=np.float32)
+                bar.update(len(set(idx)))
+        if cache is not None:
+            cached, found = cache.get(self.cache_key, texts, self.dim)
+            vectors[found] = cached[found]  # the retriever's own vectors where it has them
+            new = list(dict.fromkeys(t for t, f in zip(texts, found, strict=True) if not f))
+            if new:
+                first = {t: i for i, t in reversed(list(enumerate(texts)))}
+                cache.put(self.cache_key, new, vectors[[first[t] for t in new]])
+        return vectors, states
+
+    def _torch_states(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The torch path's ``(vectors (batch, dim), token states (batch, max_len, dim))`` of one batch."""
+        st = self.model
+        preprocess = getattr(st, "preprocess", None) or st.tokenize
+        with torch.inference_mode():
+            features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in preprocess(texts).items()}
+            out = st(features)
+            vec = torch.nn.functional.normalize(out["sentence_embedding"].float(), dim=1)  # (batch, dim)
+            return vec.cpu().numpy(), out["token_embeddings"].float().cpu().numpy()  # (batch, max_len, dim)
+
     def _encode(self, texts: list[str], batch_size: int, bar: tqdm, canonical: bool = False) -> np.ndarray:
         """Vectors of distinct ``texts``; ``canonical``: in equal-length batches of two or more
         (:func:`~xlgen.backends.batching.same_length_batches`), so that each vector depends on its text alone."""

@@ -47,13 +47,15 @@ class RetrievalGuidance(Guidance):
         train_candidates: Leak-free candidates of the training documents (only while training).
         generator_features: The generator stage's feature set (a key of
             :data:`xlgen.fusion.GENERATOR_FEATURE_SETS`), used when it is fitted on dev.
+        train_states: The sentence encoder's token states of the training documents (``states[i]``:
+            ``(n_tokens, width)``), for a ``sentence-encoder`` generator (only while training).
     """
 
     name = "retrieval"
     reports = ("candidates",)
 
     def __init__(self, retriever: Any, fusion: Fusion, k_input: int = 10, max_suffix_tokens: int = 48,
-                 train_candidates: Any = None, generator_features: str = "base") -> None:
+                 train_candidates: Any = None, generator_features: str = "base", train_states: Any = None) -> None:
         from xlgen.fusion import generator_feature_names
 
         if k_input < 1 or max_suffix_tokens < 2:
@@ -62,7 +64,8 @@ class RetrievalGuidance(Guidance):
         self.generator_features = generator_features
         self.retriever, self.fusion = retriever, fusion
         self.k_input, self.max_suffix_tokens = k_input, max_suffix_tokens
-        self.train_candidates = train_candidates
+        self.train_candidates, self.train_states = train_candidates, train_states
+        self.without_generator: list[dict[str, float]] | None = None
         self._pieces: dict[int, dict[str, list[int]]] = {}
 
     @property
@@ -94,22 +97,43 @@ class RetrievalGuidance(Guidance):
             ids += piece
         return ids
 
-    def plan(self, model: GuidedModel, texts: Sequence[str], given: Sequence[Any] | None = None, report: bool = False) -> Plan:
+    def plan(self, model: GuidedModel, texts: Sequence[str], given: Sequence[Any] | None = None, report: bool = False,
+             states: bool = True) -> Plan:
         """Scores ``texts`` with the retriever (``given``: candidate label lists to append instead,
-        e.g. the gold labels: the oracle) and appends the best candidates."""
+        e.g. the gold labels: the oracle) and appends the best candidates; on the ``sentence-encoder``
+        backbone the plan also holds the token states of the encoder pass (``states`` False: no generator
+        will read them, the retriever's vectors alone are computed)."""
+        if given is not None and len(given) != len(texts):
+            raise ValueError("one candidate list per text")
+        extra: dict[str, Any] = {}
+        vectors = None
+        if states and getattr(model.settings, "backbone", "t5") == "sentence-encoder":
+            # one pass of the sentence encoder: its pooled vectors for the retriever, its token states for the generator
+            vectors, extra["states"] = self.retriever.encoder.encode_states(list(texts), cache=self.retriever.cache)
         if given is not None:
-            if len(given) != len(texts):
-                raise ValueError("one candidate list per text")
-            return Plan(suffixes=[self.suffix(model, list(g)) for g in given])
-        candidates = self.retriever.score(list(texts))
-        return Plan(suffixes=[self.suffix(model, c) for c in self.ordered(candidates)], extra={"candidates": candidates})
+            return Plan(suffixes=[self.suffix(model, list(g)) for g in given], extra=extra)
+        candidates = self.retriever.score(list(texts), vectors=vectors)
+        extra["candidates"] = candidates
+        return Plan(suffixes=[self.suffix(model, c) for c in self.ordered(candidates)], extra=extra)
 
     def training_examples(self, model: GuidedModel, docs: Sequence[Document]) -> list[Example]:
         """One label example per document, its leak-free candidates appended."""
         if self.train_candidates is None or len(self.train_candidates) != len(docs):
             raise ValueError("retrieval guidance trains on the leak-free candidates of its own training documents")
         suffixes = [self.suffix(model, c) for c in self.ordered(self.train_candidates)]
+        if getattr(model.settings, "backbone", "t5") == "sentence-encoder":
+            from xlgen.backbone import text_input
+
+            if self.train_states is None or len(self.train_states) != len(docs):
+                raise ValueError("a sentence-encoder generator trains on the token states of its own training documents")
+            n = model.settings.max_input_length
+            return [Example(text_input(model.tokenizer, int(self.train_states.offsets[i + 1] - self.train_states.offsets[i]), sx, n), i)
+                    for i, sx in enumerate(suffixes)]
         return [Example(ids, i) for i, ids in enumerate(label_inputs(model, [d.text for d in docs], suffixes))]
+
+    def text_states(self, doc: int, n: int) -> np.ndarray:
+        """The first ``n`` token states of training document ``doc``, ``(n, width)`` (a ``sentence-encoder`` generator)."""
+        return self.train_states[doc][:n]
 
     # --------------------------------------------------------------------------------- scores
 
@@ -135,14 +159,21 @@ class RetrievalGuidance(Guidance):
 
     def calibrate(self, model: GuidedModel, docs: Sequence[Document]) -> list[dict[str, float]]:
         """Fits the fusion's generator stage on ``docs`` (dev: the generator never trained on it) from
-        the generator's beam mass and the retriever stage; returns the out-of-fold fused scores."""
+        the generator's beam mass and the retriever stage; returns the out-of-fold fused scores.
+
+        Also keeps :attr:`without_generator`: the out-of-fold scores of the same refit with the generator's
+        features all zero (the same calibration without what the generator knows), which the dev gate
+        compares the fused scores with (:func:`xlgen.fusion.gate_generator`)."""
         from xlgen.fusion import fit_generator_stage
 
         texts = [d.text for d in docs]
         plan = self.plan(model, texts)
         preds = model.predict(texts, threshold=0.0, plan=plan, scoring="generator")  # type: ignore[attr-defined]
+        gold = [d.labels for d in docs]
         stage, oof = fit_generator_stage(self.fusion, plan.extra["candidates"], self.counts, [p.all_scores for p in preds],
-                                         [d.labels for d in docs], features=self.generator_features)
+                                         gold, features=self.generator_features)
+        _, self.without_generator = fit_generator_stage(self.fusion, plan.extra["candidates"], self.counts, [{} for _ in docs],
+                                                        gold, features=self.generator_features)
         self.fusion.generator = stage
         return oof
 

@@ -1,0 +1,64 @@
+"""A ``sentence-encoder`` model on ONNX Runtime: the decoder graphs take the memory xlgen computes over the
+token states (no encoder graph), agree with transformers' ``generate``, and CTranslate2 is refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.unit.conftest import build_tiny_sentence_model
+from xlgen.data import read_documents, write_jsonl
+from xlgen.decoding import DecodingConfig
+from xlgen.model import XLGenModel
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import run
+
+    root = tmp_path_factory.mktemp("se-export")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XLGEN_CACHE_DIR", str(root / "cache"))
+    encoder = build_tiny_sentence_model(root / "encoder")
+    data = root / "data"
+    data.mkdir()
+    for split, n in (("train", 300), ("dev", 60), ("test", 30)):
+        write_jsonl(read_documents(ROOT / "data" / "goemotions" / f"{split}.jsonl.gz")[:n], data / f"{split}.jsonl")
+    run(TrainConfig(data=str(data), output_dir=str(root / "run"), max_steps=24, eval_every=24, batch_size=16, lr=3e-2,
+                    max_target_length=16, max_input_length=48, progress=False, variant="retrieval", backbone="sentence-encoder",
+                    encoder=str(encoder), encoder_quantization="int8", candidates_in_input=4, decoder_heads=2, decoder_ff=64,
+                    generator="always"))
+    yield root / "run" / "model"
+    mp.undo()
+
+
+def test_onnx_serves_the_model_as_torch_does_and_ctranslate2_is_refused(model_dir: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "xlgen.service.cli", "export", "--model", str(model_dir), "--backend", "all"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert [x.get("backend") for x in lines] == ["onnxruntime", "ctranslate2"] and "skipped" in lines[1]
+    assert (model_dir / "onnx" / "decoder.onnx").is_file() and not (model_dir / "onnx" / "encoder.onnx").exists()
+    assert not (model_dir / "ct2").exists()
+    one = subprocess.run([sys.executable, "-m", "xlgen.service.cli", "export", "--model", str(model_dir), "--backend", "ctranslate2"],
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 2 and "token states" in one.stderr and "Traceback" not in one.stderr
+
+    texts = [d.text for d in read_documents(model_dir.parents[1] / "data" / "test.jsonl")]
+    fast = XLGenModel.load(model_dir)
+    assert fast.backend is not None and fast.backend.names == ("onnxruntime",)
+    ref = XLGenModel.load(model_dir, backend="torch")
+    for cfg in (DecodingConfig(max_new_tokens=8), DecodingConfig(strategy="greedy", max_new_tokens=8)):
+        fast.decoding = ref.decoding = cfg
+        a, b = fast.predict(texts, scoring="generator"), ref.predict(texts, scoring="generator")
+        assert [p.labels for p in a] == [p.labels for p in b]
+        for p, q in zip(a, b, strict=True):
+            assert p.all_scores.keys() == q.all_scores.keys()
+            assert all(abs(p.all_scores[k] - q.all_scores[k]) < 1e-3 for k in p.all_scores)
