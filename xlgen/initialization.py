@@ -34,6 +34,59 @@ def _doc_token_matrix(token_lists: Sequence[Sequence[int]], vocab_size: int) -> 
     return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(token_lists), vocab_size))
 
 
+DENSE_PMI_LIMIT = 1 << 26
+"""Largest token x label matrix (entries) formed densely; above it the PMI's truncated SVD runs on its
+sparse-plus-rank-one form (:func:`pmi_components`). At 8,000 tokens this is about 8,400 labels; a dense
+PMI of 10^5 labels took 8,000 x 10^5 float64 per copy (6.4 GB, several copies at once)."""
+
+
+def pmi_components(counts: sp.csr_matrix, n_tok: np.ndarray, prior: np.ndarray, smoothing: float, k: int, seed: int = 0,
+                   n_iter: int = 5, oversamples: int = 10) -> np.ndarray:
+    """The first ``k`` components (``U * Sigma``) of the smoothed PMI matrix without forming it.
+
+    With ``c`` the co-occurrence counts, ``n`` a token's document count and ``p`` a label's prior,
+
+        pmi[t, l] = log((c + s p_l) / (n_t + s)) - log p_l = a_t + log1p(c / (s p_l)),   a_t = log(s / (n_t + s)),
+
+    where the second term is 0 wherever ``c`` is: the matrix is ``a 1^T`` plus a sparse matrix, and the
+    randomised range finder of Halko et al. (as scikit-learn's ``TruncatedSVD``: ``n_iter`` LU-normalised
+    power iterations, ``oversamples`` extra columns) needs only products with it and its transpose.
+
+    Args:
+        counts: ``(vocab, n_labels)`` co-occurrence counts.
+        n_tok: ``(vocab,)`` documents per token.
+        prior: ``(n_labels,)`` share of documents per label.
+        smoothing: The pseudo-count.
+        k: Components.
+        seed: Seed of the random start.
+
+    Returns:
+        ``(vocab, k)`` float64, each component's sign fixed so that its largest entry is positive.
+    """
+    import scipy.linalg
+
+    a = np.log(smoothing / (n_tok + smoothing))  # (vocab,)
+    part = counts.tocsr().astype(np.float64)
+    part.data = np.log1p(part.data / (smoothing * prior[part.indices]))  # (vocab, n_labels), sparse
+
+    def times(q: np.ndarray) -> np.ndarray:  # pmi @ q
+        return a[:, None] * q.sum(axis=0, keepdims=True) + part @ q  # (vocab, r)
+
+    def rtimes(q: np.ndarray) -> np.ndarray:  # pmi.T @ q
+        return (a @ q)[None, :] + part.T @ q  # (n_labels, r)
+
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((part.shape[1], k + oversamples))  # (n_labels, r)
+    for _ in range(n_iter):
+        q = scipy.linalg.lu(times(q), permute_l=True)[0]  # (vocab, r)
+        q = scipy.linalg.lu(rtimes(q), permute_l=True)[0]  # (n_labels, r)
+    q = scipy.linalg.qr(times(q), mode="economic")[0]  # (vocab, r)
+    u, sigma, _ = scipy.linalg.svd(rtimes(q).T, full_matrices=False)  # (r, r), (r,)
+    out = (q @ u[:, :k]) * sigma[:k]  # (vocab, k)
+    signs = np.sign(out[np.abs(out).argmax(axis=0), np.arange(k)])
+    return out * np.where(signs == 0, 1.0, signs)
+
+
 def corpus_embeddings(
     docs: Sequence[Document], tok: Tokenizer, labels: Sequence[str], dim: int, seed: int = 0, smoothing: float = 5.0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -62,16 +115,19 @@ def corpus_embeddings(
           [label_index[x] for d in docs for x in d.labels])),
         shape=(len(docs), len(labels)),
     )
-    counts = np.asarray((x.T @ y).todense())  # (vocab, n_labels) co-occurrence
     n_tok = np.asarray(x.sum(axis=0)).ravel()  # (vocab,)
     prior = np.asarray(y.sum(axis=0)).ravel() / max(len(docs), 1)  # (n_labels,)
-    p_label_given_tok = (counts + smoothing * prior) / (n_tok[:, None] + smoothing)  # (vocab, n_labels)
-    pmi = np.log(p_label_given_tok / prior)  # (vocab, n_labels)
     k_assoc = max(1, min(dim // 2, len(labels) - 1, vocab - 1))
-    if len(labels) > k_assoc + 1:
-        assoc = TruncatedSVD(k_assoc, random_state=seed).fit_transform(pmi)  # (vocab, k_assoc)
+    if vocab * len(labels) > DENSE_PMI_LIMIT and len(labels) > k_assoc + 1:
+        assoc = pmi_components((x.T @ y).tocsr(), n_tok, prior, smoothing, k_assoc, seed)  # (vocab, k_assoc)
     else:
-        assoc = pmi[:, :k_assoc]
+        counts = np.asarray((x.T @ y).todense())  # (vocab, n_labels) co-occurrence
+        p_label_given_tok = (counts + smoothing * prior) / (n_tok[:, None] + smoothing)  # (vocab, n_labels)
+        pmi = np.log(p_label_given_tok / prior)  # (vocab, n_labels)
+        if len(labels) > k_assoc + 1:
+            assoc = TruncatedSVD(k_assoc, random_state=seed).fit_transform(pmi)  # (vocab, k_assoc)
+        else:
+            assoc = pmi[:, :k_assoc]
     k_lsa = max(1, min(dim - assoc.shape[1], dim // 4, len(docs) - 1))
     tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(_doc_token_matrix(tokens, vocab))  # (n_docs, vocab)
     lsa = TruncatedSVD(k_lsa, random_state=seed).fit_transform(tfidf.T.tocsr())  # (vocab, k_lsa)

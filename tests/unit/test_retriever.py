@@ -347,3 +347,24 @@ def test_no_texts_and_given_vectors(retriever: LabelRetriever, encoder: Sentence
     a = retriever.score(texts)
     b = retriever.score(texts, vectors=encoder.encode(texts))
     assert np.array_equal(a.label_ids, b.label_ids) and np.allclose(a.scores, b.scores)
+
+
+def test_label_text_stores_its_top_k_and_still_scores_every_candidate(retriever: LabelRetriever) -> None:
+    """The label-text source's rows hold its top K (not every label: at 10^5 labels that made each block
+    2048 x 10^5 stored scores); the merge asks it for the cosine of the other sources' candidates, so the
+    candidates equal those of rows holding every label."""
+    texts = [d.text for d in TEST]
+    vecs = retriever.embed(texts)  # (n, dim)
+    top = 3
+    source = retriever.sources["label_text"]
+    rows = source.score(texts, vecs, top)
+    assert np.all(np.diff(rows.indptr) <= top)
+    blocks = [s.score(texts, vecs, top) for s in retriever.sources.values()]
+    full = [sp.csr_matrix(vecs @ retriever.label_vectors.T) if name == "label_text" else b  # (n, n_labels) every label
+            for name, b in zip(retriever.sources, blocks, strict=True)]
+    reference = merge_sources(retriever.labels, list(retriever.sources), full, top)
+    got = retriever.score(texts, top=top)
+    np.testing.assert_array_equal(got.offsets, reference.offsets)
+    np.testing.assert_array_equal(got.label_ids, reference.label_ids)
+    np.testing.assert_array_equal(got.ranks, reference.ranks)
+    np.testing.assert_allclose(got.scores, reference.scores, atol=1e-6)

@@ -10,7 +10,7 @@ best rank over the sources, then by highest score, then by label id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +105,12 @@ def _row_ranks(indices: np.ndarray, data: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def merge_sources(labels: Sequence[str], sources: Sequence[str], matrices: Sequence[sp.csr_matrix], top: int) -> Candidates:
+PairScores = Callable[[int, np.ndarray], np.ndarray]
+"""``(document row, label ids (m,)) -> (m,) scores``: a source's scores of labels its matrix row left out."""
+
+
+def merge_sources(labels: Sequence[str], sources: Sequence[str], matrices: Sequence[sp.csr_matrix], top: int,
+                  known: Sequence[PairScores | None] | None = None) -> Candidates:
     """Builds candidates from each source's score matrix.
 
     Args:
@@ -113,6 +118,10 @@ def merge_sources(labels: Sequence[str], sources: Sequence[str], matrices: Seque
         sources: Source names, aligned with ``matrices``.
         matrices: ``(n_docs, <= n_labels)`` CSR scores per source; stored entries are known scores.
         top: K.
+        known: Per source (aligned with ``matrices``), a function giving its scores of a document's candidates
+            that its matrix row does not store (``label_text``: the cosine of any label), or None. A source
+            whose matrix holds its top K alone then still gives every candidate its score, as if its row
+            held every label, at the cost of the candidates instead of the label space.
     """
     n_docs = matrices[0].shape[0]
     n_src = len(sources)
@@ -140,6 +149,12 @@ def merge_sources(labels: Sequence[str], sources: Sequence[str], matrices: Seque
             hit = (ids[loc] == idx) if len(ids) else np.zeros(len(idx), dtype=bool)
             scores[loc[hit], j] = val[hit]
             ranks_out[loc[hit], j] = np.minimum(ranks[hit], top + 1)
+            fill = known[j] if known is not None else None
+            if fill is not None and len(ids):
+                missing = np.ones(len(ids), dtype=bool)
+                missing[loc[hit]] = False
+                if missing.any():  # outside the row's stored labels: rank K + 1, the score asked for
+                    scores[missing, j] = fill(i, ids[missing])
         order = np.lexsort((ids, -scores.max(axis=1) if n_src else ids, ranks_out.min(axis=1)))
         all_ids.append(ids[order])
         all_scores.append(scores[order])

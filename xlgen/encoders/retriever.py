@@ -163,8 +163,8 @@ class LabelRetriever:
         """Unit embeddings of texts through the retriever's encoder and cache, ``(n, dim)``."""
         return self.encoder.encode(texts, cache=self.cache, progress=progress)
 
-    def _merge(self, blocks: list[sp.csr_matrix], top: int) -> Candidates:
-        return merge_sources(self.labels, list(self.sources), blocks, top)
+    def _merge(self, blocks: list[sp.csr_matrix], top: int, vectors: np.ndarray) -> Candidates:
+        return merge_sources(self.labels, list(self.sources), blocks, top, [s.pair_scores(vectors) for s in self.sources.values()])
 
     def score(self, texts: Sequence[str], top: int | None = None, vectors: np.ndarray | None = None,
               progress: bool = False) -> Candidates:
@@ -183,7 +183,7 @@ class LabelRetriever:
         parts = []
         for start in range(0, max(len(texts), 1), CHUNK_DOCS):
             t, v = texts[start : start + CHUNK_DOCS], vectors[start : start + CHUNK_DOCS]
-            parts.append(self._merge([s.score(t, v, top) for s in self.sources.values()], top))
+            parts.append(self._merge([s.score(t, v, top) for s in self.sources.values()], top, v))
         return Candidates.concat(parts)
 
     def score_train(self, train_docs: Sequence[Document], top: int | None = None) -> Candidates:
@@ -206,7 +206,7 @@ class LabelRetriever:
             rows = np.arange(start, min(start + CHUNK_DOCS, n))
             t = [self._train.texts[int(i)] for i in rows]
             v = self._train.vectors[rows]
-            parts.append(self._merge([s.score_train(t, v, rows, top) for s in self.sources.values()], top))
+            parts.append(self._merge([s.score_train(t, v, rows, top) for s in self.sources.values()], top, v))
         return Candidates.concat(parts)
 
     def add_label(self, name: str, description: str | None = None, examples: Sequence[str] = ()) -> None:

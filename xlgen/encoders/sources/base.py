@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from xlgen.encoders.candidates import PairScores
 from xlgen.encoders.config import RetrieverConfig
 
 
@@ -52,6 +53,12 @@ class LabelSource(ABC):
         """Leak-free scores of train documents (``rows``: their positions in the fitted train data): no
         document's own labels reach its scores. The default suits sources that do not learn from labels."""
         return self.score(texts, vectors, top)
+
+    def pair_scores(self, vectors: np.ndarray) -> PairScores | None:
+        """Scores of any (document, label) pair of a batch with embeddings ``vectors`` ``(n, dim)``, when the source
+        knows them cheaply (None: it does not), so that its rows need hold only its top labels
+        (:func:`~xlgen.encoders.candidates.merge_sources`)."""
+        return None
 
     def set_label_vectors(self, label_vectors: np.ndarray) -> None:  # noqa: B027 - optional hook
         """Takes the labels' text vectors after a label was added or changed (only ``label_text`` uses them)."""

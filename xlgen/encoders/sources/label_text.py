@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from xlgen.encoders.candidates import PairScores
 from xlgen.encoders.config import RetrieverConfig
 from xlgen.encoders.index import HnswIndex, VectorIndex
 from xlgen.encoders.sources.base import LabelSource, TrainData, top_sparse
@@ -40,7 +41,10 @@ class LabelTextSource(LabelSource):
     def score(self, texts: Sequence[str], vectors: np.ndarray, top: int) -> sp.csr_matrix:
         n_labels = self.label_vectors.shape[0]
         if n_labels <= self.config.exact_limit:
-            return top_sparse(vectors @ self.label_vectors.T)  # (n_docs, n_labels), every label kept
+            # the top K alone: the cosine of another source's candidate comes from pair_scores. Keeping every
+            # label made each (document, label) pair a stored entry: 2048 x 100,000 per block at 10^5 labels,
+            # and the merge sorted them all (benchmarks/scale.py, docs/scale.md)
+            return top_sparse(vectors @ self.label_vectors.T, top)  # (n_docs, n_labels), top K per row
         if self._index is None:
             c = self.config
             self._index = HnswIndex(self.label_vectors, c.hnsw_m, c.hnsw_ef_construction, c.hnsw_ef_search)
@@ -48,6 +52,10 @@ class LabelTextSource(LabelSource):
         ok = ids >= 0
         rows = np.repeat(np.arange(len(vectors)), ids.shape[1]).reshape(ids.shape)
         return sp.csr_matrix((sims[ok], (rows[ok], ids[ok])), shape=(len(vectors), n_labels))
+
+    def pair_scores(self, vectors: np.ndarray) -> PairScores:
+        """The cosine of any label to a document of ``vectors`` ``(n, dim)``."""
+        return lambda row, labels: self.label_vectors[labels] @ vectors[row]  # (m,)
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)  # the vectors live with the retriever's label texts
