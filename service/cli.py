@@ -167,7 +167,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                                        *lazy("xlgen.training.new_labels", "add_simulate_arguments", "cmd_simulate", extra="plots"))
     commands["serve"] = ("run the REST service", *lazy("xlgen.service.serve", "add_serve_arguments", "cmd_serve", extra="serve"))
     commands["export"] = ("write an ONNX Runtime or CTranslate2 backend into a model directory",
-                          *lazy("xlgen.service.export_cli", "add_export_arguments", "cmd_export", extra="fast"))
+                          *lazy("xlgen.service.export_cli", "add_export_arguments", "cmd_export"))
     for name, (help_text, add, fn) in commands.items():
         p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if only is None or only == name:

@@ -153,8 +153,8 @@ class Settings:
     train_data: str = _env_field("", "base training dataset folder for retraining")
     retrain_args: str = _env_field("", "extra training options for every retraining job")
     retrain_encoder: str = _env_field("auto", "fine-tune a retrieval model's sentence encoder when retraining: auto (when annotators answered new-label questions), always, never")
-    api_key: str = _env_field("", "API key for writes and for reading annotation data, annotators and jobs (X-API-Key header; "
-                                  "default: made and kept in WORK_DIR/api_key)")
+    api_key: str = _env_field("", "API key for writes and for reading annotation data, annotators and jobs, in the X-API-Key "
+                                  "header (default: made and kept in WORK_DIR/api_key)")
     read_key: str = _env_field("", "key that reads annotations, progress, jobs, labels and opinions, and writes nothing (off when empty)")
     open_tagging: bool = _env_field(True, "/v1/tag and Label Studio's /predict answer without a key")
     labelstudio_projects: str = _env_field("", "Label Studio project ids (comma-separated) whose events are stored (default: every project's)")

@@ -201,7 +201,7 @@ def _claims(server: dict) -> dict[str, set[str]]:
 
 
 def _export(server: dict) -> dict[str, dict]:
-    return {x["id"]: x for x in map(json.loads, httpx.get(server["base"] + "/v1/annotations").text.splitlines())}
+    return {x["id"]: x for x in map(json.loads, httpx.get(server["base"] + "/v1/annotations", headers={"X-API-Key": KEY}).text.splitlines())}
 
 
 def test_two_annotators_label_add_labels_answer_questions_and_follow_progress(server: dict, browsers: tuple) -> None:
@@ -294,7 +294,7 @@ def test_two_annotators_label_add_labels_answer_questions_and_follow_progress(se
           lambda: "one positive for food: " + alice.find_element("id", "new-labels").get_attribute("outerHTML"))
     bob.find_element(By.TAG_NAME, "body").send_keys("n")
     _wait(bob, lambda d: _text(d, "question-doc") != qb or d.find_element("id", "question-empty").is_displayed(), "N answers no")
-    food = next(x for x in httpx.get(base + "/v1/labels").json()["labels"] if x["name"] == "food")
+    food = next(x for x in httpx.get(base + "/v1/labels", headers={"X-API-Key": KEY}).json()["labels"] if x["name"] == "food")
     assert food["positives"] == 1 and food["answered"] == 2
     answers = {(a["document_id"], a["annotator"]): a["answer"] for a in _answers(server)}
     assert answers[(qa, "alice")] is True and answers[(qb, "bob")] is False
@@ -321,7 +321,7 @@ def test_two_annotators_label_add_labels_answer_questions_and_follow_progress(se
         job = admin.find_element(By.CSS_SELECTOR, "#p-jobs tbody tr")
         assert job.find_element(By.CSS_SELECTOR, ".job-status").text == "succeeded", _server_log(server)
         # the answers were learned by the encoder too (yes: a pair, no: a hard negative), and the model carries it
-        first = httpx.get(base + "/v1/jobs/" + job.get_attribute("data-job")).json()
+        first = httpx.get(base + "/v1/jobs/" + job.get_attribute("data-job"), headers={"X-API-Key": KEY}).json()
         retriever = Path(first["model_dir"]) / "guidance" / "retriever"
         meta = json.loads((retriever / "retriever.json").read_text())
         assert meta["encoder"]["bundled"] == "encoder" and (retriever / "encoder" / "modules.json").is_file()
@@ -333,7 +333,7 @@ def test_two_annotators_label_add_labels_answer_questions_and_follow_progress(se
         admin.find_element("id", "retrain-force").click()
         admin.find_element("id", "retrain").click()
         _wait(admin, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#plot circle.dev_micro_f1")) == 2, "the second job's point", timeout=300)
-        second = httpx.get(base + "/v1/progress").json()["jobs"][-1]
+        second = httpx.get(base + "/v1/progress", headers={"X-API-Key": KEY}).json()["jobs"][-1]
         assert second["status"] == "succeeded", _server_log(server)
         if not second["swapped"]:
             _wait(admin, lambda d: d.find_elements(By.CSS_SELECTOR, f"#p-jobs tr[data-job='{second['id']}'] button.swap"), "Swap in offered")

@@ -163,7 +163,7 @@ def cases(p: dict[str, str]) -> dict[str, list[tuple[list[str], str, tuple[str, 
             (["export", "--model", p["not_json"], "--backend", "ctranslate2"], "not valid JSON", ()),
             (["export", "--model", m, "--backend", "tensorrt"], "invalid choice", ()),
             (["export", "--model", m, "--backend", "onnxruntime"], "pip install", ("onnxruntime",)),
-            (["export", "--model", m, "--backend", "ctranslate2"], "pip install ctranslate2", ("ctranslate2",)),
+            (["export", "--model", m, "--backend", "ctranslate2"], "the ctranslate2 backend needs ctranslate2: pip install 'xlgen[fast]'", ("ctranslate2",)),
         ],
     }
 

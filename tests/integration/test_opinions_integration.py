@@ -129,7 +129,7 @@ def _ask(c: TestClient, document_id: str, labels: list[str], text: str | None = 
 
 
 def _stored(c: TestClient, document_id: str) -> list[dict[str, Any]]:
-    r = c.get("/v1/opinions", params={"document_id": document_id})
+    r = c.get("/v1/opinions", params={"document_id": document_id}, headers=KEY)
     assert r.status_code == 200, r.text
     return r.json()["opinions"]
 
@@ -157,7 +157,7 @@ def test_an_opinion_is_asked_stored_and_listed(client: TestClient, chat: ChatSer
     assert [(o["document_id"], o["label"], o["relevance"], o["explanation"], o["model"]) for o in stored] == [
         ("p0", "joy", 2, "The text is happy.", MODEL), ("p0", "love", 1, "Perhaps affection.", MODEL)]
     assert all(o["created_at"] > 0 for o in stored)
-    assert {(o["document_id"], o["label"]) for o in client.get("/v1/opinions").json()["opinions"]} >= {("p0", "joy"), ("p0", "love")}
+    assert {(o["document_id"], o["label"]) for o in client.get("/v1/opinions", headers=KEY).json()["opinions"]} >= {("p0", "joy"), ("p0", "love")}
 
     chat.answer({"label": "joy", "relevance": 0, "explanation": "On second thought, no."})
     assert _ask(client, "p0", ["joy"]).json()["missing"] == []
@@ -178,11 +178,11 @@ def test_a_text_in_the_body_needs_no_pool_document_and_bad_bodies_are_400(client
         r = client.post("/v1/opinions", json=body, headers=KEY)
         assert r.status_code == 400 and key in [x["key"] for x in r.json()["extra"]], (body, r.text)
     assert len(chat.requests) == 1
-    assert client.get("/v1/opinions", params={"document_id": ""}).status_code == 400
+    assert client.get("/v1/opinions", params={"document_id": ""}, headers=KEY).status_code == 400
 
 
 def test_agreement_with_the_latest_round_of_annotations(client: TestClient, chat: ChatServer) -> None:
-    empty = client.get("/v1/opinions/agreement").json()
+    empty = client.get("/v1/opinions/agreement", headers=KEY).json()
     assert empty["n"] == 0 and empty["relevant"]["kappa"] is None and empty["by_relevance"][2] == {
         "relevance": 2, "count": 0, "chosen": 0, "share": None}
 
@@ -194,7 +194,7 @@ def test_agreement_with_the_latest_round_of_annotations(client: TestClient, chat
         r = client.post("/v1/annotations", json={"document_id": "agree-1", "labels": labels, "round": round_, "text": text}, headers=KEY)
         assert r.status_code == 200, r.text
 
-    got = client.get("/v1/opinions/agreement").json()
+    got = client.get("/v1/opinions/agreement", headers=KEY).json()
     # pairs (relevance, chosen): joy (2, yes), love (1, no), anger (0, no), fear (0, yes)
     assert got["n"] == 4 and got["documents"] == 1
     # relevance >= 1 calls joy and love: accuracy 2/4, precision 1/2, recall 1/2; both raters say yes half the time: kappa 0
@@ -243,7 +243,7 @@ def test_asking_needs_the_key_or_an_annotators_token(client: TestClient, chat: C
     token = client.post("/v1/annotators", json={"name": "ann"}, headers=KEY).json()["token"]
     chat.answer({"label": "joy", "relevance": 1})
     assert _ask(client, "p1", ["joy"], headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    assert client.get("/v1/opinions").status_code == 200 and client.get("/v1/opinions/agreement").status_code == 200
+    assert client.get("/v1/opinions", headers=KEY).status_code == 200 and client.get("/v1/opinions/agreement", headers=KEY).status_code == 200
 
 
 @pytest.mark.parametrize(("llm_url", "status", "says"), [
@@ -267,4 +267,4 @@ def test_openapi_documents_the_routes_and_their_errors(client: TestClient) -> No
     request = schema["components"]["schemas"]["OpinionRequest"]
     assert request["additionalProperties"] is False and request["properties"]["labels"]["maxItems"] == 100
     assert {"document_id"} <= {p["name"] for p in paths["/v1/opinions"]["get"]["parameters"]}
-    assert "security" not in paths["/v1/opinions/agreement"]["get"]
+    assert paths["/v1/opinions/agreement"]["get"]["security"] == [{"apiKey": []}]  # reads of annotation data need a key

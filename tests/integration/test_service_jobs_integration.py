@@ -33,16 +33,16 @@ def test_kill9_during_retraining_leaves_no_trainer_and_the_restart_ends_the_job(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    env = {"XLGEN_TRAIN_DATA": str(tiny_data), "XLGEN_RETRAIN_ARGS": RETRAIN_ARGS}
+    env = {"XLGEN_TRAIN_DATA": str(tiny_data), "XLGEN_RETRAIN_ARGS": RETRAIN_ARGS, "XLGEN_API_KEY": KEY["X-API-Key"]}
     proc = start_server(tiny_model_dir, tmp_path / "svc", port, log, **env)
     try:
-        r = httpx.post(f"{base}/v1/retrain", json=SLOW_TRAINING, timeout=30)
+        r = httpx.post(f"{base}/v1/retrain", json=SLOW_TRAINING, headers=KEY, timeout=30)
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]
-        job = running_job(lambda p: httpx.get(base + p, timeout=10), job_id)
+        job = running_job(lambda p: httpx.get(base + p, headers=KEY, timeout=10), job_id)
         pgid = job["pgid"]
         assert job["pid"] == pgid and job["host"] == trainer_process.HOST and trainer_process.group_members(pgid)
-        r = httpx.post(f"{base}/v1/retrain", json={}, timeout=30)
+        r = httpx.post(f"{base}/v1/retrain", json={}, headers=KEY, timeout=30)
         assert r.status_code == 409 and r.json()["extra"] == [{"key": "job_id", "message": job_id}]  # never a second beside it
 
         proc.send_signal(signal.SIGKILL)
@@ -50,17 +50,17 @@ def test_kill9_during_retraining_leaves_no_trainer_and_the_restart_ends_the_job(
         wait_for(lambda: not trainer_process.group_members(pgid), f"trainer group {pgid} to die with its server", 30)
 
         proc = start_server(tiny_model_dir, tmp_path / "svc", port, log, **env)
-        job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=10).json()
+        job = httpx.get(f"{base}/v1/jobs/{job_id}", headers=KEY, timeout=10).json()
         assert job["status"] == "failed" and "server running this job stopped" in job["message"] and job["finished_at"]
 
-        r = httpx.post(f"{base}/v1/retrain", json=SLOW_TRAINING, timeout=30)  # the lock went with the dead job
+        r = httpx.post(f"{base}/v1/retrain", json=SLOW_TRAINING, headers=KEY, timeout=30)  # the lock went with the dead job
         assert r.status_code == 202, r.text
-        second = running_job(lambda p: httpx.get(base + p, timeout=10), r.json()["id"])
-        r = httpx.delete(f"{base}/v1/jobs/{second['id']}", timeout=60)
+        second = running_job(lambda p: httpx.get(base + p, headers=KEY, timeout=10), r.json()["id"])
+        r = httpx.delete(f"{base}/v1/jobs/{second['id']}", headers=KEY, timeout=60)
         assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
         assert not trainer_process.group_members(second["pgid"])
-        assert httpx.delete(f"{base}/v1/jobs/{second['id']}", timeout=60).status_code == 409  # it has ended
-        assert httpx.delete(f"{base}/v1/jobs/nope", timeout=60).status_code == 404
+        assert httpx.delete(f"{base}/v1/jobs/{second['id']}", headers=KEY, timeout=60).status_code == 409  # it has ended
+        assert httpx.delete(f"{base}/v1/jobs/nope", headers=KEY, timeout=60).status_code == 404
     finally:
         proc.kill()
         proc.wait(10)
@@ -138,17 +138,17 @@ def test_one_training_across_servers_and_a_cancel_from_another(tiny_model_dir: P
             running(settings_for(tiny_model_dir, tmp_path / "b", db_url=db, train_data=str(tiny_data))) as b:
         r = a.post("/v1/retrain", json=SLOW_TRAINING, headers=KEY)
         assert r.status_code == 202, r.text
-        job = running_job(a.get, r.json()["id"])
+        job = running_job(lambda path: a.get(path, headers=KEY), r.json()["id"])
         r = b.post("/v1/retrain", json={}, headers=KEY)
         assert r.status_code == 409 and r.json()["extra"] == [{"key": "job_id", "message": job["id"]}]
         assert b.post("/train", json={}, headers=KEY).json()["job"] == job["id"]  # Label Studio gets the running job
         r = b.delete(f"/v1/jobs/{job['id']}", headers=KEY)  # cancelled by the other server
         assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
         assert not trainer_process.group_members(job["pgid"])
-        assert a.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+        assert a.get(f"/v1/jobs/{job['id']}", headers=KEY).json()["status"] == "cancelled"
         r = b.post("/v1/retrain", json=SLOW_TRAINING, headers=KEY)
         assert r.status_code == 202, r.text
-        second = running_job(b.get, r.json()["id"])
+        second = running_job(lambda path: b.get(path, headers=KEY), r.json()["id"])
     # leaving the servers (a shutdown) kills the trainer and ends its job
     assert not trainer_process.group_members(second["pgid"])
     final = Storage(db).get_job(second["id"])

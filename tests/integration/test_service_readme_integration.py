@@ -48,7 +48,7 @@ def test_retraining_succeeds_on_a_server_started_as_the_readme_says(tiny_model_d
         assert r.status_code == 202, r.text
 
         def ended(job_id: str) -> dict | None:
-            job = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=10).json()
+            job = httpx.get(f"{base}/v1/jobs/{job_id}", headers=key, timeout=10).json()
             return job if job["status"] not in ("queued", "running") else None
 
         job = wait_for(lambda: ended(r.json()["id"]), "the retraining to end", 300)
@@ -57,7 +57,7 @@ def test_retraining_succeeds_on_a_server_started_as_the_readme_says(tiny_model_d
         work = (repo / "runs" / "goemotions" / "service").resolve()
         assert Path(job["model_dir"]).is_absolute() and Path(job["model_dir"]).is_relative_to(work)
         assert "what a happy day" in (work / "jobs" / job["id"] / "train.jsonl").read_text()
-        assert httpx.get(f"{base}/v1/model").json()["path"] == job["model_dir"]
+        assert httpx.get(f"{base}/v1/model", headers=key).json()["path"] == job["model_dir"]
 
         # Label Studio's "start training" (POST /train with its annotations) runs the same way
         r = httpx.post(f"{base}/train", json=fixture("train"), headers=key, timeout=30)

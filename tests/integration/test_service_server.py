@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import start_server
+from tests.support import KEY, start_server
 from xlgen.service.local import free_port
 
 
@@ -21,7 +21,8 @@ def test_batching_and_kill9_durability(tiny_model_dir: Path, tmp_path: Path) -> 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
-    proc = start_server(tiny_model_dir, tmp_path / "svc", port, log, XLGEN_MAX_WAIT_MS="50", XLGEN_MAX_BATCH_SIZE="64")
+    proc = start_server(tiny_model_dir, tmp_path / "svc", port, log, XLGEN_MAX_WAIT_MS="50", XLGEN_MAX_BATCH_SIZE="64",
+                        XLGEN_API_KEY=KEY["X-API-Key"])
     try:
         # 16 concurrent single-text requests: the micro-batcher merges them into fewer model calls
         with ThreadPoolExecutor(16) as pool:
@@ -32,14 +33,14 @@ def test_batching_and_kill9_durability(tiny_model_dir: Path, tmp_path: Path) -> 
         texts = float(next(line.split()[1] for line in metrics.splitlines() if line.startswith("xlgen_batch_size_sum")))
         assert texts == 16 and calls < 16
 
-        httpx.post(f"{base}/v1/pool", json={"documents": [{"id": "d1", "text": "kept through a crash"}]}).raise_for_status()
-        r = httpx.post(f"{base}/v1/annotations", json={"document_id": "d1", "labels": ["joy", "relief"], "annotator": "a"})
+        httpx.post(f"{base}/v1/pool", json={"documents": [{"id": "d1", "text": "kept through a crash"}]}, headers=KEY).raise_for_status()
+        r = httpx.post(f"{base}/v1/annotations", json={"document_id": "d1", "labels": ["joy", "relief"], "annotator": "a"}, headers=KEY)
         assert r.status_code == 200
         proc.send_signal(signal.SIGKILL)  # a moment after the 2xx
         proc.wait(10)
 
-        proc = start_server(tiny_model_dir, tmp_path / "svc", port, log)
-        rows = [json.loads(line) for line in httpx.get(f"{base}/v1/annotations").text.splitlines()]
+        proc = start_server(tiny_model_dir, tmp_path / "svc", port, log, XLGEN_API_KEY=KEY["X-API-Key"])
+        rows = [json.loads(line) for line in httpx.get(f"{base}/v1/annotations", headers=KEY).text.splitlines()]
         assert [(x["id"], x["labels"], x["text"]) for x in rows] == [("d1", ["joy", "relief"], "kept through a crash")]
     finally:
         proc.kill()

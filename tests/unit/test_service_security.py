@@ -326,3 +326,40 @@ def test_unmatched_routes_are_counted(tiny_model_dir: Path, tmp_path: Path) -> N
         text = c.get("/metrics").text
         assert 'xlgen_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' in text
         assert 'xlgen_http_requests_total{method="DELETE",route="unmatched",status="405"} 1.0' in text
+
+
+# ------------------------------------------------------------------------------ what held
+
+
+def test_static_paths_do_not_leave_their_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with running(settings_for(tiny_model_dir, tmp_path / "svc")) as c:
+        for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2f..%2fsettings.py", "/static/%2e%2e%2f%2e%2e%2fetc/passwd",
+                     "/static//etc/passwd"):
+            r = c.get(path)
+            assert r.status_code == 404, (path, r.status_code)
+            assert "Settings" not in r.text and "root:" not in r.text
+
+
+def test_tokens_are_stored_as_digests_and_keys_compared_in_constant_time(tiny_model_dir: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import hmac
+
+    with running(settings_for(tiny_model_dir, tmp_path / "svc", read_key="r")) as c:
+        token = c.post("/v1/annotators", json={"name": "ann"}, headers=KEY).json()["token"]
+        storage = c.app.state.runtime.storage
+        t = storage.t["annotators"]
+        with storage.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(t.select())]
+        assert rows and all(token not in map(str, row) for row in rows)
+        assert rows[0][1] == hashlib.sha256(token.encode()).hexdigest()
+        compared: list[tuple[bytes, bytes]] = []
+        real = hmac.compare_digest
+
+        def recording(a: bytes, b: bytes) -> bool:
+            compared.append((a, b))
+            return real(a, b)
+
+        monkeypatch.setattr(hmac, "compare_digest", recording)
+        assert c.get("/v1/annotations", headers={"X-API-Key": "guess"}).status_code == 401
+        assert {b for _, b in compared} == {b"k", b"r"}  # both keys, each through compare_digest
