@@ -18,7 +18,11 @@ Rows (test split, full; every threshold tuned on dev for micro-F1, at least one 
   refitted on dev with another feature set (same generator, same candidates; threshold on the refit's
   out-of-fold dev scores, as training does), and ``fused without generator, stage refitted on dev: F``, the
   same refit with the generator's features all zero (what the generator adds under the same calibration);
-* ``retriever stage``: with ``--skip retrieval`` and without ``--skip retriever``, the same retriever and
+* ``generator on the sentence encoder`` / ``fused, generator on the sentence encoder``: the same rows for the
+  ``sentence-encoder`` backbone (``xlgen train --backbone sentence-encoder``: the retriever's frozen encoder reads the
+  document once for both; ``--encoder-generator-epochs``), with the dev gate's decision in ``gate_*`` columns; the
+  retriever's rows come once, from whichever backbone trains first (both fit the same retriever);
+* ``retriever stage``: with ``--skip retrieval encoder-generator`` and without ``--skip retriever``, the same retriever and
   retriever stage fitted without training a generator (each source alone, then the calibrated stage):
   the rows that a large dataset can afford when a generator epoch does not fit the time at hand.
 
@@ -111,7 +115,11 @@ def main() -> None:
     p.add_argument("--first-test", type=int, default=0,
                    help="also report every model on the first N test documents (rows marked so), to compare with a "
                         "reference measured on that subset only")
-    p.add_argument("--skip", nargs="*", default=[], choices=("baseline", "generator", "retrieval", "retriever"),
+    p.add_argument("--encoder-generator-epochs", type=float, default=None,
+                   help="epochs of the generator on the sentence encoder (default: --epochs); its steps cost a fraction of the T5's")
+    p.add_argument("--encoder-input-length", type=int, default=176,
+                   help="token states of the text plus candidate tokens the sentence-encoder generator reads")
+    p.add_argument("--skip", nargs="*", default=[], choices=("baseline", "generator", "retrieval", "retriever", "encoder-generator"),
                    help="rows to leave out (retriever: the generator-free retriever-stage rows, run only when "
                         "retrieval is skipped)")
     p.add_argument("--encoder-quantization", default="float32", choices=ENCODER_QUANTIZATIONS,
@@ -198,9 +206,12 @@ def main() -> None:
                       [p.all_scores for p in pt], counts, m.threshold, train_s=train_s, tag_s_per_1k=tag), [p.all_scores for p in pt])
         save()
 
-    if "retrieval" not in args.skip:
-        cfg = common(output_dir=f"{args.runs_dir}/{name}-retrieval", variant="retrieval",
-                     max_input_length=args.max_input_length + args.suffix_tokens, candidates_in_input=args.candidates_in_input)
+    sources_done = False
+
+    def retrieval_rows(cfg: TrainConfig, names: dict[str, str]) -> None:
+        """Trains (or reuses) a ``retrieval`` model and adds its rows: each retriever source and the retriever stage
+        (once per run: both backbones fit the same retriever), its generator alone, fused, and the refits."""
+        nonlocal sources_done
         train_s = train(cfg)
         m = XLGenModel.load(Path(cfg.output_dir) / "model")
         g = m.guidance
@@ -211,38 +222,62 @@ def main() -> None:
         generate_s = time.time() - t0 - retrieve_s
         fused_test = g.rescore(m, plan_test, [p.all_scores for p in gen_test])
         fuse_s = time.time() - t0 - retrieve_s - generate_s
+        t0 = time.time()
+        no_gen_test = [p.all_scores for p in m.predict(texts_test, threshold=0.0, scoring="retriever")]  # as the gate serves it
+        stage_s = time.time() - t0
         plan_dev = m.plan(texts_dev)
         gen_dev = m.predict(texts_dev, threshold=0.0, plan=plan_dev, scoring="generator")
         cands_test, cands_dev = plan_test.extra["candidates"], plan_dev.extra["candidates"]
         per_k = 1000 / len(test)
-        for source in cands_test.sources:
-            label = {"linear": "retriever: linear (tfidf+encoder)"}.get(source, f"retriever: {source}")
-            add(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
-                          counts, train_s=g.retriever.fit_seconds.get(source, float("nan"))), cands_test.source_scores(source))
-        add(tuned_row(name, "guided generator (retrieval variant, own beam mass)", dev, [p.all_scores for p in gen_dev],
-                      test, [p.all_scores for p in gen_test], counts, train_s=train_s,
-                      tag_s_per_1k=per_k * (retrieve_s + generate_s)), [p.all_scores for p in gen_test])
-        no_gen_dev = g.rescore(m, plan_dev, None, use_generator=False)
-        no_gen_test = g.rescore(m, plan_test, None, use_generator=False)
-        add(tuned_row(name, "fused without generator (retriever stage)", dev, [f.scores for f in no_gen_dev], test,
-                      [f.scores for f in no_gen_test], counts, tag_s_per_1k=per_k * retrieve_s), [f.scores for f in no_gen_test])
-        add(tuned_row(name, "fused (retrieval variant as served)", dev, [], test, [f.scores for f in fused_test], counts,
-                      m.threshold, train_s=train_s, tag_s_per_1k=per_k * (retrieve_s + generate_s + fuse_s),
-                      candidate_recall=float(m.metrics.get("test_candidate_recall", float("nan")))), [f.scores for f in fused_test])
+        gate = m.generator_gate.to_dict() if m.generator_gate is not None else {}
+        if not sources_done:
+            for source in cands_test.sources:
+                label = {"linear": "retriever: linear (tfidf+encoder)"}.get(source, f"retriever: {source}")
+                add(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
+                              counts, train_s=g.retriever.fit_seconds.get(source, float("nan"))), cands_test.source_scores(source))
+            no_gen_dev = [f.scores for f in g.rescore(m, plan_dev, None, use_generator=False)]
+            add(tuned_row(name, "fused without generator (retriever stage)", dev, no_gen_dev, test, no_gen_test, counts,
+                          tag_s_per_1k=per_k * stage_s), no_gen_test)
+            sources_done = True
+        add(tuned_row(name, names["generator"], dev, [p.all_scores for p in gen_dev], test, [p.all_scores for p in gen_test], counts,
+                      train_s=train_s, tag_s_per_1k=per_k * (retrieve_s + generate_s)), [p.all_scores for p in gen_test])
+        # the fused threshold as training tuned it: on the out-of-fold dev scores of the generator stage (the model's
+        # own threshold is the retriever stage's where the dev gate turned the generator off)
+        _, oof = fit_generator_stage(g.fusion, cands_dev, g.counts, [p.all_scores for p in gen_dev], [d.labels for d in dev],
+                                     features=g.generator_features)
+        fused_threshold, _ = tune_threshold([d.labels for d in dev], oof, m.decoding.min_labels)
+        add(tuned_row(name, names["fused"], dev, [], test, [f.scores for f in fused_test], counts, fused_threshold, train_s=train_s, tag_s_per_1k=per_k * (retrieve_s + generate_s + fuse_s),
+                      candidate_recall=float(m.metrics.get("test_candidate_recall", float("nan"))),
+                      gate_serves_generator=float(gate.get("serve", True)),
+                      gate_dev_gain_micro=gate.get("dev_fused", {}).get("micro_f1", float("nan")) - gate.get("dev_without", {}).get("micro_f1", float("nan"))),
+            [f.scores for f in fused_test])
         # the generator stage refitted on dev with other features (threshold on its OOF scores), and the same refit
         # without the generator (its features all zero): what the generator adds under the same calibration
         for features in args.fusion_features:
-            for label, gdev, gtest in ((f"fused, generator stage features: {features}", [p.all_scores for p in gen_dev],
-                                        [p.all_scores for p in gen_test]),
-                                       (f"fused without generator, stage refitted on dev: {features}", [{} for _ in dev],
-                                        [{} for _ in test])):
+            for label, gdev, gtest in ((f"{names['refit']}: {features}", [p.all_scores for p in gen_dev], [p.all_scores for p in gen_test]),
+                                       (f"{names['without']}: {features}", [{} for _ in dev], [{} for _ in test])):
                 stage, oof = fit_generator_stage(g.fusion, cands_dev, g.counts, gdev, [d.labels for d in dev], features=features)
                 threshold, _ = tune_threshold([d.labels for d in dev], oof, m.decoding.min_labels)
                 refit = Fusion(g.fusion.retriever, stage, g.fusion.top).fuse(cands_test, g.counts, gtest)
                 add(tuned_row(name, label, dev, [], test, [f.scores for f in refit], counts, threshold), [f.scores for f in refit])
         save()
 
-    if "retrieval" in args.skip and "retriever" not in args.skip:
+    if "encoder-generator" not in args.skip:
+        retrieval_rows(common(output_dir=f"{args.runs_dir}/{name}-encoder-generator", variant="retrieval", backbone="sentence-encoder",
+                              epochs=args.encoder_generator_epochs or args.epochs, max_input_length=args.encoder_input_length,
+                              candidates_in_input=args.candidates_in_input),
+                       {"generator": "generator on the sentence encoder (own beam mass)",
+                        "fused": "fused, generator on the sentence encoder (as served, dev gate auto)",
+                        "refit": "fused, generator on the sentence encoder, stage features",
+                        "without": "fused without the sentence-encoder generator, stage refitted on dev"})
+
+    if "retrieval" not in args.skip:
+        retrieval_rows(common(output_dir=f"{args.runs_dir}/{name}-retrieval", variant="retrieval", generator="always",
+                              max_input_length=args.max_input_length + args.suffix_tokens, candidates_in_input=args.candidates_in_input),
+                       {"generator": "guided generator (retrieval variant, own beam mass)", "fused": "fused (retrieval variant as served)",
+                        "refit": "fused, generator stage features", "without": "fused without generator, stage refitted on dev"})
+
+    if "retrieval" in args.skip and "encoder-generator" in args.skip and "retriever" not in args.skip:
         from xlgen.training.guidance import build_retrieval
 
         started = time.time()

@@ -59,7 +59,7 @@ class DecoderShape:
         dropout_rate: Dropout everywhere.
     """
 
-    reader_layers: int = 1
+    reader_layers: int = 0
     decoder_layers: int = 2
     num_heads: int = 6
     d_ff: int = 1024

@@ -394,7 +394,8 @@ class XLGenModel:
             (tmp / "README.md").write_text(model_card(self))  # replaces the card peft writes beside an adapter
         self.version = model_version(path)
 
-    def export(self, path: str | Path, backend: str, quantization: str = "float32", compute_type: str = "auto") -> Path:
+    def export(self, path: str | Path, backend: str, quantization: str = "float32", compute_type: str = "auto",
+               onnx_quantization: str = "float32") -> Path:
         """Writes ``backend``'s export into the saved model directory ``path`` (this model's
         directory: the export records the digest of its weight files); a LoRA model is merged first,
         on a copy. See :func:`xlgen.backends.export.export`."""
@@ -406,7 +407,7 @@ class XLGenModel:
 
             t5 = copy.deepcopy(self.model).merge_and_unload()
         return export(t5.eval(), self.tokenizer, path, backend, quantization=quantization, compute_type=compute_type,
-                      reads_states=self.reads_encoder_states)
+                      reads_states=self.reads_encoder_states, onnx_quantization=onnx_quantization)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", backend: str = "auto") -> XLGenModel:
@@ -493,7 +494,8 @@ def read_model_meta(file: str | Path) -> dict[str, Any]:
         raise ModelDirError(f"{file}: {e}") from e
 
 
-def export_model(path: str | Path, backend: str, quantization: str = "float32", compute_type: str = "auto") -> Path:
+def export_model(path: str | Path, backend: str, quantization: str = "float32", compute_type: str = "auto",
+                 onnx_quantization: str = "float32") -> Path:
     """Loads the model directory ``path`` and writes ``backend``'s export into it (``xlgen export``).
 
     Raises:
@@ -504,7 +506,8 @@ def export_model(path: str | Path, backend: str, quantization: str = "float32", 
     from xlgen.backends.export import check_installed
 
     check_installed(backend)
-    return XLGenModel.load(path, backend="torch").export(path, backend, quantization=quantization, compute_type=compute_type)
+    return XLGenModel.load(path, backend="torch").export(path, backend, quantization=quantization, compute_type=compute_type,
+                                                         onnx_quantization=onnx_quantization)
 
 
 def _load_guidance(path: Path, variant: str, meta: dict[str, Any]) -> Guidance | None:

@@ -62,3 +62,25 @@ def test_onnx_serves_the_model_as_torch_does_and_ctranslate2_is_refused(model_di
         for p, q in zip(a, b, strict=True):
             assert p.all_scores.keys() == q.all_scores.keys()
             assert all(abs(p.all_scores[k] - q.all_scores[k]) < 1e-3 for k in p.all_scores)
+
+
+def test_an_int8_onnx_export_is_quantized_and_decodes_as_the_float_one_does(model_dir: Path) -> None:
+    import onnx
+
+    out = subprocess.run([sys.executable, "-m", "xlgen.service.cli", "export", "--model", str(model_dir), "--backend", "onnxruntime",
+                          "--onnx-quantization", "int8"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((model_dir / "onnx" / "backend.json").read_text())["quantization"] == "int8"
+    graph = onnx.load(str(model_dir / "onnx" / "decoder.onnx"))
+    kinds = {n.op_type for n in graph.graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= kinds, kinds  # the matrix products run in int8
+    texts = [d.text for d in read_documents(model_dir.parents[1] / "data" / "test.jsonl")]
+    fast, ref = XLGenModel.load(model_dir), XLGenModel.load(model_dir, backend="torch")
+    assert fast.backend is not None and fast.backend.names == ("onnxruntime",)
+    fast.decoding = ref.decoding = DecodingConfig(strategy="greedy", max_new_tokens=8)
+    a, b = fast.predict(texts, scoring="generator"), ref.predict(texts, scoring="generator")
+    same = sum(p.labels == q.labels for p, q in zip(a, b, strict=True))
+    assert same >= 0.8 * len(texts), (same, len(texts))
+    bad = subprocess.run([sys.executable, "-m", "xlgen.service.cli", "export", "--model", str(model_dir), "--backend", "onnxruntime",
+                          "--onnx-quantization", "int4"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "--onnx-quantization" in bad.stderr
