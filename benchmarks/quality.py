@@ -178,8 +178,9 @@ def main() -> None:
     texts_dev, texts_test = [d.text for d in dev], [d.text for d in test]
 
     def common(**kw: object) -> TrainConfig:
-        return TrainConfig(data=str(data), epochs=args.epochs, threads=args.threads, overwrite=True, preset=args.preset,  # type: ignore[arg-type]
-                           max_steps=args.max_steps, encoder_quantization=args.encoder_quantization, **kw)
+        values: dict[str, object] = {"data": str(data), "epochs": args.epochs, "threads": args.threads, "overwrite": True, "preset": args.preset,
+                                     "max_steps": args.max_steps, "encoder_quantization": args.encoder_quantization}
+        return TrainConfig(**{**values, **kw})  # type: ignore[arg-type]  # kw wins (the sentence-encoder generator's epochs)
 
     def train(cfg: TrainConfig) -> float:
         """Trains (or with --reuse reads the model a previous run left) and returns the training seconds."""

@@ -1,4 +1,4 @@
-"""Renders the benchmark tables of docs/benchmarks.md and the README's headline table from benchmarks/results/*.json.
+"""Renders the benchmark tables of the guide (docs/*.md) and the README's headline table from benchmarks/results/*.json.
 
 Tables are never typed: each sits between a directive and its end marker, and this script rewrites what lies
 between them from the JSON file the directive names, followed by the command, date, machine and commit of the
@@ -9,12 +9,12 @@ scripts recorded it)::
     ...generated...
     <!-- /table -->
 
-    python benchmarks/render.py            # rewrite docs/benchmarks.md and README.md
+    python benchmarks/render.py            # rewrite the tables of docs/*.md and README.md
     python benchmarks/render.py --check    # exit 1 if either is stale (the test suite runs this)
 
 Views: ``rows`` (a table of a file's rows, ``columns`` and optionally ``models``, ``label``, ``ratio``),
 ``inference``, ``active_learning``, ``new_labels``, ``encoder_speed``, ``pipeline`` (benchmarks/inference_retrieval.py),
-``service_load``, ``select_stream``, ``headline`` (the README's). Pictures a page shows are copied to docs/assets.
+``service_load``, ``select_stream``, ``tagging_speed`` (benchmarks/tagging_speed.py), ``headline`` (the README's). Pictures a page shows are copied to docs/assets.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "benchmarks" / "results"
-TARGETS = (ROOT / "docs" / "benchmarks.md", ROOT / "README.md")
+TARGETS = (*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md")
+"""Every page of the guide and the README: a page holds tables where it has directives."""
 ASSETS = ROOT / "docs" / "assets" / "results"
 DIRECTIVE = re.compile(r"^<!-- table (?P<view>\w+)(?P<args>(?: [^\n]*?)?) -->\n(?P<body>.*?)^<!-- /table -->\n", re.S | re.M)
 PICTURE = re.compile(r"!\[[^\]]*\]\(assets/results/(?P<name>[\w.-]+\.png)\)")
@@ -183,6 +184,21 @@ HEADLINE = (
 """(dataset, file of the fused model, its row, file of the baseline, its row) of the headline table."""
 
 
+def view_tagging_speed(opts: dict[str, str]) -> str:
+    """benchmarks/tagging_speed.py's runs (``files``, comma-separated): one line per dataset, threads and batch, the
+    seconds per 1k documents of each setup and the served ones' speed-ups over the naive pipeline."""
+    out = []
+    for name in opts["files"].split(","):
+        rows = rows_of(load(name))
+        naive, served, stage, encoder, ratio = rows[0], rows[1], rows[2], rows[3], rows[4]
+        same = served.get("same_top_label_as_naive")
+        out.append([naive["dataset"], str(naive["threads"]), str(naive["batch"]), f"{naive['s_per_1k']:.1f}", f"{served['s_per_1k']:.1f}",
+                    f"{served['speedup']:.2f}x", f"{stage['s_per_1k']:.1f}", f"{stage['speedup']:.2f}x", f"{encoder['s_per_1k']:.1f}",
+                    f"{ratio['ratio']:.2f}x", "-" if same is None else f"{same:.1%}"])
+    return table(["dataset", "threads", "batch", "naive s / 1k", "served, generator on, s / 1k", "x naive", "retriever stage s / 1k",
+                  "x naive", "encoder pass s / 1k", "generator on / stage", "same top label as naive"], out)
+
+
 def view_headline(opts: dict[str, str]) -> str:
     """The README's table: the served model against TF-IDF + LR and the best single retriever source on each dataset,
     and tagging speed with the encoder pass against transformers' generate alone."""
@@ -209,7 +225,7 @@ def view_headline(opts: dict[str, str]) -> str:
 VIEWS: dict[str, Callable[[dict[str, str]], str]] = {
     "rows": view_rows, "inference": view_inference, "active_learning": view_active_learning, "new_labels": view_new_labels,
     "encoder_speed": view_encoder_speed, "pipeline": view_pipeline, "service_load": view_service_load,
-    "select_stream": view_select_stream, "headline": view_headline,
+    "select_stream": view_select_stream, "headline": view_headline, "tagging_speed": view_tagging_speed,
 }
 
 
@@ -240,6 +256,8 @@ def files_of(view: str, opts: dict[str, str]) -> list[str]:
     if view == "headline":
         return sorted({f for row in HEADLINE for f in (row[1], row[3])} | {"inference_retrieval_goemotions_1thread.json",
                                                                         "inference_retrieval_reuters21578_1thread.json"})
+    if view == "tagging_speed":
+        return opts["files"].split(",")
     return [opts["file"]]
 
 

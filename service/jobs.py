@@ -313,26 +313,33 @@ class RetrainManager:
         """``--variant`` and ``--clusters`` of the served model, when it has label clusters; for a
         ``retrieval`` model, its retriever's encoder (the copy in the model directory when it carries
         one), encoder numerics, sources and candidate count, so that the retrained model embeds as the
-        served one does. When the retrained model is a ``retrieval`` one (the served model's variant or
+        served one does; for a generator on the sentence encoder, that backbone and the served generator's shape. When the retrained model is a ``retrieval`` one (the served model's variant or
         the operator's ``--variant``): the label file of the job (``files["labels"]`` labels in
         ``job_dir/labels.jsonl``), and the encoder's fine-tuning on the answers (``files["answers"]`` in
         ``job_dir/answers.jsonl``) as ``fine_tune_encoder`` says. Options in ``extra_args`` win."""
         served = self.serving_path()
         files = files or {}
-        served_variant = None
+        served_variant = served_backbone = None
         if served and (Path(served) / "xlgen.json").is_file():
-            served_variant = json.loads((Path(served) / "xlgen.json").read_text())["settings"].get("variant", "base")
+            settings = json.loads((Path(served) / "xlgen.json").read_text())["settings"]
+            served_variant, served_backbone = settings.get("variant", "base"), settings.get("backbone", "t5")
         own = self._given("--variant")
         variant = self._value("--variant") if own else served_variant
         args = ["--variant", served_variant] if served_variant not in (None, "base") and not own else []
         given: dict[str, Any] = {}
+        if served_backbone == "sentence-encoder" and variant == "retrieval" and not self._given("--backbone"):
+            # the generator on the sentence encoder, of the served one's shape (its T5 config)
+            args += ["--backbone", "sentence-encoder"]
+            t5 = json.loads((Path(served or "") / "config.json").read_text()) if (Path(served or "") / "config.json").is_file() else {}
+            given.update({"--reader-layers": t5.get("num_layers"), "--decoder-layers": t5.get("num_decoder_layers"),
+                          "--decoder-heads": t5.get("num_heads"), "--decoder-ff": t5.get("d_ff")})
         retriever = Path(served or "") / "guidance" / "retriever" / "retriever.json"
         if variant == "retrieval" and served_variant == "retrieval" and retriever.is_file():
             meta = json.loads(retriever.read_text())
             rcfg = meta.get("config", {})
             bundled = (meta.get("encoder") or {}).get("bundled")
-            given = {"--encoder": str(retriever.parent / bundled) if bundled else rcfg.get("encoder"),
-                     "--encoder-quantization": rcfg.get("encoder_quantization"), "--retriever-candidates": rcfg.get("candidates")}
+            given.update({"--encoder": str(retriever.parent / bundled) if bundled else rcfg.get("encoder"),
+                          "--encoder-quantization": rcfg.get("encoder_quantization"), "--retriever-candidates": rcfg.get("candidates")})
             if rcfg.get("sources") and not self._given("--retriever-sources"):
                 args += ["--retriever-sources", *map(str, rcfg["sources"])]
         if variant == "retrieval" and job_dir is not None:

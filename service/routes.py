@@ -139,10 +139,11 @@ def model_info(served: ServedModel, admin: bool) -> ModelInfo:
                      variant=m.settings.variant,
                      threshold=m.threshold, metrics=dict(m.metrics), decoding=dataclasses.asdict(m.decoding),
                      device=served.device, dtype=served.dtype, loaded_at=served.loaded_at, backend=served.backend,
-                     clusters=getattr(m.guidance, "clusters", None) and m.guidance.clusters.n_clusters)  # type: ignore[union-attr]
+                     clusters=getattr(m.guidance, "clusters", None) and m.guidance.clusters.n_clusters,  # type: ignore[union-attr]
+                     backbone=m.settings.backbone, generator=m.generator_gate.to_dict() if m.generator_gate is not None else None)
 
 
-@get("/v1/model", tags=["model"], responses=errors(503), summary="The served model: version, label count, variant, threshold, metrics",
+@get("/v1/model", tags=["model"], responses=errors(503), summary="The served model: version, label count, variant, backbone, threshold, metrics, the generator gate",
      description="Its directory on the server (path) only with the API key.")
 async def get_model(rt: Runtime, request: Request) -> ModelInfo:
     return model_info(rt.require_model(), admin=has_api_key(request))

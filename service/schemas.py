@@ -105,6 +105,10 @@ class ModelInfo(msgspec.Struct):
     loaded_at: float
     backend: str = "torch"
     clusters: int | None = None
+    backbone: str = "t5"
+    generator: dict[str, Any] | None = None
+    """Whether default tagging runs the generator (``serve``), how that was decided (``mode``, ``reason``) and
+    the dev numbers behind it; absent for a model without a retriever stage to serve alone."""
 
 
 class SwapRequest(Body):

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from xlgen.files import atomic_dir
+from xlgen.progress import progress_bar
 
 log = logging.getLogger("xlgen.train")
 
@@ -73,7 +73,7 @@ def compute_token_states(encoder, texts: Sequence[str], directory: str | Path, f
     width = encoder.dim
     with atomic_dir(directory) as tmp:
         matrix = np.memmap(tmp / "states.f16", dtype=np.float16, mode="w+", shape=(max(int(offsets[-1]), 1), width))
-        with tqdm(total=len(texts), desc="token states", unit="doc", disable=not progress) as bar:
+        with progress_bar(total=len(texts), desc="token states", unit="doc", disable=not progress) as bar:
             for start in range(0, len(texts), CHUNK):
                 _, states = encoder.encode_states(list(texts[start : start + CHUNK]), cache=cache)
                 for j, s in enumerate(states):

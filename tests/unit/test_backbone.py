@@ -210,6 +210,15 @@ def test_generator_never_serves_the_retriever_stage_alone(tiny_encoder_dir: Path
     assert all(p.labels for p in preds) and all(set(p.sources[x]) <= {"knn", "label_text", "linear"} for p in preds for x in p.labels)
     assert m.threshold == meta["threshold"] and 0.0 < m.threshold < 1.0
 
+    from tests.support import running, settings_for
+
+    with running(settings_for(model_dir, tmp_path / "svc")) as c:  # /v1/model says what is served, and why
+        info = c.get("/v1/model").json()
+        assert info["backbone"] == "sentence-encoder" and info["generator"]["serve"] is False
+        assert info["generator"]["mode"] == "never" and "retriever stage alone" in info["generator"]["reason"]
+        r = c.post("/v1/tag", json={"texts": ["thank you so much!"]})
+        assert r.status_code == 200 and r.json()["results"][0]["labels"], r.text
+
 
 def test_the_model_cards_snippet_runs_with_plain_transformers(se_run: Path) -> None:
     """The card's code reads the text with sentence-transformers and generates with transformers alone."""
@@ -228,3 +237,31 @@ def test_the_model_cards_snippet_runs_with_plain_transformers(se_run: Path) -> N
     labels = set(json.loads((model_dir / "labels.json").read_text())["labels"])
     assert len(rows) == 2 and all(r["labels"] for r in rows)
     assert all(x["label"] in labels or x["new"] for r in rows for x in r["labels"])
+
+
+def test_retraining_trains_the_same_backbone_and_shape(se_run: Path) -> None:
+    import argparse
+
+    from xlgen.config import from_arguments
+    from xlgen.service.jobs import RetrainManager
+    from xlgen.training.config import TrainConfig
+    from xlgen.training.train import add_arguments
+
+    model_dir = se_run / "run" / "model"
+
+    async def install(_: str) -> str:
+        return ""
+
+    def config(extra: str) -> TrainConfig:
+        jobs = RetrainManager(None, se_run / "jobs", str(se_run / "data"), extra, lambda: 0.0, install,  # type: ignore[arg-type]
+                              serving_path=lambda: str(model_dir))
+        cmd = jobs._command(se_run / "jobs" / "j", {})
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        return from_arguments(TrainConfig, parser.parse_args(cmd[cmd.index("xlgen.training.train") + 1 :]))
+
+    cfg = config("")
+    assert (cfg.variant, cfg.backbone) == ("retrieval", "sentence-encoder")
+    assert (cfg.reader_layers, cfg.decoder_layers, cfg.decoder_heads, cfg.decoder_ff) == (1, 2, 2, 64)  # the served shape, not the defaults
+    cfg = config("--decoder-layers 3 --backbone t5")  # the operator's options win
+    assert (cfg.backbone, cfg.decoder_layers) == ("t5", 3)

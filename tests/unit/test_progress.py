@@ -96,3 +96,22 @@ def test_disabled_writes_nothing():
 def test_bad_step():
     with pytest.raises(ValueError, match="step"):
         LineProgress(total=3, step=0, file=io.StringIO())
+
+
+def test_every_bar_is_made_by_progress_bar() -> None:
+    """A bar made with tqdm itself writes carriage returns into a log file: only xlgen.progress makes them."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    made = []
+    for folder in ("xlgen", "training", "service", "clustering"):
+        for path in (root / folder).rglob("*.py"):
+            if path.name == "progress.py" and path.parent.name == "xlgen":
+                continue
+            tree = ast.parse(path.read_text())
+            names = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("tqdm")
+                     for a in n.names}
+            made += [f"{path.relative_to(root)}:{n.lineno}" for n in ast.walk(tree)
+                     if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names]
+    assert not made, made

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from xlgen.encoders.cache import EmbeddingCache, cache_root
 from xlgen.encoders.config import STATIC_ENCODERS
 from xlgen.encoders.packaged import DEFAULT_ENCODER, EncoderUnavailableError, packaged_model_dir, verify_weights
+from xlgen.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class StaticEncoder:
     def _encode_static(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
         starts = range(0, len(texts), batch_size)
-        with tqdm(total=len(texts), disable=not progress, desc="embedding (static)", unit="doc") as bar:
+        with progress_bar(total=len(texts), disable=not progress, desc="embedding (static)", unit="doc") as bar:
             if self.threads == 1 or len(texts) <= batch_size:
                 for s in starts:
                     out[s : s + batch_size] = self._batch(texts[s : s + batch_size])
