@@ -444,10 +444,27 @@ def plot(cells: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def report(cells: list[dict[str, Any]], out: Path) -> str:
-    text = markdown(cells) + "\n\n" + exponents_markdown([c for c in cells if not c.get("tag")]) + "\n"
+DOCS = ROOT / "docs" / "scale.md"
+MARKERS = ("<!-- scale.py table -->\n", "<!-- /scale.py table -->\n")
+"""docs/scale.md's generated part lies between these lines; the plot goes to docs/assets/results/scale.png."""
+
+
+def report(cells: list[dict[str, Any]], out: Path, docs: Path = DOCS) -> str:
+    """Writes the table and exponents (``out`` with ``.md``), the plot (``.png``), and both into ``docs``."""
+    import shutil
+
+    current = [c for c in cells if not c.get("tag")]
+    text = markdown(cells) + "\n\n" + exponents_markdown(current) + "\n"
     out.with_suffix(".md").write_text(text)
-    plot([c for c in cells if not c.get("tag")], out.with_suffix(".png"))
+    plot(current, out.with_suffix(".png"))
+    if docs.is_file() and all(m in docs.read_text() for m in MARKERS):
+        page = docs.read_text()
+        head, rest = page.split(MARKERS[0], 1)
+        tail = rest.split(MARKERS[1], 1)[1]
+        docs.write_text(head + MARKERS[0] + text + MARKERS[1] + tail)
+        assets = docs.parent / "assets" / "results"
+        assets.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out.with_suffix(".png"), assets / "scale.png")
     return text
 
 
