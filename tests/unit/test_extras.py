@@ -26,7 +26,6 @@ def hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
 @pytest.mark.parametrize(("argv", "module", "extra"), [
     (["serve", "--help"], "litestar", "serve"),
     (["serve", "--model", "m"], "uvicorn", "serve"),
-    (["export", "--help"], "ctranslate2", "fast"),
     (["simulate-al", "--help"], "matplotlib", "plots"),
     (["simulate-new-labels", "--help"], "matplotlib", "plots"),
 ])

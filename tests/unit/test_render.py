@@ -18,7 +18,7 @@ def test_the_rendered_files_are_up_to_date(capsys):
 
 
 def test_a_typed_or_stale_cell_is_rewritten():
-    text = render.TARGETS[0].read_text()
+    text = (render.ROOT / "docs" / "benchmarks.md").read_text()
     cell = "| 0.578 |"
     assert cell in text
     tampered = text.replace(cell, "| 0.999 |", 1)
@@ -35,7 +35,7 @@ def test_every_results_file_has_provenance():
 
 
 def test_every_table_is_followed_by_its_source():
-    text = render.TARGETS[0].read_text()
+    text = (render.ROOT / "docs" / "benchmarks.md").read_text()
     blocks = render.DIRECTIVE.findall(text)
     assert len(blocks) > 40
     for m in render.DIRECTIVE.finditer(text):
