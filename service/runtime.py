@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from litestar.exceptions import HTTPException, ServiceUnavailableException
 
+from xlgen.active.acquisition import get_strategy
 from xlgen.active.selection import ScoreCache, Selection, SelectionConfig, select_batch
 from xlgen.backends import Cancelled
 from xlgen.data import Document
@@ -46,6 +48,33 @@ SCORE_CACHE_ENTRIES = 32
 """Decoded pool samples kept per process (the selection cache has no bound of its own)."""
 
 
+LIGHT_STRATEGIES = ("beam", "greedy")
+"""Decodings the light lane runs: deterministic, so that they read no random generator and keep dropout off."""
+
+
+class LaneObserver:
+    """What the light lane's micro-batcher reports: batch sizes and times, queue waits and dropped chunks go to
+    the service's metrics; its queue depth and running state are left out (those gauges are the heavy lane's)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def batch_ran(self, size: int, seconds: float) -> None:
+        self.metrics.batch_ran(size, seconds)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.metrics.queue_wait(seconds)
+
+    def queue_depth(self, depth: int) -> None:
+        pass
+
+    def batch_running(self, running: bool) -> None:
+        pass
+
+    def chunks_cancelled(self, n: int) -> None:
+        self.metrics.chunks_cancelled(n)
+
+
 @dataclass(frozen=True)
 class ScanKey:
     """The micro-batcher's key of next-batch scoring: pieces of pool scans under one selection config."""
@@ -73,17 +102,14 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics()
         self.holder = ModelHolder()
-        # one thread runs the model, so torch never sees two calls at once
+        # one thread runs the heavy work (chunks of large tag and predict requests, sampling, next-batch
+        # scoring) and a second one light deterministic tag requests (settings.light_work), so that those never
+        # wait behind a heavy chunk; a call with dropout on holds the model alone (self._exclusive)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="xlgen-model")
-        self.batcher = MicroBatcher(
-            self._run_batch,
-            max_batch_size=settings.max_batch_size,
-            max_wait_ms=settings.max_wait_ms,
-            max_queue=settings.max_queue,
-            executor=self.executor,
-            observer=self.metrics,
-            max_batch_work=settings.chunk_work,
-        )
+        self.light_executor = ThreadPoolExecutor(1, thread_name_prefix="xlgen-light")
+        self.batcher = self._lane(self._run_batch, self.executor, self.metrics)
+        self.light_batcher = self._lane(self._run_light_batch, self.light_executor, LaneObserver(self.metrics))
+        self._exclusive = threading.Lock()
         self._storage: Storage | None = None
         self._jobs: RetrainManager | None = None
         self._tasks: list[asyncio.Task] = []
@@ -91,6 +117,12 @@ class Runtime:
         self._api_key = settings.api_key
         # one next-batch at a time per annotator: a loop of calls from one token cannot stack scorings
         self._annotator_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lane(self, run: Callable[[Hashable, list[Any], Callable[[], bool]], list[Any]], executor: ThreadPoolExecutor,
+              observer: Any) -> MicroBatcher:
+        s = self.settings
+        return MicroBatcher(run, max_batch_size=s.max_batch_size, max_wait_ms=s.max_wait_ms, max_queue=s.max_queue, executor=executor,
+                            observer=observer, max_batch_work=s.chunk_work)
 
     @property
     def api_key(self) -> str:
@@ -127,6 +159,7 @@ class Runtime:
                                     fine_tune_encoder=s.retrain_encoder)
         await asyncio.to_thread(self._jobs.recover)  # jobs whose server died (a kill -9, a crash) end here
         self.batcher.start()
+        self.light_batcher.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._load_initial(), name="load-model"))
         if s.model_poll_s > 0:
@@ -138,6 +171,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.batcher.stop()
+        await self.light_batcher.stop()
         if self._jobs is not None:
             await self._jobs.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -230,12 +264,14 @@ class Runtime:
                                      f"model's maximum input length, plus up to {decoding.max_new_tokens} decoded, times "
                                      f"{decoding.num_return} sequences per text); at most {s.max_request_work:,} "
                                      "(XLGEN_MAX_REQUEST_WORK): send fewer or shorter texts, or fewer beams or samples")
-        return await self._submit(decoding, list(texts), work)
+        light = 0 < sum(work) <= s.light_work and decoding.strategy in LIGHT_STRATEGIES
+        return await self._submit(decoding, list(texts), work, self.light_batcher if light else self.batcher)
 
-    async def _submit(self, key: Hashable, items: list[Any], work: Sequence[float]) -> list[Any]:
-        """``items`` through the micro-batcher under ``key``: 503 when its queue is full, 504 on timeout."""
+    async def _submit(self, key: Hashable, items: list[Any], work: Sequence[float], batcher: MicroBatcher | None = None) -> list[Any]:
+        """``items`` through a micro-batcher (the heavy one by default) under ``key``: 503 when its queue is full,
+        504 on timeout."""
         try:
-            return await self.batcher.submit(key, items, timeout=self.settings.request_timeout_s, work=work)
+            return await (batcher or self.batcher).submit(key, items, timeout=self.settings.request_timeout_s, work=work)
         except QueueFull as e:
             self.metrics.rejected.labels(reason="queue_full").inc()
             raise ServiceUnavailableException(detail=f"too busy: {e}", headers={"Retry-After": "1"}) from None
@@ -247,12 +283,21 @@ class Runtime:
         """One model call of the micro-batcher, on the model thread: tag texts, or score pool pieces."""
         if isinstance(key, ScanKey):
             out = []
+            # MC dropout turns dropout on in the whole model: nothing else may decode with it meanwhile
+            dropout = get_strategy(key.cfg.strategy).needs == "passes" or key.cfg.ensemble.mc_dropout > 0
+            exclusive = self._exclusive if dropout else contextlib.nullcontext()
             for piece in items:
                 if should_stop():
                     raise Cancelled("next-batch scoring stopped: nobody waits for it")
-                out.append(self._scan(piece, key.cfg))
+                with exclusive:
+                    out.append(self._scan(piece, key.cfg))
             return out
         return run_tag_batch(self.holder, key, items, should_stop)  # type: ignore[arg-type]
+
+    def _run_light_batch(self, key: Hashable, items: list[Any], should_stop: Callable[[], bool]) -> list[Any]:
+        """One model call of the light lane, on its own thread (never while dropout is on elsewhere)."""
+        with self._exclusive:
+            return run_tag_batch(self.holder, key, items, should_stop)  # type: ignore[arg-type]
 
     def _scan(self, piece: ScanPiece, cfg: SelectionConfig) -> Selection:
         if len(self._score_cache.decoded) > SCORE_CACHE_ENTRIES:

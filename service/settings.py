@@ -116,6 +116,12 @@ class Settings:
         chunk_work: Work per model call. A larger request is cut into chunks of at most this much
             work (and ``max_batch_size`` texts) that take turns with other requests, so a light
             request waits for about one chunk rather than for a whole heavy request.
+        light_work: Tag requests of at most this much work (in ``max_request_work``'s unit) whose decoding is
+            beam search or greedy run on a second model thread with a micro-batcher of their own, so that a
+            one-text request never waits behind the chunks of heavy requests (sampling floods, large Label
+            Studio predict calls, next-batch scoring). Deterministic decodings only: they neither read the
+            random generator that sampling seeds nor turn dropout on; a model call with dropout on (MC dropout
+            scoring) holds the model alone. 0 runs everything on one thread.
         claim_ttl_s: How long a next-batch claim keeps a document from other annotators.
         max_claims_per_annotator: Documents one annotator may hold claimed at once (the anonymous caller
             counts as the annotator ``""``), so that one next-batch call cannot claim the whole pool.
@@ -169,6 +175,8 @@ class Settings:
     max_request_work: int = _env_field(294_912, "work budget per tag request or predict call: sum over texts of (input tokens + "
                                                 "max_new_tokens) x beams or samples")
     chunk_work: int = _env_field(16_384, "work per model call; larger tag requests are cut into chunks that take turns")
+    light_work: int = _env_field(4_096, "tag requests of at most this much work, beam or greedy, run on a model thread of their own "
+                                        "beside the heavy ones (0: one thread for all)")
     claim_ttl_s: float = _env_field(1800.0, "next-batch claim lifetime in seconds")
     max_claims_per_annotator: int = _env_field(50, "documents one annotator may hold claimed at once")
     pool_scan: int = _env_field(512, "pool documents scored per next-batch call")

@@ -212,6 +212,118 @@ def test_next_batch_takes_turns_with_tagging(tiny_model_dir: Path, tiny_data: Pa
     assert asyncio.run(main()) == ["tag", "select"]
 
 
+def _lanes(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario, **settings: Any) -> list:
+    """Runs ``scenario(rt, served)`` on a started runtime whose model calls are timed fakes: a sampling chunk or a
+    pool piece takes 0.6 s, a beam call 0.02 s; returns ``(what, start, end)`` of every call."""
+    from xlgen.service import runtime as runtime_module
+    from xlgen.service.inference import Tagged
+    from xlgen.service.runtime import Runtime
+
+    calls: list = []
+    real = runtime_module.run_tag_batch
+
+    def timed(holder, decoding, texts, should_stop=None):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        time.sleep(0.6 if decoding.strategy == "sample" else 0.02)
+        calls.append((decoding.strategy, t0, time.perf_counter()))
+        return [Tagged(p.prediction, p.served) for p in real(holder, decoding.__class__(), texts)]
+
+    def scan(self, piece, cfg):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        time.sleep(0.6)
+        calls.append((f"scan {cfg.strategy}", t0, time.perf_counter()))
+        return None
+
+    monkeypatch.setattr(runtime_module, "run_tag_batch", timed)
+    monkeypatch.setattr(Runtime, "_scan", scan)
+
+    async def main() -> None:
+        rt = Runtime(settings_for(tiny_model_dir, tmp_path / "svc", **settings))
+        await rt.startup()
+        try:
+            while rt.holder.current is None:
+                assert not rt.holder.error, rt.holder.error
+                await asyncio.sleep(0.05)
+            await scenario(rt, rt.holder.current)
+        finally:
+            await rt.shutdown()
+
+    asyncio.run(main())
+    return calls
+
+
+@pytest.mark.parametrize("light_work", [4_096, 0])
+def test_a_one_word_tag_does_not_wait_behind_a_sampling_flood(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               light_work: int) -> None:
+    """Two heavy sampling requests of three one-text chunks each (0.6 s a chunk) and a one-word beam request sent
+    while they run: on the light lane it is answered in well under a chunk's time; on one thread
+    (``light_work=0``, as before the lane) it waits for the running chunk and for the other request's."""
+    from xlgen.decoding import DecodingConfig
+
+    latency: list[float] = []
+
+    async def scenario(rt, served) -> None:  # type: ignore[no-untyped-def]
+        heavy = DecodingConfig(strategy="sample", num_samples=64, temperature=100.0)
+
+        async def light() -> None:
+            await asyncio.sleep(0.3)  # both floods run by now
+            t0 = time.perf_counter()
+            await rt.tag(["hello"], served.model.decoding)
+            latency.append(time.perf_counter() - t0)
+
+        await asyncio.gather(rt.tag(["a"] * 3, heavy), rt.tag(["b"] * 3, heavy), light())
+
+    calls = _lanes(tiny_model_dir, tmp_path, monkeypatch, scenario, chunk_work=1_000, light_work=light_work)
+    assert sum(1 for c in calls if c[0] == "sample") == 6
+    if light_work:
+        assert latency[0] < 0.3, latency
+    else:
+        assert latency[0] > 0.5, latency  # what the lane removes
+
+
+def test_sampling_never_takes_the_light_lane(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small sampling request (its work under the light lane's) still runs on the heavy thread, after the chunk that
+    runs: sampling seeds the random generator, which two threads would share."""
+    from xlgen.decoding import DecodingConfig
+
+    async def scenario(rt, served) -> None:  # type: ignore[no-untyped-def]
+        heavy = DecodingConfig(strategy="sample", num_samples=64, temperature=100.0)
+        small = DecodingConfig(strategy="sample", num_samples=2)
+
+        async def later() -> None:
+            await asyncio.sleep(0.2)
+            await rt.tag(["hi"], small)
+
+        await asyncio.gather(rt.tag(["a"], heavy), later())
+
+    calls = _lanes(tiny_model_dir, tmp_path, monkeypatch, scenario, chunk_work=1_000, light_work=1_000_000)
+    first, second = calls
+    assert second[1] >= first[2]  # one after the other, never at once
+
+
+@pytest.mark.parametrize(("strategy", "overlap"), [("margin", True), ("beal", False)])
+def test_dropout_scoring_holds_the_model_alone(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str,
+                                               overlap: bool) -> None:
+    """Next-batch scoring with dropout on (BEAL's passes) turns dropout on in the whole model: a light tag request
+    waits for that piece; scoring without dropout (margin) runs beside it."""
+    from xlgen.active.selection import SelectionConfig
+    from xlgen.data import Document
+
+    async def scenario(rt, served) -> None:  # type: ignore[no-untyped-def]
+        async def light() -> None:
+            await asyncio.sleep(0.2)
+            await rt.tag(["hello"], served.model.decoding)
+
+        docs = [Document(f"d{i}", f"text {i}") for i in range(4)]
+        await asyncio.gather(rt.select(served, docs, SelectionConfig(strategy=strategy, batch_size=2)), light())
+
+    calls = _lanes(tiny_model_dir, tmp_path, monkeypatch, scenario)
+    scans = [c for c in calls if c[0].startswith("scan")]
+    tag = next(c for c in calls if c[0] == "beam")
+    assert scans
+    assert any(s[1] < tag[1] < s[2] for s in scans) == overlap, calls
+
+
 # ------------------------------------------------------------------------------ who reads what
 
 
