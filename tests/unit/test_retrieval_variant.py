@@ -154,6 +154,44 @@ def test_logistic_calibrator_round_trip() -> None:
     assert np.allclose(const.predict(np.zeros((2, 1))), 1.0, atol=1e-5)
 
 
+def _synthetic_candidates(n_docs: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    from xlgen.encoders.candidates import Candidates
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(3, 12, n_docs)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n = int(offsets[-1])
+    labels = tuple(f"l{i}" for i in range(30))
+    label_ids = rng.integers(0, 30, n).astype(np.int32)
+    scores = rng.random((n, 3)).astype(np.float32)
+    ranks = rng.integers(1, 12, (n, 3)).astype(np.int32)
+    cands = Candidates(labels, ("knn", "label_text", "linear"), 10, offsets, label_ids, scores, ranks)
+    # gold: a label is right more often the higher its scores
+    gold = [tuple(labels[label_ids[r]] for r in range(offsets[i], offsets[i + 1]) if rng.random() < scores[r].mean() ** 2)
+            for i in range(n_docs)]
+    return cands, gold
+
+
+def test_the_retriever_stage_fits_on_whole_documents_up_to_its_row_cap() -> None:
+    from xlgen.fusion import fit_retriever_stage, retriever_features, stage_rows
+
+    cands, gold = _synthetic_candidates(3_000)
+    n_rows = len(cands.label_ids)
+    assert stage_rows(cands, n_rows) is None
+    rows = stage_rows(cands, 5_000, seed=1)
+    assert rows is not None and 4_000 < len(rows) <= 5_000
+    assert np.array_equal(rows, np.sort(rows)) and np.array_equal(rows, stage_rows(cands, 5_000, seed=1))
+    kept = set(cands.doc_index[rows].tolist())
+    assert sum(cands.offsets[i + 1] - cands.offsets[i] for i in kept) == len(rows)  # every kept document whole
+    counts = {label: 5 for label in cands.labels}
+    full = fit_retriever_stage(cands, gold, counts, max_rows=n_rows)
+    part = fit_retriever_stage(cands, gold, counts, max_rows=n_rows // 2)
+    x = retriever_features(cands, counts)
+    # half the rows: about the same probabilities (the calibrator's 77 weights need far fewer rows)
+    assert np.abs(full.predict(x) - part.predict(x)).mean() < 0.02
+    assert not np.allclose(full.weights, part.weights)
+
+
 def test_document_vectors_come_from_the_sentence_encoder(retrieval_run: Path) -> None:
     """Diversity and similarity use the retriever's pretrained vectors, not the T5's states."""
     m = XLGenModel.load(retrieval_run / "run" / "model")
