@@ -200,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xlgen {command}: error: {e}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    from xlgen.progress import quiet_library_bars
+
+    quiet_library_bars()  # in a log, the libraries' own carriage-return bars are noise; ours write plain lines
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -95,3 +95,21 @@ def progress_bar(iterable: Iterable | None = None, *, total: float | None = None
 def write(message: str, file: IO[str] | None = None) -> None:
     """Prints a line without breaking the bars in progress (tqdm.write)."""
     tqdm.write(message, file=file)
+
+
+def quiet_library_bars(stream: IO[str] | None = None) -> bool:
+    """Turns off the libraries' own bars (transformers' "Loading weights", "Writing model shards", the hub's
+    downloads) where ``stream`` (standard error by default) is not a terminal: each is a carriage-return bar of
+    a second that a log keeps as one long line. Returns whether they were turned off."""
+    import os
+
+    stream = stream if stream is not None else sys.stderr
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return False
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is imported
+    if "transformers" in sys.modules:  # already imported: its switch reads the variable only once
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return True

@@ -115,3 +115,33 @@ def test_every_bar_is_made_by_progress_bar() -> None:
             made += [f"{path.relative_to(root)}:{n.lineno}" for n in ast.walk(tree)
                      if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in names]
     assert not made, made
+
+
+def test_the_libraries_bars_are_off_in_a_log_and_on_at_a_terminal():
+    code = """
+import io, sys
+from xlgen.progress import quiet_library_bars
+class Tty(io.StringIO):
+    def isatty(self): return True
+turned_off = quiet_library_bars(Tty() if sys.argv[1] == 'tty' else io.StringIO())
+from transformers.utils import logging
+print(turned_off, logging.is_progress_bar_enabled())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    out = {where: subprocess.run([sys.executable, "-c", code, where], capture_output=True, text=True, env=env, check=True).stdout.split()
+           for where in ("tty", "log")}
+    assert out == {"tty": ["False", "True"], "log": ["True", "False"]}
+
+
+def test_the_libraries_bars_are_turned_off_after_their_import(monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    from xlgen.progress import quiet_library_bars
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")
+    hf_logging.enable_progress_bar()
+    try:
+        assert quiet_library_bars(io.StringIO())
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
