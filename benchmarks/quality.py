@@ -82,6 +82,25 @@ def subset_row(row: dict, test: list[Document], test_scores: list[dict[str, floa
             **metrics_of(gold, test_scores[:n], row["threshold"], counts)}
 
 
+def ablation_of(item: str | None) -> dict[str, object]:
+    """``FIELD=VALUE`` as a training option of the field's type (``{}`` for none)."""
+    if item is None:
+        return {}
+    import dataclasses
+
+    from xlgen.training.config import TrainConfig
+
+    field, sep, value = item.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    if not sep or field not in fields:
+        raise SystemExit(f"--encoder-generator-ablations: {item!r} is not FIELD=VALUE of a training option")
+    default = fields[field].default
+    kind = type(default) if default is not None and not isinstance(default, bool) else None
+    if isinstance(default, bool):
+        return {field: value.lower() in ("1", "true", "yes")}
+    return {field: kind(value) if kind else value}
+
+
 def cell(v: object) -> str:
     if isinstance(v, float):
         return "-" if v != v else f"{v:.3f}"
@@ -122,6 +141,9 @@ def main() -> None:
     p.add_argument("--skip", nargs="*", default=[], choices=("baseline", "generator", "retrieval", "retriever", "encoder-generator"),
                    help="rows to leave out (retriever: the generator-free retriever-stage rows, run only when "
                         "retrieval is skipped)")
+    p.add_argument("--encoder-generator-ablations", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="also train the sentence-encoder generator with one training option changed per item (e.g. "
+                        "decoder_init=random reader_layers=2), each with its own rows, the retriever's shared")
     p.add_argument("--encoder-quantization", default="float32", choices=ENCODER_QUANTIZATIONS,
                    help="the sentence encoder's CTranslate2 weights")
     p.add_argument("--reuse", action="store_true",
@@ -207,6 +229,13 @@ def main() -> None:
                       [p.all_scores for p in pt], counts, m.threshold, train_s=train_s, tag_s_per_1k=tag), [p.all_scores for p in pt])
         save()
 
+    def source_rows(cands_dev, cands_test, retriever) -> None:  # type: ignore[no-untyped-def]
+        """One row per retriever source alone, each with its own threshold tuned on dev."""
+        for source in cands_test.sources:
+            label = {"linear": "retriever: linear (tfidf+encoder)"}.get(source, f"retriever: {source}")
+            add(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
+                          counts, train_s=retriever.fit_seconds.get(source, float("nan"))), cands_test.source_scores(source))
+
     sources_done = False
 
     def retrieval_rows(cfg: TrainConfig, names: dict[str, str]) -> None:
@@ -223,19 +252,16 @@ def main() -> None:
         generate_s = time.time() - t0 - retrieve_s
         fused_test = g.rescore(m, plan_test, [p.all_scores for p in gen_test])
         fuse_s = time.time() - t0 - retrieve_s - generate_s
-        t0 = time.time()
-        no_gen_test = [p.all_scores for p in m.predict(texts_test, threshold=0.0, scoring="retriever")]  # as the gate serves it
-        stage_s = time.time() - t0
         plan_dev = m.plan(texts_dev)
         gen_dev = m.predict(texts_dev, threshold=0.0, plan=plan_dev, scoring="generator")
         cands_test, cands_dev = plan_test.extra["candidates"], plan_dev.extra["candidates"]
         per_k = 1000 / len(test)
         gate = m.generator_gate.to_dict() if m.generator_gate is not None else {}
         if not sources_done:
-            for source in cands_test.sources:
-                label = {"linear": "retriever: linear (tfidf+encoder)"}.get(source, f"retriever: {source}")
-                add(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
-                              counts, train_s=g.retriever.fit_seconds.get(source, float("nan"))), cands_test.source_scores(source))
+            source_rows(cands_dev, cands_test, g.retriever)
+            t0 = time.time()
+            no_gen_test = [p.all_scores for p in m.predict(texts_test, threshold=0.0, scoring="retriever")]  # as the gate serves it
+            stage_s = time.time() - t0
             no_gen_dev = [f.scores for f in g.rescore(m, plan_dev, None, use_generator=False)]
             add(tuned_row(name, "fused without generator (retriever stage)", dev, no_gen_dev, test, no_gen_test, counts,
                           tag_s_per_1k=per_k * stage_s), no_gen_test)
@@ -264,13 +290,17 @@ def main() -> None:
         save()
 
     if "encoder-generator" not in args.skip:
-        retrieval_rows(common(output_dir=f"{args.runs_dir}/{name}-encoder-generator", variant="retrieval", backbone="sentence-encoder",
-                              epochs=args.encoder_generator_epochs or args.epochs, max_input_length=args.encoder_input_length,
-                              candidates_in_input=args.candidates_in_input),
-                       {"generator": "generator on the sentence encoder (own beam mass)",
-                        "fused": "fused, generator on the sentence encoder (as served, dev gate auto)",
-                        "refit": "fused, generator on the sentence encoder, stage features",
-                        "without": "fused without the sentence-encoder generator, stage refitted on dev"})
+        for ablation in [None, *args.encoder_generator_ablations]:
+            changed = ablation_of(ablation)
+            tag = "" if ablation is None else f" [{ablation}]"
+            retrieval_rows(common(output_dir=f"{args.runs_dir}/{name}-encoder-generator" + ("" if ablation is None else f"-{ablation}"),
+                                  variant="retrieval", backbone="sentence-encoder",
+                                  epochs=args.encoder_generator_epochs or args.epochs, max_input_length=args.encoder_input_length,
+                                  candidates_in_input=args.candidates_in_input, **changed),
+                           {"generator": f"generator on the sentence encoder (own beam mass){tag}",
+                            "fused": f"fused, generator on the sentence encoder (as served, dev gate auto){tag}",
+                            "refit": f"fused, generator on the sentence encoder{tag}, stage features",
+                            "without": f"fused without the sentence-encoder generator{tag}, stage refitted on dev"})
 
     if "retrieval" not in args.skip:
         retrieval_rows(common(output_dir=f"{args.runs_dir}/{name}-retrieval", variant="retrieval", generator="always",
@@ -288,10 +318,7 @@ def main() -> None:
         cands_test = g.retriever.score(texts_test)
         retrieve_s = time.time() - t0
         cands_dev = g.retriever.score(texts_dev)
-        for source in cands_test.sources:
-            label = {"linear": "retriever: linear (tfidf+encoder)"}.get(source, f"retriever: {source}")
-            add(tuned_row(name, label, dev, cands_dev.source_scores(source), test, cands_test.source_scores(source),
-                          counts, train_s=g.retriever.fit_seconds.get(source, float("nan"))), cands_test.source_scores(source))
+        source_rows(cands_dev, cands_test, g.retriever)
         stage_test = [f.scores for f in g.fusion.fuse(cands_test, g.counts, None)]
         stage_dev = [f.scores for f in g.fusion.fuse(cands_dev, g.counts, None)]
         add(tuned_row(name, "fused without generator (retriever stage)", dev, stage_dev, test, stage_test, counts,

@@ -199,6 +199,40 @@ def view_tagging_speed(opts: dict[str, str]) -> str:
                   "x naive", "encoder pass s / 1k", "generator on / stage", "same top label as naive"], out)
 
 
+GOAL_ROWS = {
+    "stage": "fused without generator (retriever stage)",
+    "generator": "generator on the sentence encoder (own beam mass)",
+    "fused": "fused, generator on the sentence encoder (as served, dev gate auto)",
+    "without": "fused without the sentence-encoder generator, stage refitted on dev: counts",
+}
+"""The rows of a ``benchmarks/quality.py`` encoder-generator run that the generator's goal compares."""
+
+
+def view_generator_goal(opts: dict[str, str]) -> str:
+    """Per run (``files``, comma-separated): the retriever stage, the generator on the sentence encoder alone and
+    fused, the fused gain over the stage and over the same calibration without the generator (goal: +0.015 micro
+    and +0.02 macro-F1), the generator alone against the stage (goal: within 0.05 micro-F1) and the dev gate."""
+    out = []
+    for name in opts["files"].split(","):
+        rows = {r["model"]: r for r in rows_of(load(name))}
+        missing = [m for m in GOAL_ROWS.values() if m not in rows]
+        if missing:
+            raise ValueError(f"{name}: no rows {missing}")
+        stage, gen, fused, without = (rows[GOAL_ROWS[k]] for k in ("stage", "generator", "fused", "without"))
+        d_mi, d_ma = fused["micro_f1"] - stage["micro_f1"], fused["macro_f1"] - stage["macro_f1"]
+        c_mi, c_ma = fused["micro_f1"] - without["micro_f1"], fused["macro_f1"] - without["macro_f1"]
+        g_mi = gen["micro_f1"] - stage["micro_f1"]
+        met = "yes" if d_mi >= 0.015 and d_ma >= 0.02 else "no"
+        served = fused.get("gate_serves_generator")
+        gate = "-" if served is None else ("generator served" if served else "retriever stage served")
+        out.append([stage["dataset"], f"{stage['micro_f1']:.3f} / {stage['macro_f1']:.3f}", f"{gen['micro_f1']:.3f} / {gen['macro_f1']:.3f}",
+                    f"{g_mi:+.3f}", f"{fused['micro_f1']:.3f} / {fused['macro_f1']:.3f}", f"{d_mi:+.3f} / {d_ma:+.3f}", met,
+                    f"{c_mi:+.3f} / {c_ma:+.3f}", f"{fused.get('gate_dev_gain_micro', float('nan')):+.4f}", gate])
+    return table(["dataset", "retriever stage micro / macro", "generator alone", "alone - stage (micro; goal > -0.05)",
+                  "fused (generator on)", "fused - stage", "goal +0.015 / +0.02 met", "fused - same calibration without it",
+                  "gate: dev micro gain", "gate"], out)
+
+
 def view_headline(opts: dict[str, str]) -> str:
     """The README's table: the served model against TF-IDF + LR and the best single retriever source on each dataset,
     and tagging speed with the encoder pass against transformers' generate alone."""
@@ -226,6 +260,7 @@ VIEWS: dict[str, Callable[[dict[str, str]], str]] = {
     "rows": view_rows, "inference": view_inference, "active_learning": view_active_learning, "new_labels": view_new_labels,
     "encoder_speed": view_encoder_speed, "pipeline": view_pipeline, "service_load": view_service_load,
     "select_stream": view_select_stream, "headline": view_headline, "tagging_speed": view_tagging_speed,
+    "generator_goal": view_generator_goal,
 }
 
 
@@ -256,7 +291,7 @@ def files_of(view: str, opts: dict[str, str]) -> list[str]:
     if view == "headline":
         return sorted({f for row in HEADLINE for f in (row[1], row[3])} | {"inference_retrieval_goemotions_1thread.json",
                                                                         "inference_retrieval_reuters21578_1thread.json"})
-    if view == "tagging_speed":
+    if view in ("tagging_speed", "generator_goal"):
         return opts["files"].split(",")
     return [opts["file"]]
 

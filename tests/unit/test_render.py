@@ -58,3 +58,25 @@ def test_new_results_carry_their_provenance(tmp_path):
     # a file that records it needs no entry in the legacy table
     path = render.RESULTS / "provenance.json"
     assert "quality_goemotions.json" in json.loads(path.read_text())
+
+
+def test_the_generator_goal_is_computed_from_the_rows(tmp_path, monkeypatch):
+    def row(model: str, micro: float, macro: float, **extra: float) -> dict:
+        return {"dataset": "toy", "model": model, "micro_f1": micro, "macro_f1": macro, **extra}
+
+    rows = [row(render.GOAL_ROWS["stage"], 0.60, 0.40), row(render.GOAL_ROWS["generator"], 0.52, 0.30),
+            row(render.GOAL_ROWS["fused"], 0.62, 0.41, gate_serves_generator=1.0, gate_dev_gain_micro=0.012),
+            row(render.GOAL_ROWS["without"], 0.605, 0.395)]
+    (tmp_path / "q.json").write_text(json.dumps({"rows": rows}))
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    line = render.view_generator_goal({"files": "q.json"}).splitlines()[2]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # stage, alone, alone - stage, fused, fused - stage, goal, fused - same calibration, gate gain, gate
+    assert cells[1:] == ["0.600 / 0.400", "0.520 / 0.300", "-0.080", "0.620 / 0.410", "+0.020 / +0.010", "no",
+                         "+0.015 / +0.015", "+0.0120", "generator served"]
+    rows[2]["macro_f1"] = 0.43
+    (tmp_path / "q.json").write_text(json.dumps({"rows": rows}))
+    assert "| yes |" in render.view_generator_goal({"files": "q.json"})
+    (tmp_path / "q.json").write_text(json.dumps({"rows": rows[:2]}))
+    with pytest.raises(ValueError, match="no rows"):
+        render.view_generator_goal({"files": "q.json"})
