@@ -174,14 +174,25 @@ def view_select_stream(opts: dict[str, str]) -> str:
 
 
 HEADLINE = (
-    ("goemotions", "quality_goemotions_fusion.json", "fused, generator stage features: counts", "quality_goemotions.json",
-     "tfidf+logreg"),
-    ("reuters21578", "quality_reuters21578_fusion.json", "fused, generator stage features: counts", "quality_reuters21578.json",
-     "tfidf+logreg"),
-    ("stackexchange3", "quality_stackexchange3_fused.json", "fused (retrieval variant as served)",
-     "quality_stackexchange3_baselines.json", "tfidf+logreg (L-BFGS, 100 iterations)"),
+    ("goemotions", "quality_goemotions_encoder_generator.json", "quality_goemotions.json", "tfidf+logreg"),
+    ("reuters21578", "quality_reuters21578_encoder_generator.json", "quality_reuters21578.json", "tfidf+logreg"),
+    ("stackexchange3", "quality_stackexchange3_fused.json", "quality_stackexchange3_baselines.json",
+     "tfidf+logreg (L-BFGS, 100 iterations)"),
 )
-"""(dataset, file of the fused model, its row, file of the baseline, its row) of the headline table."""
+"""(dataset, file of the served model's run, file of the baseline, its row) of the headline table."""
+HEADLINE_SPEED = ("tagging_speed_goemotions_t1_b32.json", "tagging_speed_reuters21578_t1_b32.json")
+"""The headline's tagging-speed runs (benchmarks/tagging_speed.py, one thread, batch 32)."""
+SERVED_ROWS = ("fused, generator on the sentence encoder (as served, dev gate auto)", "fused (retrieval variant as served)")
+"""The row of the model as served, in the files of either backbone (the first that a file holds)."""
+
+
+def served_row(rows: list[dict]) -> dict:
+    """The model as served: the fused row, or the retriever stage where the dev gate turned the generator off."""
+    by = {r["model"]: r for r in rows}
+    fused = next(by[m] for m in SERVED_ROWS if m in by)
+    if fused.get("gate_serves_generator", 1.0) == 0.0:
+        return by[GOAL_ROWS["stage"]]
+    return fused
 
 
 def view_tagging_speed(opts: dict[str, str]) -> str:
@@ -197,6 +208,29 @@ def view_tagging_speed(opts: dict[str, str]) -> str:
                     f"{ratio['ratio']:.2f}x", "-" if same is None else f"{same:.1%}"])
     return table(["dataset", "threads", "batch", "naive s / 1k", "served, generator on, s / 1k", "x naive", "retriever stage s / 1k",
                   "x naive", "encoder pass s / 1k", "generator on / stage", "same top label as naive"], out)
+
+
+def view_service_attack(opts: dict[str, str]) -> str:
+    """benchmarks/service_attack.py's runs (``files``, comma-separated, each named in the first column by its
+    ``labels`` entry): per phase, the one-word tag requests sent meanwhile, their errors and latency."""
+    files = opts["files"].split(",")
+    labels = opts.get("labels", "").split(";") if opts.get("labels") else files
+    out = []
+    for name, label in zip(files, labels, strict=True):
+        d = load(name)
+        assert isinstance(d, dict)
+        idle = d["idle"]
+        phases = [("alone", "nothing", d["alone"]),
+                  ("idle", f"{idle['idle_connections']:,} idle connections held {idle['hold_s']:.0f} s ({idle['reopened']:,} reopened "
+                           "after the server closed them); 200 one-word tags from 8 clients", idle),
+                  ("sampling", f"64 x 'a' sampled 256 times at temperature 100 (4 clients), the largest allowed "
+                               f"({d['sampling_allowed_texts']} texts, 2 clients)", d["sampling"]["light"]),
+                  ("predict", f"/predict of 5,000 tasks (2 clients) and of the most allowed ({d['predict_allowed_tasks']:,}, "
+                              "2 clients), each leaving after 5 s", d["predict"]["light"])]
+        for phase, what, r in phases:
+            n = r.get("requests", r.get("tags"))
+            out.append([label, phase, what, str(n), str(r["errors"]), f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['max_ms']:.0f}"])
+    return table(["server", "phase", "what the attacker does", "one-word tags", "errors", "p50 ms", "p99 ms", "max ms"], out)
 
 
 GOAL_ROWS = {
@@ -235,32 +269,32 @@ def view_generator_goal(opts: dict[str, str]) -> str:
 
 def view_headline(opts: dict[str, str]) -> str:
     """The README's table: the served model against TF-IDF + LR and the best single retriever source on each dataset,
-    and tagging speed with the encoder pass against transformers' generate alone."""
+    and the served tagging speed against the naive pipeline doing the same work."""
     out = []
-    for dataset, fused_file, fused_row, base_file, base_row in HEADLINE:
-        fused = next(r for r in rows_of(load(fused_file)) if r["model"] == fused_row)
+    for dataset, served_file, base_file, base_row in HEADLINE:
+        rows = rows_of(load(served_file))
+        served = served_row(rows)
         base = next(r for r in rows_of(load(base_file)) if r["model"] == base_row)
-        linear = next(r for r in rows_of(load(fused_file)) if r["model"].startswith("retriever: linear"))
-        out.append([dataset, f"{fused['micro_f1']:.3f} / {fused['macro_f1']:.3f}", f"{base['micro_f1']:.3f} / {base['macro_f1']:.3f}",
-                    f"{fused['micro_f1'] / base['micro_f1']:.2f}x / {fused['macro_f1'] / base['macro_f1']:.2f}x",
+        linear = next(r for r in rows if r["model"].startswith("retriever: linear"))
+        out.append([dataset, f"{served['micro_f1']:.3f} / {served['macro_f1']:.3f}", f"{base['micro_f1']:.3f} / {base['macro_f1']:.3f}",
+                    f"{served['micro_f1'] / base['micro_f1']:.2f}x / {served['macro_f1'] / base['macro_f1']:.2f}x",
                     f"{linear['micro_f1']:.3f} / {linear['macro_f1']:.3f}"])
-    text = table(["test split", "xlgen (fused, as served): micro / macro-F1", "TF-IDF + LR", "xlgen / TF-IDF + LR",
+    text = table(["test split", "xlgen (as served): micro / macro-F1", "TF-IDF + LR", "xlgen / TF-IDF + LR",
                   "TF-IDF ⊕ encoder ranker alone"], out)
     speed = []
-    for name, file in (("goemotions", "inference_retrieval_goemotions_1thread.json"),
-                       ("reuters21578", "inference_retrieval_reuters21578_1thread.json")):
-        rows = {r["setup"].split(",")[0].split(" (")[0]: r for r in rows_of(load(file))}
-        gen, full = rows["generate alone"], next(r for r in rows_of(load(file)) if r["setup"].startswith("full pipeline, CTranslate2"))
-        speed.append([name, f"{gen['docs_per_s']:,.1f}", f"{full['docs_per_s']:,.1f}", f"{full['ratio_to_generate']:.2f}x"])
-    return text + "\n\n" + table(["tagging, one CPU thread, beam 5", "transformers' generate alone, docs/s",
-                                  "xlgen, encoder + retriever + generator + fusion, docs/s", "speed-up"], speed)
+    for file in HEADLINE_SPEED:
+        naive, served, stage = rows_of(load(file))[:3]
+        speed.append([naive["dataset"], f"{naive['s_per_1k']:.1f}", f"{served['s_per_1k']:.1f}", f"{served['speedup']:.2f}x",
+                      f"{stage['s_per_1k']:.1f}", f"{stage['speedup']:.2f}x"])
+    return text + "\n\n" + table(["tagging, one CPU thread, batch 32", "naive pipeline, s / 1k docs", "xlgen served, generator on",
+                                  "speed-up", "retriever stage alone (gate off)", "speed-up"], speed)
 
 
 VIEWS: dict[str, Callable[[dict[str, str]], str]] = {
     "rows": view_rows, "inference": view_inference, "active_learning": view_active_learning, "new_labels": view_new_labels,
     "encoder_speed": view_encoder_speed, "pipeline": view_pipeline, "service_load": view_service_load,
     "select_stream": view_select_stream, "headline": view_headline, "tagging_speed": view_tagging_speed,
-    "generator_goal": view_generator_goal,
+    "generator_goal": view_generator_goal, "service_attack": view_service_attack,
 }
 
 
@@ -289,9 +323,8 @@ def source_line(files: list[str]) -> str:
 
 def files_of(view: str, opts: dict[str, str]) -> list[str]:
     if view == "headline":
-        return sorted({f for row in HEADLINE for f in (row[1], row[3])} | {"inference_retrieval_goemotions_1thread.json",
-                                                                        "inference_retrieval_reuters21578_1thread.json"})
-    if view in ("tagging_speed", "generator_goal"):
+        return sorted({f for row in HEADLINE for f in (row[1], row[2])} | set(HEADLINE_SPEED))
+    if view in ("tagging_speed", "generator_goal", "service_attack"):
         return opts["files"].split(",")
     return [opts["file"]]
 
