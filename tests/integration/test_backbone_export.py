@@ -84,3 +84,49 @@ def test_an_int8_onnx_export_is_quantized_and_decodes_as_the_float_one_does(mode
     bad = subprocess.run([sys.executable, "-m", "xlgen.service.cli", "export", "--model", str(model_dir), "--backend", "onnxruntime",
                           "--onnx-quantization", "int4"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--onnx-quantization" in bad.stderr
+
+
+def test_small_calls_decode_on_one_thread_and_agree_with_the_pool(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On two threads a call of at most SMALL_ROWS decoder rows (one text at beam 5) runs on the one-thread sessions,
+    a larger one on the pool; the labels and scores are those of the pool alone (XLGEN_ONNX_SMALL_ROWS=0)."""
+    import torch
+
+    if not (model_dir / "onnx" / "decoder.onnx").is_file():
+        subprocess.run([sys.executable, "-m", "xlgen.service.cli", "export", "--model", str(model_dir), "--backend", "onnxruntime"],
+                       check=True, capture_output=True, timeout=600)
+    texts = [d.text for d in read_documents(model_dir.parents[1] / "data" / "test.jsonl")][:8]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fast = XLGenModel.load(model_dir)
+        monkeypatch.setenv("XLGEN_ONNX_SMALL_ROWS", "0")
+        pool = XLGenModel.load(model_dir)
+    finally:
+        torch.set_num_threads(threads)
+    backend = fast.backend.members[0]  # type: ignore[union-attr]
+    assert backend.small_rows == 16 and pool.backend.members[0].small_rows == 0  # type: ignore[union-attr]
+    runs: list[str] = []
+    for name in ("decoder", "decoder_one"):
+        session = getattr(backend, name)
+        monkeypatch.setattr(backend, name, _Spy(session, name, runs))
+    cfg = DecodingConfig(max_new_tokens=8)  # beam 5
+    fast.decoding = pool.decoding = cfg
+    one = fast.predict(texts[:1], scoring="generator")
+    assert runs and set(runs) == {"decoder_one"}
+    runs.clear()
+    many = fast.predict(texts, scoring="generator")  # 8 x 5 rows
+    assert runs and set(runs) == {"decoder"}
+    for got, want in ((one, pool.predict(texts[:1], scoring="generator")), (many, pool.predict(texts, scoring="generator"))):
+        assert [p.labels for p in got] == [p.labels for p in want]
+        assert all(abs(p.all_scores[k] - q.all_scores[k]) < 1e-4 for p, q in zip(got, want, strict=True) for k in q.all_scores)
+
+
+class _Spy:
+    """An ONNX Runtime session that records which of the backend's sessions ran."""
+
+    def __init__(self, session, name: str, runs: list[str]) -> None:  # type: ignore[no-untyped-def]
+        self.session, self.name, self.runs = session, name, runs
+
+    def run(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.runs.append(self.name)
+        return self.session.run(*args, **kwargs)

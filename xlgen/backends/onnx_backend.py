@@ -7,6 +7,7 @@ so there is no rescoring pass. Encoder states come from the encoder cache when i
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,21 @@ def providers(device: str) -> list:
         index = int(device.split(":")[1]) if ":" in device else 0
         return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+SMALL_ROWS = 16
+"""Decoder rows (documents x beams or samples) up to which a call runs on one intra-op thread: ONNX Runtime's
+thread pool costs more than it gives on a one-text beam step (a few 384-wide matrix products), so on two threads a
+one-text request decoded 2.3x slower than on one. ``XLGEN_ONNX_SMALL_ROWS`` overrides it (0: always the pool)."""
+
+
+def small_rows() -> int:
+    """:data:`SMALL_ROWS`, or ``XLGEN_ONNX_SMALL_ROWS`` when set."""
+    value = os.environ.get("XLGEN_ONNX_SMALL_ROWS", "")
+    try:
+        return int(value) if value else SMALL_ROWS
+    except ValueError:
+        raise ValueError(f"XLGEN_ONNX_SMALL_ROWS must be an integer, got {value!r}") from None
 
 
 class _Stepper:
@@ -95,6 +111,12 @@ class OnnxBackend(Backend):
         self.encoder = ort.InferenceSession(str(path / "encoder.onnx"), so, providers=prov) if (path / "encoder.onnx").is_file() else None
         self.cross = ort.InferenceSession(str(path / "cross.onnx"), so, providers=prov)
         self.decoder = ort.InferenceSession(str(path / "decoder.onnx"), so, providers=prov)
+        # small calls on one thread (see SMALL_ROWS): a second pair of sessions, unless the pool is one thread anyway
+        self.small_rows = small_rows() if prov[0] == "CPUExecutionProvider" and threads != 1 else 0
+        if self.small_rows:
+            one = session_options(1)
+            self.cross_one = ort.InferenceSession(str(path / "cross.onnx"), one, providers=prov)
+            self.decoder_one = ort.InferenceSession(str(path / "decoder.onnx"), one, providers=prov)
         self.names = io_names(n_layers)
         self.n_heads, self.d_kv = n_heads, d_kv
         self.start_id, self.eos_id, self.length_penalty = start_id, eos_id, length_penalty
@@ -113,11 +135,13 @@ class OnnxBackend(Backend):
         if states is None:
             states = self.encode(ids, mask)
         st = states.detach().float().cpu().numpy()
-        cross = self.cross.run(None, {"states": st})  # per layer key, value: (batch, heads, src_len, d_kv)
         n_ret = cfg.num_return
+        small = len(st) * n_ret <= self.small_rows
+        cross_session, decoder_session = (self.cross_one, self.decoder_one) if small else (self.cross, self.decoder)
+        cross = cross_session.run(None, {"states": st})  # per layer key, value: (batch, heads, src_len, d_kv)
         row_doc = np.repeat(np.arange(len(st)), n_ret)  # (batch * n_ret,)
         m = mask.cpu().numpy().astype(np.int64)
-        stepper = _Stepper(self.decoder, self.names, m[row_doc], [c[row_doc] for c in cross], row_doc, self.n_heads, self.d_kv)
+        stepper = _Stepper(decoder_session, self.names, m[row_doc], [c[row_doc] for c in cross], row_doc, self.n_heads, self.d_kv)
         s = search.SearchSettings(self.start_id, self.eos_id, cfg.max_new_tokens, self.length_penalty)
         if cfg.strategy == "beam":
             return search.beam(stepper, len(st), cfg.num_beams, s)
