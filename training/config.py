@@ -32,7 +32,7 @@ class TrainConfig:
     test_file: str | None = opt(None, "test split file (overrides DATA); evaluated after training if present")
     evaluate_test: bool = opt(True, "evaluate on the test split after training, when there is one (off: a later `xlgen evaluate` does it, e.g. on the exported backend)")
     backbone: str = opt("t5", "what reads the document: t5, the T5's own encoder (a --preset from scratch or --base-model); sentence-encoder, the retrieval variant's frozen pretrained sentence encoder (--encoder), one pass of which gives the retriever its vector and the generator its token states, read by a T5 of the encoder's width (--reader-layers, --decoder-layers) over label pieces of the encoder's own vocabulary", choices=BACKBONES)
-    reader_layers: int = opt(0, "sentence-encoder backbone: T5 encoder blocks (from scratch) over the frozen token states and the candidates (0: the decoder attends to them directly, the fastest; docs/generator.md compares)")
+    reader_layers: int = opt(0, "sentence-encoder backbone: T5 encoder blocks (from scratch) over the frozen token states and the candidates (0: the decoder attends to them directly, the fastest)")
     decoder_layers: int = opt(2, "sentence-encoder backbone: T5 decoder blocks (from scratch)")
     decoder_heads: int = opt(6, "sentence-encoder backbone: attention heads (the encoder width must divide by it)")
     decoder_ff: int = opt(1024, "sentence-encoder backbone: feed-forward size of each block")
