@@ -298,16 +298,14 @@ split's feature matrix at 1.2 GB; at 400,000 one main job scored 0.011 test macr
 cap, a difference within what two main jobs of the same code differ by (0.007)."""
 
 
-def stage_rows(candidates: Any, max_rows: int, seed: int = 0) -> np.ndarray | None:
-    """The candidate rows of a random subset of documents holding at most ``max_rows`` rows (all documents'
-    rows, each document whole, in their order), or None when every row fits."""
-    n_rows = len(candidates.label_ids)
-    if n_rows <= max_rows:
+def stage_documents(candidates: Any, max_rows: int, seed: int = 0) -> np.ndarray | None:
+    """The indices (in order) of a random subset of documents whose candidates hold at most ``max_rows`` rows,
+    or None when every row fits."""
+    if len(candidates.label_ids) <= max_rows:
         return None
     sizes = np.diff(np.asarray(candidates.offsets))
     order = np.random.default_rng(seed).permutation(len(sizes))
-    keep = np.sort(order[: max(1, int(np.searchsorted(np.cumsum(sizes[order]), max_rows, side="right")))])
-    return np.concatenate([np.arange(candidates.offsets[i], candidates.offsets[i + 1]) for i in keep])
+    return np.sort(order[: max(1, int(np.searchsorted(np.cumsum(sizes[order]), max_rows, side="right")))])
 
 
 def fit_retriever_stage(candidates: Any, gold: Sequence[Sequence[str]], counts: Mapping[str, int], c: float = 1.0,
@@ -320,11 +318,10 @@ def fit_retriever_stage(candidates: Any, gold: Sequence[Sequence[str]], counts: 
     the features place a label within its document. The fit's time and its feature matrix (float64, 77
     columns: 0.6 KB per row) stay bounded whatever the train split's size."""
     cal = LogisticCalibrator(retriever_feature_names(candidates.sources), pairs=True, c=c)
-    x, y = retriever_features(candidates, counts), gold_targets(candidates, gold)
-    rows = stage_rows(candidates, max_rows, seed)
-    if rows is not None:
-        x, y = x[rows], y[rows]
-    return cal.fit(x, y)
+    keep = stage_documents(candidates, max_rows, seed)
+    if keep is not None:  # before the features: a row's features read only its own document's rows
+        candidates, gold = candidates.documents(keep), [gold[i] for i in keep]
+    return cal.fit(retriever_features(candidates, counts), gold_targets(candidates, gold))
 
 
 def generator_rows(fusion: Fusion, candidates: Any, counts: Mapping[str, int], generated: Sequence[Mapping[str, float]],

@@ -173,17 +173,32 @@ def _synthetic_candidates(n_docs: int, seed: int = 0):  # type: ignore[no-untype
 
 
 def test_the_retriever_stage_fits_on_whole_documents_up_to_its_row_cap() -> None:
-    from xlgen.fusion import fit_retriever_stage, retriever_features, stage_rows
+    from xlgen.fusion import (
+        LogisticCalibrator,
+        fit_retriever_stage,
+        gold_targets,
+        retriever_feature_names,
+        retriever_features,
+        stage_documents,
+    )
 
     cands, gold = _synthetic_candidates(3_000)
     n_rows = len(cands.label_ids)
-    assert stage_rows(cands, n_rows) is None
-    rows = stage_rows(cands, 5_000, seed=1)
-    assert rows is not None and 4_000 < len(rows) <= 5_000
-    assert np.array_equal(rows, np.sort(rows)) and np.array_equal(rows, stage_rows(cands, 5_000, seed=1))
-    kept = set(cands.doc_index[rows].tolist())
-    assert sum(cands.offsets[i + 1] - cands.offsets[i] for i in kept) == len(rows)  # every kept document whole
+    assert stage_documents(cands, n_rows) is None
+    keep = stage_documents(cands, 5_000, seed=1)
+    assert keep is not None and np.array_equal(keep, np.sort(keep)) and np.array_equal(keep, stage_documents(cands, 5_000, seed=1))
+    part_cands = cands.documents(keep)
+    assert 4_000 < len(part_cands.label_ids) <= 5_000 and len(part_cands) == len(keep)
+    for j, i in enumerate(keep):  # every kept document whole, its rows as they were
+        assert part_cands.doc(j) == cands.doc(i)
     counts = {label: 5 for label in cands.labels}
+    # the subset's own features are the full features' rows of those documents (a row's features read its document only)
+    rows = np.concatenate([np.arange(cands.offsets[i], cands.offsets[i + 1]) for i in keep])
+    assert np.array_equal(retriever_features(part_cands, counts), retriever_features(cands, counts)[rows])
+    capped = fit_retriever_stage(cands, gold, counts, max_rows=5_000, seed=1)
+    by_rows = LogisticCalibrator(retriever_feature_names(cands.sources), pairs=True).fit(
+        retriever_features(cands, counts)[rows], gold_targets(cands, gold)[rows])
+    assert np.allclose(capped.weights, by_rows.weights) and np.isclose(capped.bias, by_rows.bias)
     full = fit_retriever_stage(cands, gold, counts, max_rows=n_rows)
     part = fit_retriever_stage(cands, gold, counts, max_rows=n_rows // 2)
     x = retriever_features(cands, counts)

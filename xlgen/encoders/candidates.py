@@ -79,6 +79,14 @@ class Candidates:
         """Each document's candidate labels in row order."""
         return [[self.labels[x] for x in self.label_ids[self.offsets[i]:self.offsets[i + 1]]] for i in range(len(self))]
 
+    def documents(self, keep: np.ndarray) -> Candidates:
+        """The candidates of the documents ``keep`` (indices, in that order), each document's rows whole."""
+        keep = np.asarray(keep, dtype=np.int64)
+        sizes = np.diff(self.offsets)[keep]
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]) if len(keep) else np.zeros(0, np.int64)
+        offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(sizes)])
+        return Candidates(self.labels, self.sources, self.top, offsets, self.label_ids[rows], self.scores[rows], self.ranks[rows])
+
     @staticmethod
     def concat(parts: Sequence[Candidates]) -> Candidates:
         """Joins candidates of consecutive document batches (same labels, sources and K)."""
