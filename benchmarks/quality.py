@@ -95,10 +95,9 @@ def ablation_of(item: str | None) -> dict[str, object]:
     if not sep or field not in fields:
         raise SystemExit(f"--encoder-generator-ablations: {item!r} is not FIELD=VALUE of a training option")
     default = fields[field].default
-    kind = type(default) if default is not None and not isinstance(default, bool) else None
     if isinstance(default, bool):
         return {field: value.lower() in ("1", "true", "yes")}
-    return {field: kind(value) if kind else value}
+    return {field: value if default is None else type(default)(value)}
 
 
 def cell(v: object) -> str:

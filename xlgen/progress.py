@@ -87,9 +87,14 @@ def progress_bar(iterable: Iterable | None = None, *, total: float | None = None
         **kwargs: Other tqdm options.
     """
     stream = file if file is not None else sys.stderr
-    isatty = getattr(stream, "isatty", None)
-    cls = tqdm if isatty is not None and isatty() else LineProgress
+    cls = tqdm if is_terminal(stream) else LineProgress
     return cls(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave, file=stream, **kwargs)
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a terminal (a stream without ``isatty`` is not)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
 
 
 def write(message: str, file: IO[str] | None = None) -> None:
@@ -103,9 +108,7 @@ def quiet_library_bars(stream: IO[str] | None = None) -> bool:
     a second that a log keeps as one long line. Returns whether they were turned off."""
     import os
 
-    stream = stream if stream is not None else sys.stderr
-    isatty = getattr(stream, "isatty", None)
-    if isatty is not None and isatty():
+    if is_terminal(stream if stream is not None else sys.stderr):
         return False
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is imported
     if "transformers" in sys.modules:  # already imported: its switch reads the variable only once
